@@ -1,0 +1,113 @@
+"""The backbone registry: plain data naming each supported CNN trunk.
+
+A backbone maps RGB images (already resized and preprocessed by
+:class:`xrayest.layers.ImagePreprocessing`) to a spatial feature map.  Pretrained
+trunks come from ``keras.applications``; ``small_cnn`` and ``residual_cnn`` are built
+here and trained from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone"]
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What xrayest needs to know about one backbone.
+
+    Attributes
+    ----------
+    name : str
+        Registry key.
+    builder : str or callable
+        Attribute of ``keras.applications`` (str), or a function
+        ``builder(input_shape) -> keras.Model`` for the from-scratch CNNs.
+    preprocess : str
+        Key of :data:`xrayest.layers.PREPROCESS_MODES`.
+    default_size : int
+        Input side length the published ImageNet weights were trained at.
+    min_size : int
+        Smallest input side the architecture accepts.
+    pretrained : bool
+        Whether ImageNet weights exist (``weights="imagenet"``).
+    """
+
+    name: str
+    builder: str | Callable[[tuple], keras.Model]
+    preprocess: str
+    default_size: int
+    min_size: int
+    pretrained: bool = True
+
+
+def _conv_block(x, filters, name):
+    x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv")(x)
+    return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+
+
+def small_cnn(input_shape, filters=(16, 32, 64), name="small_cnn"):
+    """A VGG-like stack of conv-ReLU-maxpool blocks, trained from scratch."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, f in enumerate(filters):
+        x = _conv_block(x, f, name=f"block{i + 1}")
+    return keras.Model(inputs, x, name=name)
+
+
+def residual_cnn(input_shape, filters=(16, 32, 64), name="residual_cnn"):
+    """A small residual CNN (conv-BN-ReLU pairs with identity shortcuts), trained from scratch."""
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", name="stem_conv")(inputs)
+    for i, f in enumerate(filters):
+        shortcut = keras.layers.Conv2D(f, 1, padding="same", name=f"res{i + 1}_proj")(x)
+        y = keras.layers.Conv2D(f, 3, padding="same", name=f"res{i + 1}_conv1")(x)
+        y = keras.layers.BatchNormalization(name=f"res{i + 1}_bn1")(y)
+        y = keras.layers.ReLU(name=f"res{i + 1}_relu1")(y)
+        y = keras.layers.Conv2D(f, 3, padding="same", name=f"res{i + 1}_conv2")(y)
+        y = keras.layers.BatchNormalization(name=f"res{i + 1}_bn2")(y)
+        x = keras.layers.ReLU(name=f"res{i + 1}_out")(keras.layers.Add(name=f"res{i + 1}_add")([shortcut, y]))
+        x = keras.layers.MaxPooling2D(2, name=f"res{i + 1}_pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        BackboneSpec("vgg16", "VGG16", "caffe", 224, 32),
+        BackboneSpec("vgg19", "VGG19", "caffe", 224, 32),
+        BackboneSpec("resnet50", "ResNet50", "caffe", 224, 32),
+        BackboneSpec("densenet121", "DenseNet121", "torch", 224, 32),
+        BackboneSpec("inceptionv3", "InceptionV3", "tf", 299, 75),
+        BackboneSpec("xception", "Xception", "tf", 299, 71),
+        BackboneSpec("mobilenetv2", "MobileNetV2", "tf", 224, 32),
+        BackboneSpec("efficientnetb0", "EfficientNetB0", "none", 224, 32),
+        BackboneSpec("small_cnn", small_cnn, "unit", 128, 8, pretrained=False),
+        BackboneSpec("residual_cnn", residual_cnn, "unit", 128, 8, pretrained=False),
+    ]
+}
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """Look a backbone up by name (case-insensitive); unknown names list the valid ones."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    for spec in BACKBONES.values():
+        if spec.name.replace("_", "") == key:
+            return spec
+    raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}, or a keras.Model")
+
+
+def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -> keras.Model:
+    """Instantiate a backbone without its classification top.
+
+    ``keras_weights`` is passed to ``keras.applications`` as is (``"imagenet"`` or None);
+    weight files are loaded by :mod:`xrayest.weights`.
+    """
+    if callable(spec.builder):
+        return spec.builder(input_shape)
+    constructor = getattr(keras.applications, spec.builder)
+    return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)

@@ -1,0 +1,362 @@
+"""XrayCNNClassifier: a pretrained (or from-scratch) CNN with a dense head, as a scikit-learn classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+from scikeras.wrappers import BaseWrapper, KerasClassifier
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import accuracy_score
+from sklearn.utils import compute_sample_weight
+from sklearn.utils._tags import ClassifierTags
+
+from . import features as F
+from .device import device_scope
+from .heads import EMBEDDING_LAYER, POOLINGS, build_head
+from .inputs import ImageSource, as_image_source
+from .training import EpochTimer, build_optimizer, seeded, stratified_split
+
+__all__ = ["XrayCNNClassifier"]
+
+
+class _Passthrough(TransformerMixin, BaseEstimator):
+    """scikeras' feature encoder slot: X stays an :class:`~xrayest.inputs.ImageSource`."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X
+
+
+class XrayCNNClassifier(KerasClassifier):
+    """CNN image classifier for chest X-rays: a Keras backbone plus a dense head.
+
+    Built on scikeras' ``KerasClassifier`` with scikit-learn's contract made right:
+    ``is_classifier`` is True (so ``GridSearchCV(cv=3)`` stratifies), ``clone`` keeps every
+    parameter, pickling round-trips predictions exactly.
+
+    When the backbone is frozen (the default for pretrained backbones), ``fit`` runs it
+    once per distinct image, caches the result (see :mod:`xrayest.features`) and trains
+    only the head; predictions still come from raw images and equal those of the composed
+    model ``model_``.
+
+    Parameters
+    ----------
+    backbone : str or keras.Model, default="vgg16"
+        A name from :data:`xrayest.backbones.BACKBONES` (``vgg16``, ``vgg19``, ``resnet50``,
+        ``densenet121``, ``inceptionv3``, ``xception``, ``mobilenetv2``, ``efficientnetb0``,
+        ``small_cnn``, ``residual_cnn``) or your own ``keras.Model`` mapping RGB 0-255
+        images to a feature map (it is copied, never modified).
+    weights : {"imagenet", None} or path, default="imagenet"
+        Backbone weights: ImageNet (downloaded, or found offline, see :mod:`xrayest.weights`),
+        None for random, or a ``.weights.h5`` file.
+    image_size : int or (int, int), optional
+        Size images are resized to inside the model; default the backbone's own.
+    pooling : {"avg", "max", "flatten"}, default="avg"
+        How the backbone's feature map becomes a vector.
+    hidden_units : sequence of int, default=(256,)
+        Dense ReLU layers of the head; the last is the embedding returned by ``transform``.
+    dropout : float or sequence of float, default=0.5
+        Dropout after each hidden layer (a sequence gives one rate per layer).
+    batch_norm : bool, default=False
+        BatchNormalization on the backbone output, before pooling.
+    l2 : float, default=0.0
+        L2 penalty on the head's Dense kernels.
+    optimizer : str, class or keras Optimizer, default="adam"
+    learning_rate : float, default=1e-3
+    epochs : int, default=20
+    batch_size : int, default=32
+    validation_split : float, default=0.0
+        Fraction of the training data held out, stratified by class, to report
+        ``val_loss``/``val_accuracy`` in ``history_``.
+    class_weight : "balanced", dict or None, default=None
+    callbacks : list of keras.callbacks.Callback, optional
+    freeze_backbone : "auto" or bool, default="auto"
+        "auto" freezes pretrained-family backbones and trains the from-scratch CNNs.
+    cache_features : bool, default=True
+        Share frozen-backbone features across fits through the feature cache.
+    cache_dir : path, optional
+        Keep cached features on disk there too (shared by parallel workers).
+    device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
+    random_state : int, optional
+        Seeds weights, shuffling, dropout and the validation split: two fits give
+        identical predictions on CPU.
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Class labels, in the order of ``predict_proba``'s columns.
+    n_classes_ : int
+    model_ : keras.Model
+        The composed model: ``images -> trunk (preprocess + backbone) -> head``.
+    history_ : dict of list
+        Per-epoch ``loss``, ``accuracy``, ``epoch_time`` and, with validation, ``val_*``.
+    image_size_ : tuple
+    backbone_frozen_ : bool
+    n_features_in_ : int
+        Only when fitted on 2-D ``(n, p)`` rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xrayest import XrayCNNClassifier
+    >>> X = np.random.default_rng(0).integers(0, 255, (20, 32, 32), dtype=np.uint8)
+    >>> y = np.array(["covid", "normal"] * 10)
+    >>> clf = XrayCNNClassifier("vgg16", weights=None, image_size=32, epochs=2, random_state=0)
+    >>> clf.fit(X, y).predict(X[:2]).shape
+    (2,)
+    """
+
+    # scikeras reads these; they are fixed for xrayest, so they are class attributes and
+    # not estimator parameters (get_params lists only what __init__ sets).
+    model = None
+    build_fn = None
+    warm_start = False
+    loss = None
+    metrics = None
+    shuffle = True
+    run_eagerly = False
+    validation_batch_size = None
+
+    def __init__(self, backbone="vgg16", *, weights="imagenet", image_size=None, pooling="avg",
+                 hidden_units=(256,), dropout=0.5, batch_norm=False, l2=0.0, optimizer="adam",
+                 learning_rate=1e-3, epochs=20, batch_size=32, validation_split=0.0, class_weight=None,
+                 callbacks=None, freeze_backbone="auto", cache_features=True, cache_dir=None,
+                 device="auto", random_state=None, verbose=0):
+        self.backbone = backbone
+        self.weights = weights
+        self.image_size = image_size
+        self.pooling = pooling
+        self.hidden_units = hidden_units
+        self.dropout = dropout
+        self.batch_norm = batch_norm
+        self.l2 = l2
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.validation_split = validation_split
+        self.class_weight = class_weight
+        self.callbacks = callbacks
+        self.freeze_backbone = freeze_backbone
+        self.cache_features = cache_features
+        self.cache_dir = cache_dir
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ sklearn tags
+    def __sklearn_tags__(self):
+        # scikeras lists BaseWrapper before ClassifierMixin, so BaseEstimator's tags win
+        # and is_classifier() is False; GridSearchCV would then use plain KFold.
+        tags = BaseEstimator.__sklearn_tags__(self)
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags()
+        tags.target_tags.required = True
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # ------------------------------------------------------------------ validation
+    def _check_params(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
+        if not 0.0 <= float(self.validation_split) < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1); got {self.validation_split!r}")
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+        if self.freeze_backbone not in ("auto", True, False):
+            raise ValueError(f"freeze_backbone must be 'auto', True or False; got {self.freeze_backbone!r}")
+
+    def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
+        # scikeras validates X as a numeric matrix; xrayest takes images or file paths.
+        _, y = super()._validate_data(X=None, y=y, reset=reset, y_numeric=y_numeric)
+        if X is None:
+            return X, y
+        source = as_image_source(X, warn_unit_range=reset)
+        if y is not None and len(source) != len(y):
+            raise ValueError(f"X has {len(source)} images but y has {len(y)} labels")
+        tabular = getattr(source, "image_shape", (None,))[0] == 1 and getattr(X, "ndim", 0) == 2
+        if reset:
+            self.n_features_in_ = source.image_shape[1] if tabular else None
+            if not tabular:
+                del self.n_features_in_
+        elif getattr(self, "n_features_in_", None) is not None and tabular:
+            if source.image_shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {source.image_shape[1]} features, but {type(self).__name__} "
+                    f"is expecting {self.n_features_in_} features as input"
+                )
+        return source, y
+
+    @property
+    def feature_encoder(self):
+        return _Passthrough()
+
+    # ------------------------------------------------------------------ model building
+    def _build_keras_model(self):
+        import keras
+
+        self._check_params()
+        spec = F.backbone_spec_or_model(self.backbone)
+        self.image_size_ = F.image_size_for(spec, self.image_size)
+        with device_scope(self.device), seeded(self._random_state):
+            backbone, preprocess, fingerprint, pretrained = F.make_backbone(self.backbone, self.weights, self.image_size_)
+            frozen = pretrained if self.freeze_backbone == "auto" else bool(self.freeze_backbone)
+            backbone.trainable = not frozen
+            pool_in_trunk = frozen and not self.batch_norm and self.pooling != "flatten"
+            trunk = F.build_trunk(backbone, self.image_size_, preprocess,
+                                  pooling=self.pooling if pool_in_trunk else None)
+            n_outputs = 1 if self.n_classes_ <= 2 else self.n_classes_
+            head = build_head(trunk.output_shape[1:], n_outputs, pooling=self.pooling,
+                              hidden_units=self.hidden_units, dropout=self.dropout,
+                              batch_norm=self.batch_norm, l2=self.l2)
+            images = keras.Input((None, None, 3), name="images")
+            model = keras.Model(images, head(trunk(images)), name="xray_cnn")
+            self.backbone_frozen_ = frozen
+            reproducible = fingerprint is not None or self._random_state is not None
+            self._feature_config = F.config_key(
+                backbone=getattr(spec, "name", "custom"), weights=fingerprint, size=self.image_size_,
+                preprocess=preprocess, pooling=self.pooling if pool_in_trunk else None,
+                seed=None if fingerprint else self._random_state, keras=keras.__version__,
+            ) if (frozen and self.cache_features and reproducible) else None
+            self._compile(model if not frozen else head)
+        return model
+
+    def _compile(self, model):
+        loss = "binary_crossentropy" if self.n_classes_ <= 2 else "sparse_categorical_crossentropy"
+        model.compile(optimizer=build_optimizer(self.optimizer, self.learning_rate), loss=loss,
+                      metrics=["accuracy"])
+
+    def _ensure_compiled_model(self):
+        # The composed model is compiled only when it is what trains (unfrozen backbone);
+        # a frozen backbone trains the head alone.
+        pass
+
+    @property
+    def trunk_(self):
+        """Images -> backbone features (preprocessing, frozen backbone, maybe pooling)."""
+        return self.model_.get_layer("trunk")
+
+    @property
+    def head_(self):
+        """Backbone features -> class probabilities."""
+        return self.model_.get_layer("head")
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y, sample_weight=None, **kwargs):
+        """Fit the head (and an unfrozen backbone) on images X and labels y.
+
+        Parameters
+        ----------
+        X : array of images ``(n, h, w[, c])`` or sequence of image paths
+        y : array-like of shape (n,)
+            String or integer labels.
+        sample_weight : array-like of shape (n,), optional
+        """
+        self.classes_ = None
+        if self.class_weight is not None:
+            # KerasClassifier multiplies the caller's sample_weight in place; build a new one.
+            weights = compute_sample_weight(class_weight=self.class_weight, y=np.asarray(y))
+            if sample_weight is not None:
+                weights = weights * np.asarray(sample_weight, dtype=float)
+            sample_weight = weights
+        BaseWrapper.fit(self, X, y, sample_weight=sample_weight, **kwargs)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None, **kwargs):
+        """Train one more epoch, keeping the model and history."""
+        self.classes_ = classes if classes is not None else getattr(self, "classes_", None)
+        BaseWrapper.partial_fit(self, X, y, sample_weight=sample_weight, **kwargs)
+        return self
+
+    def _trunk_features(self, source: ImageSource) -> np.ndarray:
+        cache = F.default_cache(self.cache_dir) if self._feature_config else None
+        return F.extract_features(self.trunk_, source, size=self.image_size_, batch_size=self.batch_size,
+                                  config=self._feature_config, cache=cache, verbose=self.verbose)
+
+    def _training_inputs(self, source: ImageSource):
+        if self.backbone_frozen_:
+            return self._trunk_features(source), self.head_
+        return source.all(self.image_size_), self.model_
+
+    def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
+        with device_scope(self.device):
+            inputs, trainee = self._training_inputs(X)
+            validation = None
+            if self.validation_split:
+                train, val = stratified_split(y, float(self.validation_split), self._random_state)
+                validation = (inputs[val], y[val]) if sample_weight is None else (inputs[val], y[val], sample_weight[val])
+                inputs, y = inputs[train], y[train]
+                sample_weight = None if sample_weight is None else sample_weight[train]
+            with seeded(self._random_state):
+                hist = trainee.fit(
+                    inputs, y, batch_size=self.batch_size, epochs=initial_epoch + epochs,
+                    initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
+                    callbacks=[EpochTimer(), *self._fit_callbacks], verbose=self.verbose, shuffle=True, **kwargs,
+                )
+        if not warm_start or not hasattr(self, "history_") or initial_epoch == 0:
+            self.history_ = {}
+        for key, values in hist.history.items():
+            self.history_.setdefault("accuracy" if key == "compile_metrics" else key, []).extend(
+                float(v) for v in values)
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def _check_fitted(self):
+        if not self.initialized_:
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
+
+    def _predict_raw(self, X, **kwargs):
+        self._check_fitted()
+        source, _ = self._validate_data(X=X, y=None)
+        with device_scope(self.device):
+            if self.backbone_frozen_:
+                return np.asarray(self.head_.predict(self._trunk_features(source), batch_size=self.batch_size, verbose=0))
+            return self._predict_images(self.model_, source)
+
+    def _predict_images(self, model, source):
+        out = [np.asarray(model.predict_on_batch(source.batch(i, i + self.batch_size, self.image_size_)))
+               for i in range(0, len(source), self.batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
+
+    def predict_proba(self, X, **kwargs):
+        """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_`` order."""
+        raw = self._predict_raw(X).astype(np.float64)
+        if raw.shape[1] == 1:
+            raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
+        return raw
+
+    def predict(self, X, **kwargs):
+        """Predicted class labels (the same type as the ``y`` passed to ``fit``)."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy on ``(X, y)``."""
+        return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
+
+    def transform(self, X):
+        """Embeddings from the head's last hidden layer, shape ``(n_samples, hidden_units[-1])``.
+
+        With no hidden layers, the pooled backbone features.
+        """
+        import keras
+
+        self._check_fitted()
+        source, _ = self._validate_data(X=X, y=None)
+        head = self.head_
+        names = [layer.name for layer in head.layers]
+        layer = EMBEDDING_LAYER if EMBEDDING_LAYER in names else names[-2]
+        embed = keras.Model(head.input, head.get_layer(layer).output)
+        with device_scope(self.device):
+            if self.backbone_frozen_:
+                return np.asarray(embed.predict(self._trunk_features(source), batch_size=self.batch_size, verbose=0))
+            full = keras.Model(self.model_.input, embed(self.trunk_(self.model_.input)))
+            return self._predict_images(full, source)
+
+    def __repr__(self):
+        return BaseEstimator.__repr__(self)

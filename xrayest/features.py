@@ -1,0 +1,277 @@
+"""Frozen-backbone features, computed once per image and cached.
+
+A frozen backbone's output never changes, so xrayest runs it once per distinct image
+and trains only the head on the result.  :class:`FeatureCache` keeps those outputs keyed
+by *image content* and *backbone configuration* (weights fingerprint included), so clones,
+cross-validation folds and grid-search candidates share them.
+
+The cache lives in memory (least-recently-used entries are dropped past ``max_bytes``)
+and, optionally, on disk under ``directory`` (one ``.npy`` per image, written atomically,
+so parallel workers and later processes share it).  A configuration whose features are
+not reproducible (random weights with no ``random_state``) is never cached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .inputs import ImageSource
+
+__all__ = ["FeatureCache", "default_cache", "config_key", "extract_features", "build_trunk"]
+
+DEFAULT_MAX_BYTES = int(float(os.environ.get("XRAYEST_FEATURE_CACHE_MB", "1024")) * 2**20)
+
+
+class FeatureCache:
+    """Bounded map ``(config key, image key) -> feature array``, in memory and optionally on disk.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Memory bound; least recently used features are evicted beyond it.
+    directory : path-like, optional
+        Also keep features as ``directory/<config>/<image>.npy``.  Disk entries are not
+        evicted; delete the folder to reclaim space.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, directory=None):
+        self.max_bytes = int(max_bytes)
+        self.directory = Path(directory) if directory is not None else None
+        self._entries: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def _disk_path(self, config: str, key: str) -> Path:
+        return self.directory / config[:24] / f"{key}.npy"
+
+    def get(self, config: str, key: str):
+        with self._lock:
+            found = self._entries.get((config, key))
+            if found is not None:
+                self._entries.move_to_end((config, key))
+                self.hits += 1
+                return found
+        if self.directory is not None:
+            path = self._disk_path(config, key)
+            if path.is_file():
+                try:
+                    found = np.load(path, allow_pickle=False)
+                except (OSError, ValueError):
+                    found = None  # a damaged entry is recomputed, never trusted
+                if found is not None:
+                    self._remember(config, key, found)
+                    self.hits += 1
+                    return found
+        self.misses += 1
+        return None
+
+    def put(self, config: str, key: str, features: np.ndarray):
+        features = np.array(features, copy=True)
+        features.flags.writeable = False
+        self._remember(config, key, features)
+        if self.directory is not None:
+            path = self._disk_path(config, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    np.save(fh, features, allow_pickle=False)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+    def _remember(self, config, key, features):
+        if features.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop((config, key), None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._entries[(config, key)] = features
+            self._bytes += features.nbytes
+            while self._bytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+
+_DEFAULT_CACHE = FeatureCache()
+_DISK_CACHES: dict[str, FeatureCache] = {}
+
+
+def default_cache(directory=None) -> FeatureCache:
+    """The process-wide in-memory cache, or the one bound to ``directory``."""
+    if directory is None:
+        return _DEFAULT_CACHE
+    directory = str(Path(directory).resolve())
+    if directory not in _DISK_CACHES:
+        _DISK_CACHES[directory] = FeatureCache(directory=directory)
+    return _DISK_CACHES[directory]
+
+
+def config_key(**config) -> str:
+    """Stable hash of a backbone configuration (plain JSON-able values)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_trunk(backbone, spec_size, preprocess: str, pooling=None, name="trunk"):
+    """Raw RGB images (any size, 0-255) -> resize + preprocess -> backbone -> optional pooling."""
+    import keras
+
+    from .heads import pooling_layer
+    from .layers import ImagePreprocessing
+
+    inputs = keras.Input((None, None, 3), name="images")
+    x = ImagePreprocessing(spec_size, preprocess, name="preprocess")(inputs)
+    x = backbone(x)
+    if pooling is not None:
+        x = pooling_layer(pooling, name="trunk_pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def _progress(total, verbose, desc):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
+def extract_features(trunk, source: ImageSource, *, size, batch_size=32, config=None,
+                     cache: FeatureCache | None = None, verbose=0) -> np.ndarray:
+    """Run ``trunk`` over every image of ``source`` once, reusing cached outputs.
+
+    Parameters
+    ----------
+    trunk : keras.Model
+        Frozen model from raw images to features.
+    source : ImageSource
+    size : tuple
+        ``(height, width)`` image files are read at.
+    batch_size : int
+    config : str or None
+        Configuration key; None disables the cache.
+    cache : FeatureCache or None
+    verbose : int
+        Show a progress bar when > 0.
+
+    Returns
+    -------
+    ndarray of shape ``(len(source), *trunk.output_shape[1:])``
+    """
+    n = len(source)
+    use_cache = cache is not None and config is not None
+    keys = source.keys(size) if use_cache else [str(i) for i in range(n)]
+    found: dict[str, np.ndarray] = {}
+    if use_cache:
+        for key in dict.fromkeys(keys):
+            value = cache.get(config, key)
+            if value is not None:
+                found[key] = value
+    # Each distinct missing image is computed once, even if it repeats within X.
+    first_index = {}
+    for i, key in enumerate(keys):
+        if key not in found and key not in first_index:
+            first_index[key] = i
+    todo = np.fromiter(first_index.values(), dtype=np.intp, count=len(first_index))
+    bar = _progress(len(todo), verbose if len(todo) >= 2 * batch_size else 0, "backbone features")
+    pending = source.subset(todo) if len(todo) else None
+    for start in range(0, len(todo), batch_size):
+        stop = min(start + batch_size, len(todo))
+        batch = pending.batch(start, stop, size)
+        out = np.asarray(trunk.predict_on_batch(batch))
+        for offset, features in enumerate(out):
+            key = keys[todo[start + offset]]
+            found[key] = features
+            if use_cache:
+                cache.put(config, key, features)
+        if bar is not None:
+            bar.update(stop - start)
+    if bar is not None:
+        bar.close()
+    if n == 0:
+        return np.zeros((0, *trunk.output_shape[1:]), np.float32)
+    return np.stack([found[key] for key in keys])
+
+
+def image_size_for(spec_or_model, image_size):
+    """``(height, width)`` the backbone runs at: ``image_size`` or the backbone's default."""
+    from .backbones import BackboneSpec
+
+    if image_size is None:
+        if isinstance(spec_or_model, BackboneSpec):
+            return (spec_or_model.default_size, spec_or_model.default_size)
+        shape = spec_or_model.input_shape[1:3]
+        if None in shape:
+            raise ValueError("image_size is required with a keras.Model backbone whose input size is not fixed")
+        return tuple(int(s) for s in shape)
+    size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
+        raise ValueError(f"image_size must be a positive int or (height, width); got {image_size!r}")
+    min_size = getattr(spec_or_model, "min_size", 1)
+    if min(size) < min_size:
+        raise ValueError(f"image_size {size} is below the smallest input backbone {spec_or_model.name!r} accepts ({min_size} px)")
+    return tuple(int(s) for s in size)
+
+
+def make_backbone(backbone, weights, size):
+    """Build the backbone (never touching a user's model) and describe its weights.
+
+    Returns
+    -------
+    model : keras.Model
+    preprocess : str
+        Preprocessing mode for :class:`xrayest.layers.ImagePreprocessing`.
+    fingerprint : str or None
+        Identity of the weights for the cache; None when they are random.
+    pretrained_family : bool
+        True for keras.applications and user models (frozen by default), False for the
+        from-scratch CNNs.
+    """
+    import keras
+
+    from .backbones import get_backbone_spec
+    from .weights import load_backbone, weights_fingerprint
+
+    if isinstance(backbone, keras.Model):
+        model = keras.models.clone_model(backbone)
+        model.set_weights(backbone.get_weights())
+        if weights not in (None, "imagenet"):
+            model.load_weights(str(weights))
+        digest = hashlib.sha256(model.to_json().encode())
+        for w in model.get_weights():
+            digest.update(np.ascontiguousarray(w).tobytes())
+        return model, "none", f"model:{digest.hexdigest()}", True
+    spec = get_backbone_spec(backbone)
+    model = load_backbone(spec, (*size, 3), weights)
+    return model, spec.preprocess, weights_fingerprint(spec, weights), spec.pretrained
+
+
+def backbone_spec_or_model(backbone):
+    import keras
+
+    from .backbones import get_backbone_spec
+
+    return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)

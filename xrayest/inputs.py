@@ -1,0 +1,194 @@
+"""What xrayest accepts as X, validated and turned into float RGB batches.
+
+Accepted forms (never modified in place; every batch handed on is a fresh array):
+
+* ``(n, h, w)`` grayscale images, or ``(n, h, w, c)`` with ``c`` in 1 (grayscale),
+  3 (RGB) or 4 (RGBA: alpha dropped); any numeric dtype.  ``uint16`` is scaled to 0-255,
+  every other dtype is taken to be on the 0-255 scale already.
+* a 1-D sequence of image file paths (JPEG/PNG/BMP/TIFF...), read in batches.
+* ``(n, p)`` rows: each row is read as a 1-pixel-high grayscale strip.  This exists so that
+  tabular tools (scikit-learn's own estimator checks) can drive the estimators; images
+  should be passed with their height and width.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import check_array
+
+__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb"]
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """Return a new float32 ``(..., h, w, 3)`` array on the 0-255 scale."""
+    scale = 255.0 / 65535.0 if images.dtype == np.uint16 else 1.0
+    out = images.astype(np.float32, copy=True)
+    if scale != 1.0:
+        out *= scale
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    elif out.shape[-1] == 4:
+        out = out[..., :3].copy()
+    return out
+
+
+def read_image(path, size=None) -> np.ndarray:
+    """Read one image file as float32 ``(h, w, 3)`` RGB on the 0-255 scale.
+
+    EXIF orientation is applied; modes L, RGB, RGBA, P, I;16 and I are handled.
+    ``size=(height, width)`` resizes with bilinear filtering.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(img, dtype=np.float32)
+                peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8), mode="L")
+            img = img.convert("RGB")
+            if size is not None:
+                img = img.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+            return np.asarray(img, dtype=np.float32).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot read image file {os.fspath(path)}: {exc}") from exc
+
+
+class ImageSource:
+    """A validated X: ``len()``, ``batch(start, stop, size)`` and per-image content ``keys()``."""
+
+    kind = "abstract"
+
+    def __len__(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def batch(self, start: int, stop: int, size=None) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def keys(self, size=None) -> list[str]:  # pragma: no cover
+        raise NotImplementedError
+
+    def all(self, size=None) -> np.ndarray:
+        return self.batch(0, len(self), size)
+
+    def subset(self, indices) -> "ImageSource":  # pragma: no cover
+        raise NotImplementedError
+
+    def __getitem__(self, key) -> "ImageSource":
+        # Row selection (``source[mask, ...]`` or ``source[indices]``), as numpy does for X.
+        if isinstance(key, tuple):
+            key = key[0]
+        return self.subset(np.arange(len(self))[key])
+
+
+class ArrayImages(ImageSource):
+    """Images held in a numeric array of shape ``(n, h, w, c)`` (a read-only view of the caller's)."""
+
+    kind = "array"
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __len__(self):
+        return self.array.shape[0]
+
+    @property
+    def image_shape(self):
+        return self.array.shape[1:]
+
+    def batch(self, start, stop, size=None):
+        return to_rgb(self.array[start:stop])
+
+    def keys(self, size=None):
+        prefix = f"{self.array.dtype.str}{self.array.shape[1:]}".encode()
+        return [hashlib.blake2b(prefix + np.ascontiguousarray(img).tobytes(), digest_size=16).hexdigest()
+                for img in self.array]
+
+    def subset(self, indices):
+        return ArrayImages(self.array[indices])
+
+
+class PathImages(ImageSource):
+    """Image files, read (and resized to the model's input size) one batch at a time."""
+
+    kind = "paths"
+
+    def __init__(self, paths):
+        self.paths = [Path(p) for p in paths]
+
+    def __len__(self):
+        return len(self.paths)
+
+    def batch(self, start, stop, size=None):
+        if size is None:
+            raise ValueError("image files need a target size to be stacked into a batch")
+        paths = self.paths[start:stop]
+        if not paths:
+            return np.zeros((0, int(size[0]), int(size[1]), 3), np.float32)
+        return np.stack([read_image(p, size) for p in paths])
+
+    def keys(self, size=None):
+        out = []
+        for p in self.paths:
+            try:
+                data = p.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read image file {p}: {exc}") from exc
+            out.append(hashlib.blake2b(data + f"@{size}".encode(), digest_size=16).hexdigest())
+        return out
+
+    def subset(self, indices):
+        return PathImages(np.asarray(self.paths, dtype=object)[indices])
+
+
+def _is_path_list(X) -> bool:
+    if isinstance(X, (str, os.PathLike)):
+        return False
+    if isinstance(X, np.ndarray):
+        return X.ndim == 1 and X.dtype.kind in "USO" and len(X) > 0 and all(isinstance(v, (str, os.PathLike)) for v in X)
+    if isinstance(X, (list, tuple)):
+        return len(X) > 0 and all(isinstance(v, (str, os.PathLike)) for v in X)
+    return False
+
+
+def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
+    """Validate X (see module docstring) and wrap it as an :class:`ImageSource`.
+
+    Raises
+    ------
+    ValueError
+        Naming the problem: wrong number of dimensions, channels, empty input, NaN/inf...
+    """
+    if isinstance(X, ImageSource):
+        return X
+    if isinstance(X, (str, os.PathLike)):
+        raise ValueError(f"X must be a collection of images or image paths, not a single path ({X!r}); wrap it in a list")
+    if _is_path_list(X):
+        return PathImages(list(X))
+    array = check_array(X, allow_nd=True, dtype="numeric", ensure_2d=True, ensure_min_features=1,
+                        input_name="X", copy=False)
+    if array.ndim == 2:  # tabular rows -> (n, 1, p, 1) strips; a view, nothing copied
+        array = array.reshape(array.shape[0], 1, array.shape[1], 1)
+    elif array.ndim == 3:
+        array = array[..., np.newaxis]
+    elif array.ndim != 4:
+        raise ValueError(f"X must be images of shape (n, h, w) or (n, h, w, c); got an array of shape {array.shape}")
+    if array.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"X has {array.shape[-1]} channels (shape {array.shape}); images need 1 (grayscale), 3 (RGB) or 4 (RGBA) "
+            "channels, channels last"
+        )
+    if warn_unit_range and array.dtype.kind == "f" and array.size and float(np.max(array)) <= 1.0 and float(np.min(array)) >= 0.0:
+        warnings.warn(
+            "X holds floats in [0, 1]; xrayest reads pixel values on the 0-255 scale. "
+            "Multiply by 255 if these are images scaled to [0, 1].",
+            UserWarning,
+            stacklevel=3,
+        )
+    return ArrayImages(array)

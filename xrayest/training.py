@@ -1,0 +1,78 @@
+"""Training helpers shared by the estimators: seeding, validation split, named callbacks."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import keras
+import numpy as np
+from sklearn.model_selection import StratifiedShuffleSplit, ShuffleSplit
+
+__all__ = ["seeded", "stratified_split", "EpochTimer", "build_optimizer"]
+
+
+@contextlib.contextmanager
+def seeded(seed):
+    """Seed Python, NumPy, TensorFlow and Keras, enable deterministic ops, restore after.
+
+    ``seed=None`` does nothing (runs stay random).
+    """
+    if seed is None:
+        yield
+        return
+    from scikeras.utils.random_state import tensorflow_random_state
+
+    with tensorflow_random_state(int(seed)):
+        yield
+
+
+def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None):
+    """Train/validation indices holding ``fraction`` out, stratified by class where possible.
+
+    Keras' own ``validation_split`` takes the *last* rows, which on data sorted by class
+    leaves whole classes out of training; this draws the rows at random per class.
+    """
+    n = len(y_encoded)
+    labels = np.asarray(y_encoded).reshape(n, -1).argmax(axis=1) if np.ndim(y_encoded) > 1 and np.shape(y_encoded)[1] > 1 else np.asarray(y_encoded).ravel()
+    n_val = int(np.ceil(fraction * n))
+    if n_val < 1 or n - n_val < 1:
+        raise ValueError(f"validation_split={fraction} leaves no data for training or validation with {n} samples")
+    counts = np.unique(labels, return_counts=True)[1]
+    if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
+        splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
+    else:
+        splitter = ShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
+    train, val = next(splitter.split(np.zeros(n), labels))
+    return np.sort(train), np.sort(val)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records seconds per epoch into the logs as ``epoch_time``."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_time"] = time.perf_counter() - self._start
+
+
+def build_optimizer(optimizer, learning_rate):
+    """A fresh Keras optimizer from a name, class or instance, at ``learning_rate``.
+
+    Instances are copied (never shared between fits); names and classes get ``learning_rate``.
+    """
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        config = optimizer.get_config()
+        if learning_rate is not None:
+            config["learning_rate"] = float(learning_rate)
+        return optimizer.__class__.from_config(config)
+    if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
+        return optimizer(learning_rate=float(learning_rate))
+    if isinstance(optimizer, str):
+        opt = keras.optimizers.get(optimizer)
+        config = opt.get_config()
+        config["learning_rate"] = float(learning_rate)
+        return opt.__class__.from_config(config)
+    raise ValueError(f"optimizer must be a Keras optimizer name, class or instance; got {optimizer!r}")

@@ -1,0 +1,120 @@
+"""Backbone weights: ``"imagenet"``, ``None`` (random) or a local weights file.
+
+For air-gapped sites, put ``<backbone>_imagenet_notop.weights.h5`` files in the folder
+named by the ``XRAYEST_WEIGHTS_DIR`` environment variable (or Keras' own cache files
+in ``$KERAS_HOME/models``); ``weights="imagenet"`` then reads them instead of
+downloading.  When nothing can be found or fetched the error says so: xrayest never
+falls back to random weights silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import keras
+
+from .backbones import BackboneSpec, build_backbone
+
+__all__ = ["WeightsUnavailableError", "weights_dir_file", "load_backbone", "weights_fingerprint"]
+
+WEIGHTS_DIR_ENV = "XRAYEST_WEIGHTS_DIR"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """ImageNet weights could not be found locally nor downloaded."""
+
+
+def weights_dir_file(name: str) -> Path | None:
+    """The local ImageNet weights file for backbone ``name`` in ``$XRAYEST_WEIGHTS_DIR``, if any."""
+    folder = os.environ.get(WEIGHTS_DIR_ENV)
+    if not folder:
+        return None
+    for candidate in (f"{name}_imagenet_notop.weights.h5", f"{name}.weights.h5"):
+        path = Path(folder) / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+_FILE_DIGESTS: dict[tuple, str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """Content hash of a weights file; memoised on (path, size, mtime) so a changed file rehashes."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def weights_fingerprint(spec: BackboneSpec, weights) -> str | None:
+    """A string that changes whenever the backbone's weights would; None if they are random."""
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        local = weights_dir_file(spec.name)
+        if local is not None:
+            return f"file:{_file_digest(local)}"
+        return f"imagenet:keras-{keras.__version__}"
+    return f"file:{_file_digest(Path(weights))}"
+
+
+def _load_file(model: keras.Model, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file for backbone {name!r} not found: {path}")
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:  # keras raises ValueError/KeyError/OSError depending on the mismatch
+        raise ValueError(
+            f"could not load weights file {path} into backbone {name!r} "
+            f"(input {model.input_shape[1:]}): {exc}"
+        ) from exc
+
+
+def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
+    """Build the backbone ``spec`` at ``input_shape`` carrying ``weights``.
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+    input_shape : tuple
+        ``(height, width, 3)``.
+    weights : {"imagenet", None} or path-like
+        ``None`` gives random initial weights.
+    """
+    if weights is None:
+        return build_backbone(spec, input_shape, None)
+    if isinstance(weights, (str, os.PathLike)) and str(weights) != "imagenet":
+        model = build_backbone(spec, input_shape, None)
+        _load_file(model, Path(weights), spec.name)
+        return model
+    if weights != "imagenet":
+        raise ValueError(f"weights must be 'imagenet', None or a path to a weights file; got {weights!r}")
+    if not spec.pretrained:
+        raise ValueError(
+            f"backbone {spec.name!r} is trained from scratch and has no ImageNet weights; use weights=None"
+        )
+    local = weights_dir_file(spec.name)
+    if local is not None:
+        model = build_backbone(spec, input_shape, None)
+        _load_file(model, local, spec.name)
+        return model
+    try:
+        return build_backbone(spec, input_shape, "imagenet")
+    except Exception as exc:
+        if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
+            raise
+        raise WeightsUnavailableError(
+            f"ImageNet weights for backbone {spec.name!r} could not be downloaded ({exc}). "
+            f"Offline options: pass weights='/path/to/{spec.name}_notop.weights.h5'; or set "
+            f"{WEIGHTS_DIR_ENV} to a folder holding {spec.name}_imagenet_notop.weights.h5; or copy Keras' "
+            "own weight file into $KERAS_HOME/models (default ~/.keras/models); or use weights=None "
+            "for random weights."
+        ) from exc
