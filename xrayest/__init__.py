@@ -4,6 +4,9 @@ import os as _os
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) drowns user output.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import logging as _logging  # noqa: E402
+
+_logging.getLogger("tensorflow").setLevel(_logging.ERROR)
 
 from .backbones import BACKBONES  # noqa: E402
 from .classifier import XrayCNNClassifier  # noqa: E402

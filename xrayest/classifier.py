@@ -7,8 +7,8 @@ from scikeras.wrappers import BaseWrapper, KerasClassifier
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import accuracy_score
-from sklearn.utils import compute_sample_weight
-from sklearn.utils._tags import ClassifierTags
+from sklearn.utils import column_or_1d, compute_sample_weight
+from sklearn.utils._tags import ClassifierTags, TransformerTags
 
 from . import features as F
 from .device import device_scope
@@ -24,6 +24,10 @@ class _Passthrough(TransformerMixin, BaseEstimator):
 
     def fit(self, X, y=None):
         return self
+
+    def fit_transform(self, X, y, **fit_params):
+        """Fit, then return the embeddings of X (see :meth:`transform`)."""
+        return self.fit(X, y, **fit_params).transform(X)
 
     def transform(self, X):
         return X
@@ -154,6 +158,7 @@ class XrayCNNClassifier(KerasClassifier):
         tags = BaseEstimator.__sklearn_tags__(self)
         tags.estimator_type = "classifier"
         tags.classifier_tags = ClassifierTags()
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])  # embeddings are always float32
         tags.target_tags.required = True
         tags.non_deterministic = self.random_state is None
         return tags
@@ -173,23 +178,30 @@ class XrayCNNClassifier(KerasClassifier):
 
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
         # scikeras validates X as a numeric matrix; xrayest takes images or file paths.
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = column_or_1d(y, warn=True)
+            elif y.ndim != 1:
+                raise ValueError(f"y must be a 1-D array of class labels; got shape {y.shape}")
         _, y = super()._validate_data(X=None, y=y, reset=reset, y_numeric=y_numeric)
         if X is None:
             return X, y
         source = as_image_source(X, warn_unit_range=reset)
         if y is not None and len(source) != len(y):
             raise ValueError(f"X has {len(source)} images but y has {len(y)} labels")
-        tabular = getattr(source, "image_shape", (None,))[0] == 1 and getattr(X, "ndim", 0) == 2
+        tabular = getattr(source, "tabular", False)
+        n_features = source.image_shape[1] if tabular else None
         if reset:
-            self.n_features_in_ = source.image_shape[1] if tabular else None
-            if not tabular:
-                del self.n_features_in_
-        elif getattr(self, "n_features_in_", None) is not None and tabular:
-            if source.image_shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {source.image_shape[1]} features, but {type(self).__name__} "
-                    f"is expecting {self.n_features_in_} features as input"
-                )
+            if tabular:
+                self.n_features_in_ = n_features
+            else:
+                self.__dict__.pop("n_features_in_", None)
+        elif getattr(self, "n_features_in_", None) is not None and tabular and n_features != self.n_features_in_:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} "
+                f"is expecting {self.n_features_in_} features as input"
+            )
         return source, y
 
     @property
@@ -229,7 +241,7 @@ class XrayCNNClassifier(KerasClassifier):
     def _compile(self, model):
         loss = "binary_crossentropy" if self.n_classes_ <= 2 else "sparse_categorical_crossentropy"
         model.compile(optimizer=build_optimizer(self.optimizer, self.learning_rate), loss=loss,
-                      metrics=["accuracy"])
+                      metrics=["accuracy"], jit_compile=False)
 
     def _ensure_compiled_model(self):
         # The composed model is compiled only when it is what trains (unfrozen backbone);
@@ -319,8 +331,11 @@ class XrayCNNClassifier(KerasClassifier):
             return self._predict_images(self.model_, source)
 
     def _predict_images(self, model, source):
-        out = [np.asarray(model.predict_on_batch(source.batch(i, i + self.batch_size, self.image_size_)))
-               for i in range(0, len(source), self.batch_size)]
+        # Read files a chunk at a time so memory stays bounded on large path lists.
+        chunk = 8 * self.batch_size
+        out = [np.asarray(model.predict(source.batch(i, i + chunk, self.image_size_), batch_size=self.batch_size,
+                                        verbose=0))
+               for i in range(0, len(source), chunk)]
         return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
 
     def predict_proba(self, X, **kwargs):
@@ -338,6 +353,10 @@ class XrayCNNClassifier(KerasClassifier):
     def score(self, X, y, sample_weight=None):
         """Mean accuracy on ``(X, y)``."""
         return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
+
+    def fit_transform(self, X, y, **fit_params):
+        """Fit, then return the embeddings of X (see :meth:`transform`)."""
+        return self.fit(X, y, **fit_params).transform(X)
 
     def transform(self, X):
         """Embeddings from the head's last hidden layer, shape ``(n_samples, hidden_units[-1])``.

@@ -201,7 +201,7 @@ def extract_features(trunk, source: ImageSource, *, size, batch_size=32, config=
     for start in range(0, len(todo), batch_size):
         stop = min(start + batch_size, len(todo))
         batch = pending.batch(start, stop, size)
-        out = np.asarray(trunk.predict_on_batch(batch))
+        out = np.asarray(trunk.predict(batch, batch_size=batch_size, verbose=0))
         for offset, features in enumerate(out):
             key = keys[todo[start + offset]]
             found[key] = features

@@ -92,8 +92,9 @@ class ArrayImages(ImageSource):
 
     kind = "array"
 
-    def __init__(self, array: np.ndarray):
+    def __init__(self, array: np.ndarray, tabular: bool = False):
         self.array = array
+        self.tabular = tabular  # built from 2-D (n, p) rows; p is then "n_features"
 
     def __len__(self):
         return self.array.shape[0]
@@ -111,7 +112,7 @@ class ArrayImages(ImageSource):
                 for img in self.array]
 
     def subset(self, indices):
-        return ArrayImages(self.array[indices])
+        return ArrayImages(self.array[indices], self.tabular)
 
 
 class PathImages(ImageSource):
@@ -173,6 +174,7 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
         return PathImages(list(X))
     array = check_array(X, allow_nd=True, dtype="numeric", ensure_2d=True, ensure_min_features=1,
                         input_name="X", copy=False)
+    image_like = array.ndim >= 3
     if array.ndim == 2:  # tabular rows -> (n, 1, p, 1) strips; a view, nothing copied
         array = array.reshape(array.shape[0], 1, array.shape[1], 1)
     elif array.ndim == 3:
@@ -184,11 +186,11 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
             f"X has {array.shape[-1]} channels (shape {array.shape}); images need 1 (grayscale), 3 (RGB) or 4 (RGBA) "
             "channels, channels last"
         )
-    if warn_unit_range and array.dtype.kind == "f" and array.size and float(np.max(array)) <= 1.0 and float(np.min(array)) >= 0.0:
+    if warn_unit_range and image_like and array.dtype.kind == "f" and array.size and float(np.max(array)) <= 1.0 and float(np.min(array)) >= 0.0:
         warnings.warn(
             "X holds floats in [0, 1]; xrayest reads pixel values on the 0-255 scale. "
             "Multiply by 255 if these are images scaled to [0, 1].",
             UserWarning,
             stacklevel=3,
         )
-    return ArrayImages(array)
+    return ArrayImages(array, tabular=not image_like)
