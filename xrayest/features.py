@@ -198,10 +198,12 @@ def extract_features(trunk, source: ImageSource, *, size, batch_size=32, config=
     todo = np.fromiter(first_index.values(), dtype=np.intp, count=len(first_index))
     bar = _progress(len(todo), verbose if len(todo) >= 2 * batch_size else 0, "backbone features")
     pending = source.subset(todo) if len(todo) else None
-    for start in range(0, len(todo), batch_size):
-        stop = min(start + batch_size, len(todo))
-        batch = pending.batch(start, stop, size)
-        out = np.asarray(trunk.predict(batch, batch_size=batch_size, verbose=0))
+    # Files are read a chunk (several batches) at a time: memory stays bounded while
+    # each model.predict call is long enough to amortise its set-up.
+    chunk = 8 * batch_size
+    for start in range(0, len(todo), chunk):
+        stop = min(start + chunk, len(todo))
+        out = np.asarray(trunk.predict(pending.batch(start, stop, size), batch_size=batch_size, verbose=0))
         for offset, features in enumerate(out):
             key = keys[todo[start + offset]]
             found[key] = features
