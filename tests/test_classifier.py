@@ -200,3 +200,13 @@ class TestModelStructure:
         assert mine.trainable and clf.backbone_frozen_
         assert clf.image_size_ == (32, 32)
         assert clf.predict(X).shape == (len(X),)
+
+
+def test_seeding_leaves_no_global_determinism_behind(binary_images):
+    from tensorflow.python.framework import config
+
+    X, y = binary_images
+    tiny_classifier(epochs=1, random_state=3).fit(X, y)
+    assert not config.is_op_determinism_enabled()
+    # a later unseeded fit (random ops without a seed) still works
+    tiny_classifier(epochs=1, random_state=None, dropout=0.3).fit(X, y)

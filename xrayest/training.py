@@ -14,17 +14,29 @@ __all__ = ["seeded", "stratified_split", "EpochTimer", "build_optimizer"]
 
 @contextlib.contextmanager
 def seeded(seed):
-    """Seed Python, NumPy, TensorFlow and Keras, enable deterministic ops, restore after.
+    """Seed Python, NumPy, TensorFlow and Keras and enable deterministic ops; restore after.
 
-    ``seed=None`` does nothing (runs stay random).
+    ``seed=None`` does nothing (runs stay random).  Unlike scikeras' helper this never
+    touches ``TF_DETERMINISTIC_OPS``, which TensorFlow may read once and keep for good.
     """
     if seed is None:
         yield
         return
-    from scikeras.utils.random_state import tensorflow_random_state
+    import random
 
-    with tensorflow_random_state(int(seed)):
+    from tensorflow.python.framework import config as tf_config
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    was_deterministic = tf_config.is_op_determinism_enabled()
+    keras.utils.set_random_seed(int(seed))
+    tf_config.enable_op_determinism()
+    try:
         yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        if not was_deterministic:
+            tf_config.disable_op_determinism()
 
 
 def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None):
