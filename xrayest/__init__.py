@@ -1,24 +1,47 @@
-"""xrayest: pretrained-backbone CNN classifiers for chest X-rays, as scikit-learn estimators."""
+"""xrayest: pretrained-backbone CNN classifiers for chest X-rays, as scikit-learn estimators.
 
+Names are imported lazily, so ``import xrayest`` and ``xrayest --help`` stay fast and
+TensorFlow loads only when an estimator is first used.
+"""
+
+import importlib as _importlib
+import logging as _logging
 import os as _os
 
 # TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) drowns user output.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import logging as _logging  # noqa: E402
-
 _logging.getLogger("tensorflow").setLevel(_logging.ERROR)
-
-from .backbones import BACKBONES  # noqa: E402
-from .classifier import XrayCNNClassifier  # noqa: E402
-from .device import available_devices, resolve_device  # noqa: E402
-from .weights import WeightsUnavailableError  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BACKBONES",
-    "XrayCNNClassifier",
-    "WeightsUnavailableError",
-    "available_devices",
-    "resolve_device",
-]
+_EXPORTS = {
+    "XrayCNNClassifier": "classifier",
+    "FeatureExtractor": "extractor",
+    "BACKBONES": "backbones",
+    "WeightsUnavailableError": "weights",
+    "available_devices": "device",
+    "resolve_device": "device",
+    "load": "persistence",
+    "load_image_folder": "datasets",
+    "make_synthetic_xrays": "datasets",
+    "evaluate": "metrics",
+    "write_evaluation_report": "report",
+    "plot_history": "plotting",
+    "plot_confusion_matrix": "plotting",
+    "plot_class_distribution": "plotting",
+    "plot_embedding": "plotting",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xrayest' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

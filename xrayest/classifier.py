@@ -377,5 +377,11 @@ class XrayCNNClassifier(KerasClassifier):
             full = keras.Model(self.model_.input, embed(self.trunk_(self.model_.input)))
             return self._predict_images(full, source)
 
+    def save(self, path):
+        """Save to one ``.keras`` file (Keras model + parameters as JSON); see :func:`xrayest.load`."""
+        from .persistence import save
+
+        return save(self, path)
+
     def __repr__(self):
         return BaseEstimator.__repr__(self)

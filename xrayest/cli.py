@@ -1,0 +1,366 @@
+"""The ``xrayest`` command: fit, predict, evaluate, grid and demo, for folders of X-rays.
+
+Exit codes: 0 success, 1 a user error (one line on stderr, no traceback), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+DESCRIPTION = """\
+Chest X-ray classifiers from the command line.
+
+A data folder holds one sub-folder per class:  DATA_DIR/<class>/<image>.{png,jpg,...}
+(for example ../shared/data/bu_cs542/train with covid, normal, pneumonia_bac, pneumonia_vir).
+"""
+
+EXAMPLES = """\
+examples:
+  xrayest demo                                   # offline: synthetic X-rays, fit, evaluate, report
+  xrayest fit data/train --backbone xception --weights imagenet --epochs 40 --out model.keras
+  xrayest fit data/train --classes covid,normal --param hidden_units=256,64 --out binary.keras
+  xrayest predict model.keras data/test/covid scan1.png --output preds.csv
+  xrayest evaluate model.keras data/test --report report/
+  xrayest grid data/train --param dropout=0.2,0.5,0.8 --param learning_rate=1e-3,1e-4 --cv 3
+"""
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line, exit code 1."""
+
+
+def _parse_value(text):
+    """'0.2' -> 0.2, '256,64' -> (256, 64), 'none' -> None, 'adam' -> 'adam'."""
+    if text.lower() in ("none", "null"):
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _parse_params(items, grid=False):
+    params = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UserError(f"--param expects NAME=VALUE, got {item!r}")
+        name, value = item.split("=", 1)
+        name = name.strip().replace("-", "_")
+        if grid:
+            params[name] = [_parse_value(v) for v in value.split(",")]
+        else:
+            params[name] = _parse_value(value)
+    return params
+
+
+def _add_model_options(p):
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", default="xception",
+                   help="vgg16, vgg19, resnet50, densenet121, inceptionv3, xception, mobilenetv2, efficientnetb0, "
+                        "small_cnn, residual_cnn (default: %(default)s)")
+    g.add_argument("--weights", default="imagenet",
+                   help="imagenet, none, or a .weights.h5 file (default: %(default)s; offline: set "
+                        "XRAYEST_WEIGHTS_DIR or pass a file)")
+    g.add_argument("--image-size", type=int, help="side in pixels images are resized to (default: the backbone's)")
+    g.add_argument("--epochs", type=int, default=40, help="default: %(default)s")
+    g.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    g.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
+    g.add_argument("--device", default="auto", help="auto, cpu, gpu or gpu:N (default: %(default)s)")
+    g.add_argument("--random-state", type=int, default=0, help="seed (default: %(default)s)")
+    g.add_argument("--param", action="append", metavar="NAME=VALUE",
+                   help="any other XrayCNNClassifier parameter, e.g. --param dropout=0.3 --param hidden_units=256,64")
+    p.add_argument("--classes", help="comma-separated class folders to use, e.g. covid,normal (default: all)")
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or training logs")
+    parser = argparse.ArgumentParser(prog="xrayest", description=DESCRIPTION, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("fit", parents=[common], help="train a classifier on DATA_DIR/<class>/<image>",
+                       description="Train a classifier on a folder of class sub-folders and save it.")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    _add_model_options(p)
+    p.add_argument("--out", required=True, metavar="MODEL", help="where to save the model (.keras)")
+
+    p = sub.add_parser("predict", parents=[common], help="predict images or folders with a saved model",
+                       description="Predict each image (files, or folders searched recursively).")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--output", metavar="CSV", help="write path,label,p(class)... here instead of stdout")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("evaluate", parents=[common], help="score a saved model on a labelled folder",
+                       description="Accuracy, per-class report, confusion matrix; --report writes Markdown + PNGs.")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("--report", metavar="DIR", help="write report.md, metrics.json and PNGs here")
+    p.add_argument("--classes", help="comma-separated class folders (default: the model's classes)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("grid", parents=[common], help="grid-search parameters with cross-validation",
+                       description="GridSearchCV over --param NAME=V1,V2,... (backbone features computed once).")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    _add_model_options(p)
+    p.add_argument("--cv", type=int, default=3, help="folds (stratified; default: %(default)s)")
+    p.add_argument("--out", metavar="MODEL", help="save the refitted best model here")
+
+    p = sub.add_parser("demo", parents=[common], help="fit + evaluate end to end (offline, synthetic X-rays)",
+                       description="Generate synthetic chest-X-ray-like images (make_synthetic_xrays), fit a "
+                                   "small CNN, evaluate on held-out images and write a report. With --data, "
+                                   "run the same on DATA_DIR/{train,test}/<class>/ or DATA_DIR/<class>/.")
+    p.add_argument("--data", metavar="DIR", help="a real folder instead of synthetic images")
+    p.add_argument("--out", default="xrayest-demo", metavar="DIR", help="output folder (default: %(default)s)")
+    p.add_argument("--n-images", type=int, default=360, help="synthetic images (default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=64, help="default: %(default)s")
+    p.add_argument("--epochs", type=int, default=30, help="default: %(default)s")
+    p.add_argument("--backbone", default="small_cnn", help="default: %(default)s (trained from scratch)")
+    p.add_argument("--weights", default="none", help="default: %(default)s")
+    p.add_argument("--classes", help="comma-separated class folders, with --data")
+    p.add_argument("--random-state", type=int, default=0)
+    return parser
+
+
+def _version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xrayest")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "dev"
+
+
+def _say(args, *text):
+    if not args.quiet:
+        print(*text, flush=True)
+
+
+def _weights(value):
+    return None if value is None or value.lower() == "none" else value
+
+
+def _classes(value):
+    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+
+
+def _estimator(args, extra=None):
+    from .classifier import XrayCNNClassifier
+
+    params = dict(backbone=args.backbone, weights=_weights(args.weights), image_size=args.image_size,
+                  epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                  device=args.device, random_state=args.random_state, verbose=0 if args.quiet else 1)
+    params.update(_parse_params(args.param) if extra is None else extra)
+    try:
+        return XrayCNNClassifier(**params)
+    except TypeError as exc:
+        raise UserError(f"unknown parameter: {exc}") from None
+
+
+def _load_folder(path, classes):
+    from .datasets import load_image_folder
+
+    return load_image_folder(path, classes=classes, return_paths=True)
+
+
+def cmd_fit(args):
+    X, y = _load_folder(args.data_dir, _classes(args.classes))
+    clf = _estimator(args)
+    _say(args, f"fitting {clf.backbone} on {len(X)} images, classes {sorted(set(y))}")
+    start = time.perf_counter()
+    clf.fit(X, y)
+    path = clf.save(args.out)
+    acc = clf.history_.get("accuracy", [float("nan")])[-1]
+    _say(args, f"done in {time.perf_counter() - start:.1f} s; final training accuracy {acc:.3f}; saved {path}")
+    return 0
+
+
+def _expand_inputs(inputs):
+    from .datasets import IMAGE_SUFFIXES
+
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"no images found in folder {path}")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"no such file or folder: {path}")
+    return [str(p) for p in files]
+
+
+def cmd_predict(args):
+    from .persistence import load
+
+    clf = load(args.model, device=args.device)
+    files = _expand_inputs(args.inputs)
+    proba = clf.predict_proba(files)
+    labels = clf.classes_[proba.argmax(axis=1)]
+    header = ["path", "label", *[f"p_{c}" for c in clf.classes_]]
+    rows = [[f, str(label), *[repr(float(p)) for p in row]] for f, label, row in zip(files, labels, proba)]
+    with (open(args.output, "w", newline="") if args.output else contextlib.nullcontext(sys.stdout)) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    if args.output:
+        _say(args, f"wrote {len(rows)} predictions to {args.output}")
+    return 0
+
+
+def cmd_evaluate(args):
+    from .metrics import evaluate
+    from .persistence import load
+    from .report import write_evaluation_report
+
+    clf = load(args.model, device=args.device)
+    classes = _classes(args.classes) or [str(c) for c in clf.classes_]
+    X, y = _load_folder(args.data_dir, classes)
+    y = y.astype(clf.classes_.dtype) if clf.classes_.dtype.kind != "U" else y
+    result = write_evaluation_report(clf, X, y, args.report) if args.report else evaluate(clf, X, y)
+    print(result)
+    if args.report:
+        _say(args, f"\nreport written to {Path(args.report) / 'report.md'}")
+    return 0
+
+
+def cmd_grid(args):
+    from sklearn.model_selection import GridSearchCV
+
+    grid_params = _parse_params(args.param, grid=True)
+    if not grid_params:
+        raise UserError("give at least one --param NAME=V1,V2,... to search over")
+    X, y = _load_folder(args.data_dir, _classes(args.classes))
+    clf = _estimator(args, extra={})
+    clf.set_params(verbose=0)
+    try:
+        search = GridSearchCV(clf, grid_params, cv=args.cv, refit=bool(args.out), error_score="raise")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    n = 1
+    for values in grid_params.values():
+        n *= len(values)
+    _say(args, f"searching {n} candidates x {args.cv} folds on {len(X)} images")
+    start = time.perf_counter()
+    search.fit(X, y)
+    results = search.cv_results_
+    order = sorted(range(len(results["params"])), key=lambda i: results["rank_test_score"][i])
+    print(f"{'rank':>4}  {'mean acc':>8}  {'std':>6}  params")
+    for i in order:
+        print(f"{results['rank_test_score'][i]:>4}  {results['mean_test_score'][i]:>8.3f}  "
+              f"{results['std_test_score'][i]:>6.3f}  {results['params'][i]}")
+    _say(args, f"\nbest: {search.best_params_} (mean accuracy {search.best_score_:.3f}) "
+               f"in {time.perf_counter() - start:.1f} s")
+    if args.out:
+        _say(args, f"saved best model to {search.best_estimator_.save(args.out)}")
+    return 0
+
+
+def cmd_demo(args):
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from .classifier import XrayCNNClassifier
+    from .datasets import load_image_folder, make_synthetic_xrays
+    from .report import write_evaluation_report
+
+    start = time.perf_counter()
+    size = args.image_size
+    if args.data:
+        root = Path(args.data)
+        classes = _classes(args.classes)
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            X_train, y_train = load_image_folder(root / "train", classes=classes, return_paths=True)
+            X_test, y_test = load_image_folder(root / "test", classes=classes, return_paths=True)
+        else:
+            X, y = load_image_folder(root, classes=classes, return_paths=True)
+            X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
+                                                                random_state=args.random_state)
+        source = f"folder {root}"
+    else:
+        X, y = make_synthetic_xrays(args.n_images, size, random_state=args.random_state)
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
+                                                            random_state=args.random_state)
+        source = f"{args.n_images} synthetic {size}x{size} X-rays (make_synthetic_xrays)"
+    _say(args, f"xrayest demo: {source}\n  train {len(X_train)} images, test {len(X_test)} images, "
+               f"classes {sorted(set(np.asarray(y_train)))}")
+    clf = XrayCNNClassifier(args.backbone, weights=_weights(args.weights), image_size=size, epochs=args.epochs,
+                            batch_size=16, learning_rate=1e-3, hidden_units=(64,), dropout=0.3,
+                            validation_split=0.15, random_state=args.random_state, verbose=0 if args.quiet else 2)
+    _say(args, f"  fitting {args.backbone} (weights={args.weights}) for {args.epochs} epochs ...")
+    clf.fit(X_train, y_train)
+    out = Path(args.out)
+    model_path = clf.save(out / "model.keras")
+    result = write_evaluation_report(clf, X_test, y_test, out, title="xrayest demo: held-out evaluation")
+    print()
+    print(result)
+    _say(args, f"\nmodel:  {model_path}\nreport: {out / 'report.md'}\n"
+               f"total {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo}
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence TensorFlow's C++ start-up lines (CUDA probing) while it is imported."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # pragma: no cover - no stderr
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    sys.stderr.flush()
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":  # xrayest's own default: go quieter still
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with _quiet_native_stderr():
+        import tensorflow  # noqa: F401
+
+        from . import classifier  # noqa: F401
+    import warnings
+
+    warnings.filterwarnings("ignore", module="keras")
+    from .weights import WeightsUnavailableError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ValueError, FileNotFoundError, WeightsUnavailableError, RuntimeError) as exc:
+        print(f"xrayest {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("xrayest: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

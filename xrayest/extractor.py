@@ -1,0 +1,152 @@
+"""FeatureExtractor: a frozen backbone as a scikit-learn transformer (images -> feature matrix)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from . import features as F
+from .device import device_scope
+from .heads import POOLINGS
+from .inputs import as_image_source
+from .training import seeded
+
+__all__ = ["FeatureExtractor"]
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """Images to a 2-D matrix of frozen-backbone features, for any scikit-learn Pipeline.
+
+    Features are computed once per distinct image and cached (keyed by image content and
+    backbone configuration, weights included), so cross-validation and grid searches
+    over later Pipeline steps never rerun the backbone.
+
+    Parameters
+    ----------
+    backbone : str or keras.Model, default="xception"
+        A name from :data:`xrayest.BACKBONES` or your own ``keras.Model``.
+    weights : {"imagenet", None} or path, default="imagenet"
+    pooling : {"avg", "max", "flatten"}, default="avg"
+        How each feature map becomes a vector ("flatten" keeps every position).
+    image_size : int or (int, int), optional
+        Default: the backbone's own input size.
+    device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
+    batch_size : int, default=32
+    cache_features : bool, default=True
+    cache_dir : path, optional
+        Also cache on disk there (shared by parallel workers and later runs).
+    random_state : int, optional
+        Seeds random backbone weights (``weights=None``), making features reproducible.
+    verbose : int, default=0
+        Progress bar for long extractions when > 0.
+
+    Attributes
+    ----------
+    trunk_ : keras.Model
+        Raw images -> features.  Not pickled when it can be rebuilt from the parameters
+        (named backbones): pickles stay small, and the rebuilt weights are checked against
+        the fingerprint taken at fit.
+    n_features_out_ : int
+    image_size_ : tuple
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from xrayest import FeatureExtractor
+    >>> X = np.random.default_rng(0).integers(0, 255, (10, 32, 32), dtype=np.uint8)
+    >>> y = [0, 1] * 5
+    >>> pipe = make_pipeline(FeatureExtractor("vgg16", weights=None, image_size=32, random_state=0),
+    ...                      LogisticRegression())
+    >>> pipe.fit(X, y).predict(X).shape
+    (10,)
+    """
+
+    def __init__(self, backbone="xception", *, weights="imagenet", pooling="avg", image_size=None, device="auto",
+                 batch_size=32, cache_features=True, cache_dir=None, random_state=None, verbose=0):
+        self.backbone = backbone
+        self.weights = weights
+        self.pooling = pooling
+        self.image_size = image_size
+        self.device = device
+        self.batch_size = batch_size
+        self.cache_features = cache_features
+        self.cache_dir = cache_dir
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # features are float32 whatever X was
+        tags.non_deterministic = self.weights is None and self.random_state is None
+        return tags
+
+    def _build(self):
+        import keras
+
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
+        spec = F.backbone_spec_or_model(self.backbone)
+        size = F.image_size_for(spec, self.image_size)
+        with device_scope(self.device), seeded(self.random_state):
+            backbone, preprocess, fingerprint, _ = F.make_backbone(self.backbone, self.weights, size)
+            backbone.trainable = False
+            pooling = None if self.pooling == "flatten" else self.pooling
+            trunk = F.build_trunk(backbone, size, preprocess, pooling=pooling)
+        reproducible = fingerprint is not None or self.random_state is not None
+        config = F.config_key(backbone=getattr(spec, "name", "custom"), weights=fingerprint, size=size,
+                              preprocess=preprocess, pooling=pooling, keras=keras.__version__,
+                              seed=None if fingerprint else self.random_state) if reproducible else None
+        return trunk, size, config, fingerprint
+
+    def fit(self, X, y=None):
+        """Build the frozen backbone; X is only validated (nothing is learned from it)."""
+        source = as_image_source(X, warn_unit_range=True)
+        self.trunk_, self.image_size_, self._config, self._fingerprint = self._build()
+        self.n_features_out_ = int(np.prod(self.trunk_.output_shape[1:]))
+        if getattr(source, "tabular", False):
+            self.n_features_in_ = source.image_shape[1]
+        return self
+
+    def transform(self, X):
+        """Backbone features of X, shape ``(n_samples, n_features_out_)``, float32."""
+        check_is_fitted(self, "n_features_out_")
+        source = as_image_source(X)
+        if getattr(self, "n_features_in_", None) is not None and getattr(source, "tabular", False):
+            if source.image_shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {source.image_shape[1]} features, but FeatureExtractor is expecting "
+                                 f"{self.n_features_in_} features as input")
+        cache = F.default_cache(self.cache_dir) if (self.cache_features and self._config) else None
+        with device_scope(self.device):
+            feats = F.extract_features(self._trunk(), source, size=self.image_size_, batch_size=self.batch_size,
+                                       config=self._config, cache=cache, verbose=self.verbose)
+        return feats.reshape(len(feats), -1)
+
+    def get_feature_names_out(self, input_features=None):
+        """``<backbone>_<pooling>_<i>`` for each output column."""
+        check_is_fitted(self, "n_features_out_")
+        name = self.backbone if isinstance(self.backbone, str) else "custom"
+        return np.asarray([f"{name}_{self.pooling}_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    # -------------------------------------------------------------- cheap pickling
+    def _rebuildable(self):
+        return isinstance(self.backbone, str) and (self.weights is not None or self.random_state is not None)
+
+    def _trunk(self):
+        if getattr(self, "trunk_", None) is None:
+            trunk, _, _, fingerprint = self._build()
+            if fingerprint != self._fingerprint:
+                raise RuntimeError(
+                    f"the weights of backbone {self.backbone!r} changed since this FeatureExtractor was fitted "
+                    f"(weights={self.weights!r}); refit it"
+                )
+            self.trunk_ = trunk
+        return self.trunk_
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        if self._rebuildable() and "trunk_" in state:
+            state["trunk_"] = None  # rebuilt from the parameters on first use
+        return state

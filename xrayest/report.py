@@ -1,0 +1,52 @@
+"""write_evaluation_report: the metrics and pictures of one evaluation, as Markdown with PNGs beside it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .metrics import evaluate
+from .plotting import plot_class_distribution, plot_confusion_matrix, plot_history
+
+__all__ = ["write_evaluation_report"]
+
+
+def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"):
+    """Evaluate a fitted classifier and write ``report.md``, ``metrics.json`` and PNGs to ``out_dir``.
+
+    Returns
+    -------
+    Evaluation
+        The numbers written (see :func:`xrayest.metrics.evaluate`).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = evaluate(estimator, X, y)
+    pictures = {
+        "confusion_matrix.png": plot_confusion_matrix(result.confusion, result.classes, title="Confusion matrix (test)"),
+        "class_distribution.png": plot_class_distribution(y, title="Test images per class"),
+    }
+    if getattr(estimator, "history_", None):
+        pictures["history.png"] = plot_history(estimator.history_)
+    for name, fig in pictures.items():
+        fig.savefig(out / name, dpi=110)
+    (out / "metrics.json").write_text(json.dumps(result.as_dict(), indent=1))
+    params = {k: v for k, v in estimator.get_params(deep=False).items() if not k.startswith("callbacks")}
+    lines = [
+        f"# {title}",
+        "",
+        f"- images evaluated: {len(result.y_true)}",
+        f"- accuracy: **{result.accuracy:.3f}**, macro-F1: **{result.macro_f1:.3f}**, ROC AUC: "
+        + ("n/a" if result.roc_auc is None else f"**{result.roc_auc:.3f}**"),
+        f"- model: `{type(estimator).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})`",
+        "",
+        "## Per-class report",
+        "",
+        "```",
+        result.report.rstrip(),
+        "```",
+        "",
+        *[f"![{name[:-4].replace('_', ' ')}]({name})\n" for name in pictures],
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+    return result
