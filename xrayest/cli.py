@@ -354,7 +354,7 @@ def main(argv=None):
 
     try:
         return COMMANDS[args.command](args)
-    except (UserError, ValueError, FileNotFoundError, WeightsUnavailableError, RuntimeError) as exc:
+    except (UserError, ValueError, TypeError, OSError, WeightsUnavailableError, RuntimeError) as exc:
         print(f"xrayest {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

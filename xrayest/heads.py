@@ -48,7 +48,7 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
         1 gives a sigmoid unit (binary); more gives a softmax.
     pooling : {"flatten", "avg", "max"}
         Applied to feature maps; ignored for pooled features.
-    hidden_units : sequence of int
+    hidden_units : int or sequence of int
         Width of each Dense+ReLU layer; the last one is named ``"embedding"``.
     dropout : float or sequence of float
         Rate after each hidden layer (0 for none).
@@ -57,6 +57,8 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
     l2 : float
         L2 penalty on every Dense kernel.
     """
+    if isinstance(hidden_units, Real):
+        hidden_units = (hidden_units,)
     hidden_units = [int(u) for u in hidden_units]
     if any(u < 1 for u in hidden_units):
         raise ValueError(f"hidden_units must be positive integers; got {hidden_units}")

@@ -1,0 +1,79 @@
+"""Shared by the benchmark scripts: machine info, the real BU data, appending to RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+BU_DATA = SHARED / "data" / "bu_cs542"
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def require_bu_data():
+    if not BU_DATA.is_dir():
+        sys.exit(f"skipped: the real BU CS542 X-rays are not at {BU_DATA} (they live in ../shared beside the repo)")
+    return BU_DATA
+
+
+def xception_weights():
+    """Path of genuine ImageNet Xception (no top) weights from ../shared/tools, or exit with a reason."""
+    env = os.environ.get("XRAYEST_XCEPTION_WEIGHTS")
+    if env:
+        return env
+    tool = SHARED / "tools" / "xception-imagenet-weights"
+    if not tool.exists():
+        sys.exit(f"skipped: {tool} not found; set XRAYEST_XCEPTION_WEIGHTS=/path/to/xception_notop.weights.h5")
+    out = subprocess.run([str(tool), sys.executable], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"skipped: {tool} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def load_split(split, classes=None, size=299):
+    """BU images of one split as uint8 RGB arrays at size x size, and their labels."""
+    from xrayest import load_image_folder
+
+    return load_image_folder(require_bu_data() / split, classes=classes, image_size=size)
+
+
+def machine_info() -> str:
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return (f"{platform.node()} | {cpu} | {os.cpu_count()} cores | {gpus} GPU | Python {platform.python_version()} "
+            f"| TF {tf.__version__} | Keras {keras.__version__}")
+
+
+def append_results(title: str, table: str, notes: str = ""):
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    text = f"\n## {title} — {stamp}\n\nMachine: {machine_info()}\n\nCommand: `python {' '.join(sys.argv)}`\n\n{table}\n"
+    if notes:
+        text += f"\n{notes}\n"
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nAppended by the scripts in benchmarks/; newest last.\n")
+    with RESULTS.open("a") as fh:
+        fh.write(text)
+    print(text)
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Saved models and the xrayest command, end to end in subprocesses on tiny data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_images, require_bu_data, tiny_classifier
+import xrayest
+
+
+def run_cli(*args, check=True):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "xrayest.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """root/<class>/<image>.png with a learnable signal, as grayscale PNG files."""
+    root = tmp_path_factory.mktemp("xrays")
+    X, y = make_images(24, 40, 2, seed=1)
+    names = np.array(["covid", "normal"])[y]
+    for i, (img, label) in enumerate(zip(X, names)):
+        (root / label).mkdir(exist_ok=True)
+        Image.fromarray(img).save(root / label / f"{i:03d}.png")
+    return root
+
+
+class TestSaveLoad:
+    def test_round_trip_is_exact_and_keeps_params(self, binary_images, tmp_path):
+        X, y = binary_images
+        clf = tiny_classifier(epochs=1, hidden_units=(16, 8)).fit(X, np.array(["covid", "normal"])[y])
+        path = clf.save(tmp_path / "m")
+        assert path.name == "m.keras"
+        again = xrayest.load(path)
+        np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+        assert again.get_params()["hidden_units"] == (16, 8)
+        assert list(again.classes_) == ["covid", "normal"]
+        with zipfile.ZipFile(path) as archive:
+            meta = json.loads(archive.read("xrayest.json"))
+        assert meta["params"]["backbone"] == "vgg16"
+
+    def test_crash_mid_save_keeps_the_old_model(self, binary_images, tmp_path, monkeypatch):
+        X, y = binary_images
+        clf = tiny_classifier(epochs=1).fit(X, y)
+        path = clf.save(tmp_path / "m.keras")
+        before = path.read_bytes()
+
+        def boom(*args, **kwargs):
+            raise OSError("disk full")
+
+        monkeypatch.setattr("zipfile.ZipFile.writestr", boom)
+        with pytest.raises(OSError, match="disk full"):
+            clf.save(path)
+        assert path.read_bytes() == before
+        assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]  # no temporary files left
+
+    def test_not_an_xrayest_file(self, tmp_path):
+        bad = tmp_path / "x.keras"
+        bad.write_bytes(b"not a zip")
+        with pytest.raises(ValueError, match="not a readable xrayest model"):
+            xrayest.load(bad)
+        with pytest.raises(FileNotFoundError):
+            xrayest.load(tmp_path / "missing.keras")
+
+
+class TestCli:
+    def test_help_reads_well(self):
+        out = run_cli("--help").stdout
+        for command in ("fit", "predict", "evaluate", "grid", "demo"):
+            assert command in out
+        assert "usage: xrayest fit" in run_cli("fit", "--help").stdout
+
+    def test_usage_error_exit_2(self):
+        assert run_cli("fit", check=False).returncode == 2
+
+    def test_user_error_exit_1_one_line(self, tmp_path):
+        proc = run_cli("fit", tmp_path / "nowhere", "--out", tmp_path / "m.keras", check=False)
+        assert proc.returncode == 1
+        assert proc.stderr.strip().count("\n") == 0 and "image folder not found" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+    def test_fit_predict_evaluate(self, image_folder, tmp_path):
+        model = tmp_path / "model.keras"
+        run_cli("fit", image_folder, "--backbone", "vgg16", "--weights", "none", "--image-size", 32, "--epochs", 3,
+                "--param", "hidden_units=16", "--out", model, "-q")
+        preds = tmp_path / "preds.csv"
+        run_cli("predict", model, image_folder / "covid", image_folder / "normal" / "001.png", "--output", preds)
+        rows = list(csv.DictReader(preds.open()))
+        assert rows[0].keys() == {"path", "label", "p_covid", "p_normal"}
+        clf = xrayest.load(model)
+        expected = clf.predict_proba([r["path"] for r in rows])
+        got = np.array([[float(r["p_covid"]), float(r["p_normal"])] for r in rows])
+        np.testing.assert_array_equal(got, expected)  # the CLI reproduces predict_proba exactly
+        report = tmp_path / "report"
+        out = run_cli("evaluate", model, image_folder, "--report", report).stdout
+        assert "accuracy" in out and "confusion matrix" in out
+        assert {"report.md", "confusion_matrix.png", "metrics.json"} <= {p.name for p in report.iterdir()}
+
+    def test_grid(self, image_folder):
+        out = run_cli("grid", image_folder, "--backbone", "vgg16", "--weights", "none", "--image-size", 32,
+                      "--epochs", 1, "--param", "dropout=0.0,0.5", "--cv", 2, "-q").stdout
+        assert "best:" not in out  # quiet
+        assert out.count("{'dropout'") == 2
+
+    def test_demo_small(self, tmp_path):
+        out = run_cli("demo", "--out", tmp_path, "--n-images", 60, "--image-size", 32, "--epochs", 2).stdout
+        assert "synthetic" in out and "accuracy" in out
+        assert (tmp_path / "model.keras").is_file() and (tmp_path / "report.md").is_file()
+
+    @pytest.mark.slow
+    def test_demo_on_real_folder(self, tmp_path):
+        data = require_bu_data()
+        out = run_cli("demo", "--data", data, "--classes", "covid,normal", "--out", tmp_path, "--epochs", 10,
+                      "--image-size", 96).stdout
+        assert "train 129 images, test 18 images" in out
