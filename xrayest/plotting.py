@@ -17,6 +17,8 @@ def _figure(ncols=1, width=5.0, height=4.2):
 
 def plot_history(history, title="Training history"):
     """Accuracy and loss per epoch, training and (when present) validation."""
+    from matplotlib.ticker import MaxNLocator
+
     history = getattr(history, "history_", history)
     fig, (ax_acc, ax_loss) = _figure(2)
     epochs = np.arange(1, len(history["loss"]) + 1)
@@ -26,6 +28,7 @@ def plot_history(history, title="Training history"):
         if f"val_{key}" in history:
             ax.plot(epochs, history[f"val_{key}"], "s--", ms=3, label="validation")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label.lower())
         ax.set_title(label)
         ax.grid(alpha=0.3)
