@@ -14,7 +14,8 @@ from . import features as F
 from .device import device_scope
 from .heads import EMBEDDING_LAYER, POOLINGS, build_head
 from .inputs import ImageSource, as_image_source
-from .training import EpochTimer, build_optimizer, seeded, stratified_split
+from .augmentation import augment_config, build_augmentation
+from .training import EpochTimer, build_optimizer, fit_callbacks, seeded, stratified_split, unfreeze
 
 __all__ = ["XrayCNNClassifier"]
 
@@ -75,9 +76,24 @@ class XrayCNNClassifier(KerasClassifier):
         Fraction of the training data held out, stratified by class, to report
         ``val_loss``/``val_accuracy`` in ``history_``.
     class_weight : "balanced", dict or None, default=None
-    callbacks : list of keras.callbacks.Callback, optional
+    augment : None, "light", "medium", "strong" or dict, default=None
+        Training-time augmentation (see :mod:`xrayest.augmentation`); identity at inference.
+        With augmentation the backbone must see every augmented image, so features are not cached.
     freeze_backbone : "auto" or bool, default="auto"
         "auto" freezes pretrained-family backbones and trains the from-scratch CNNs.
+    fine_tune : int or str, optional
+        Unfreeze the last N backbone layers (int) or every layer after the named one (str,
+        e.g. InceptionV3's ``"mixed7"``); BatchNorm layers stay frozen in inference mode.
+    fine_tune_epochs : int, default=0
+        0: fine-tune from the start for ``epochs``.  >0: two phases, the head first for
+        ``epochs`` on cached features, then the unfrozen layers for ``fine_tune_epochs``.
+    fine_tune_learning_rate : float, optional
+        Learning rate of the fine-tuning phase; default ``learning_rate / 10``.
+    early_stopping, reduce_lr : int, optional
+        Patience (epochs) of EarlyStopping (best weights restored) and ReduceLROnPlateau,
+        watching ``val_loss`` when there is validation data.
+    lr_schedule : None, "cosine", "step" or callable(epoch, lr), optional
+    callbacks : list of keras.callbacks.Callback, optional
     cache_features : bool, default=True
         Share frozen-backbone features across fits through the feature cache.
     cache_dir : path, optional
@@ -127,8 +143,9 @@ class XrayCNNClassifier(KerasClassifier):
     def __init__(self, backbone="vgg16", *, weights="imagenet", image_size=None, pooling="avg",
                  hidden_units=(256,), dropout=0.5, batch_norm=False, l2=0.0, optimizer="adam",
                  learning_rate=1e-3, epochs=20, batch_size=32, validation_split=0.0, class_weight=None,
-                 callbacks=None, freeze_backbone="auto", cache_features=True, cache_dir=None,
-                 device="auto", random_state=None, verbose=0):
+                 augment=None, freeze_backbone="auto", fine_tune=None, fine_tune_epochs=0,
+                 fine_tune_learning_rate=None, early_stopping=None, reduce_lr=None, lr_schedule=None,
+                 callbacks=None, cache_features=True, cache_dir=None, device="auto", random_state=None, verbose=0):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -143,8 +160,15 @@ class XrayCNNClassifier(KerasClassifier):
         self.batch_size = batch_size
         self.validation_split = validation_split
         self.class_weight = class_weight
-        self.callbacks = callbacks
+        self.augment = augment
         self.freeze_backbone = freeze_backbone
+        self.fine_tune = fine_tune
+        self.fine_tune_epochs = fine_tune_epochs
+        self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.early_stopping = early_stopping
+        self.reduce_lr = reduce_lr
+        self.lr_schedule = lr_schedule
+        self.callbacks = callbacks
         self.cache_features = cache_features
         self.cache_dir = cache_dir
         self.device = device
@@ -175,6 +199,10 @@ class XrayCNNClassifier(KerasClassifier):
                 raise ValueError(f"{name} must be a positive integer; got {value!r}")
         if self.freeze_backbone not in ("auto", True, False):
             raise ValueError(f"freeze_backbone must be 'auto', True or False; got {self.freeze_backbone!r}")
+        if not isinstance(self.fine_tune_epochs, (int, np.integer)) or self.fine_tune_epochs < 0:
+            raise ValueError(f"fine_tune_epochs must be a non-negative integer; got {self.fine_tune_epochs!r}")
+        if self.fine_tune_epochs and self.fine_tune is None:
+            raise ValueError("fine_tune_epochs needs fine_tune= (how many backbone layers to unfreeze)")
 
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
         # scikeras validates X as a numeric matrix; xrayest takes images or file paths.
@@ -215,10 +243,14 @@ class XrayCNNClassifier(KerasClassifier):
         self._check_params()
         spec = F.backbone_spec_or_model(self.backbone)
         self.image_size_ = F.image_size_for(spec, self.image_size)
+        augment = augment_config(self.augment)
         with device_scope(self.device), seeded(self._random_state):
             backbone, preprocess, fingerprint, pretrained = F.make_backbone(self.backbone, self.weights, self.image_size_)
             frozen = pretrained if self.freeze_backbone == "auto" else bool(self.freeze_backbone)
             backbone.trainable = not frozen
+            if self.fine_tune is not None and not self.fine_tune_epochs:
+                unfreeze(backbone, self.fine_tune)  # one phase: fine-tune from the first epoch
+                frozen = False
             pool_in_trunk = frozen and not self.batch_norm and self.pooling != "flatten"
             trunk = F.build_trunk(backbone, self.image_size_, preprocess,
                                   pooling=self.pooling if pool_in_trunk else None)
@@ -227,20 +259,23 @@ class XrayCNNClassifier(KerasClassifier):
                               hidden_units=self.hidden_units, dropout=self.dropout,
                               batch_norm=self.batch_norm, l2=self.l2)
             images = keras.Input((None, None, 3), name="images")
-            model = keras.Model(images, head(trunk(images)), name="xray_cnn")
+            x = build_augmentation(augment, seed=self._random_state)(images) if augment else images
+            model = keras.Model(images, head(trunk(x)), name="xray_cnn")
             self.backbone_frozen_ = frozen
+            # Head-only training on cached features needs a frozen backbone and un-augmented inputs.
+            self._train_on_features = frozen and augment is None
             reproducible = fingerprint is not None or self._random_state is not None
             self._feature_config = F.config_key(
                 backbone=getattr(spec, "name", "custom"), weights=fingerprint, size=self.image_size_,
                 preprocess=preprocess, pooling=self.pooling if pool_in_trunk else None,
                 seed=None if fingerprint else self._random_state, keras=keras.__version__,
             ) if (frozen and self.cache_features and reproducible) else None
-            self._compile(model if not frozen else head)
+            self._compile(head if self._train_on_features else model, self.learning_rate)
         return model
 
-    def _compile(self, model):
+    def _compile(self, model, learning_rate):
         loss = "binary_crossentropy" if self.n_classes_ <= 2 else "sparse_categorical_crossentropy"
-        model.compile(optimizer=build_optimizer(self.optimizer, self.learning_rate), loss=loss,
+        model.compile(optimizer=build_optimizer(self.optimizer, learning_rate), loss=loss,
                       metrics=["accuracy"], jit_compile=False)
 
     def _ensure_compiled_model(self):
@@ -290,31 +325,64 @@ class XrayCNNClassifier(KerasClassifier):
         return F.extract_features(self.trunk_, source, size=self.image_size_, batch_size=self.batch_size,
                                   config=self._feature_config, cache=cache, verbose=self.verbose)
 
-    def _training_inputs(self, source: ImageSource):
-        if self.backbone_frozen_:
+    def _training_inputs(self, source: ImageSource, on_features: bool):
+        if on_features:
             return self._trunk_features(source), self.head_
         return source.all(self.image_size_), self.model_
 
+    def _run_fit(self, trainee, inputs, y, sample_weight, validation, epochs, initial_epoch, **kwargs):
+        callbacks = [EpochTimer(),
+                     *fit_callbacks(early_stopping=self.early_stopping, reduce_lr=self.reduce_lr,
+                                    lr_schedule=self.lr_schedule, has_validation=validation is not None,
+                                    epochs=initial_epoch + epochs),
+                     *self._fit_callbacks]
+        with seeded(self._random_state):
+            return trainee.fit(inputs, y, batch_size=self.batch_size, epochs=initial_epoch + epochs,
+                               initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
+                               callbacks=callbacks, verbose=self.verbose, shuffle=True, **kwargs)
+
+    def _split(self, inputs, y, sample_weight, validation_data, on_features):
+        """Training arrays and validation tuple: explicit validation_data, else a stratified split."""
+        if validation_data is not None:
+            X_val, y_val = validation_data[:2]
+            source, y_val = self._validate_data(X_val, y_val)
+            val_inputs = self._training_inputs(source, on_features)[0]
+            return inputs, y, sample_weight, (val_inputs, self.target_encoder_.transform(y_val))
+        if not self.validation_split:
+            return inputs, y, sample_weight, None
+        train, val = stratified_split(y, float(self.validation_split), self._random_state)
+        validation = (inputs[val], y[val]) if sample_weight is None else (inputs[val], y[val], sample_weight[val])
+        sample_weight = None if sample_weight is None else sample_weight[train]
+        return inputs[train], y[train], sample_weight, validation
+
     def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
+        validation_data = kwargs.pop("validation_data", None)
+        histories = []
         with device_scope(self.device):
-            inputs, trainee = self._training_inputs(X)
-            validation = None
-            if self.validation_split:
-                train, val = stratified_split(y, float(self.validation_split), self._random_state)
-                validation = (inputs[val], y[val]) if sample_weight is None else (inputs[val], y[val], sample_weight[val])
-                inputs, y = inputs[train], y[train]
-                sample_weight = None if sample_weight is None else sample_weight[train]
-            with seeded(self._random_state):
-                hist = trainee.fit(
-                    inputs, y, batch_size=self.batch_size, epochs=initial_epoch + epochs,
-                    initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
-                    callbacks=[EpochTimer(), *self._fit_callbacks], verbose=self.verbose, shuffle=True, **kwargs,
-                )
+            on_features = self._train_on_features and self.backbone_frozen_
+            inputs, trainee = self._training_inputs(X, on_features)
+            inputs, y_fit, sw, validation = self._split(inputs, y, sample_weight, validation_data, on_features)
+            histories.append(self._run_fit(trainee, inputs, y_fit, sw, validation, epochs, initial_epoch, **kwargs))
+            if self.fine_tune is not None and self.fine_tune_epochs and initial_epoch == 0:
+                # Phase two: unfreeze, and train the composed model on images at a lower rate.
+                backbone = next(layer for layer in self.trunk_.layers if hasattr(layer, "layers")
+                                and layer.name != "preprocess")
+                unfreeze(backbone, self.fine_tune)
+                self.backbone_frozen_ = False
+                self._feature_config = None  # the backbone's features change from here on
+                rate = self.fine_tune_learning_rate or self.learning_rate / 10
+                self._compile(self.model_, rate)
+                inputs = X.all(self.image_size_)
+                inputs, y_fit, sw, validation = self._split(inputs, y, sample_weight, validation_data, False)
+                done = len(histories[0].history.get("loss", []))
+                histories.append(self._run_fit(self.model_, inputs, y_fit, sw, validation, self.fine_tune_epochs,
+                                               done, **kwargs))
         if not warm_start or not hasattr(self, "history_") or initial_epoch == 0:
             self.history_ = {}
-        for key, values in hist.history.items():
-            self.history_.setdefault("accuracy" if key == "compile_metrics" else key, []).extend(
-                float(v) for v in values)
+        for hist in histories:
+            for key, values in hist.history.items():
+                self.history_.setdefault("accuracy" if key == "compile_metrics" else key, []).extend(
+                    float(v) for v in values)
         return self
 
     # ------------------------------------------------------------------ prediction

@@ -22,7 +22,7 @@ __all__ = ["save", "load", "FORMAT_VERSION"]
 FORMAT_VERSION = 1
 _META_ENTRY = "xrayest.json"
 _STATE = ("image_size_", "backbone_frozen_", "n_classes_", "n_outputs_", "n_outputs_expected_",
-          "target_type_", "history_", "_feature_config", "_random_state")
+          "target_type_", "history_", "_feature_config", "_random_state", "_train_on_features")
 
 
 def _jsonable(value):

@@ -88,3 +88,68 @@ def build_optimizer(optimizer, learning_rate):
         config["learning_rate"] = float(learning_rate)
         return opt.__class__.from_config(config)
     raise ValueError(f"optimizer must be a Keras optimizer name, class or instance; got {optimizer!r}")
+
+
+def fit_callbacks(*, early_stopping=None, reduce_lr=None, lr_schedule=None, has_validation=False, epochs=1):
+    """The named callbacks the estimator parameters ask for.
+
+    early_stopping, reduce_lr : int or None
+        Patience in epochs; they watch ``val_loss`` when there is validation data, else ``loss``.
+        Early stopping restores the best weights.
+    lr_schedule : None, "cosine", "step" or callable(epoch, lr) -> lr
+    """
+    import math
+
+    monitor = "val_loss" if has_validation else "loss"
+    callbacks = []
+    if early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping),
+                                                       restore_best_weights=True))
+    if reduce_lr:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=int(reduce_lr),
+                                                           min_lr=1e-7))
+    if lr_schedule is not None:
+        if callable(lr_schedule):
+            schedule = lr_schedule
+        elif lr_schedule in ("cosine", "step"):
+            state = {}
+
+            def schedule(epoch, lr, kind=lr_schedule):
+                base = state.setdefault("base", lr)
+                if kind == "cosine":
+                    return base * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
+                return base * 0.5 ** (epoch // max(epochs // 3, 1))
+        else:
+            raise ValueError(f"lr_schedule must be None, 'cosine', 'step' or a function; got {lr_schedule!r}")
+        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
+    return callbacks
+
+
+def unfreeze(backbone, fine_tune):
+    """Make the last ``fine_tune`` layers (int) or those after layer ``fine_tune`` (str) trainable.
+
+    BatchNormalization layers stay frozen, which in Keras 3 also keeps them in inference mode:
+    their ImageNet statistics are not overwritten by a few small X-ray batches.
+
+    Returns
+    -------
+    int
+        Number of layers made trainable.
+    """
+    layers = backbone.layers
+    if isinstance(fine_tune, str):
+        names = [layer.name for layer in layers]
+        if fine_tune not in names:
+            raise ValueError(f"fine_tune layer {fine_tune!r} not found in backbone {backbone.name!r}")
+        start = names.index(fine_tune) + 1
+    elif isinstance(fine_tune, (int, np.integer)) and fine_tune > 0:
+        start = max(len(layers) - int(fine_tune), 0)
+    else:
+        raise ValueError(f"fine_tune must be a positive number of layers or a layer name; got {fine_tune!r}")
+    backbone.trainable = True
+    count = 0
+    for i, layer in enumerate(layers):
+        trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = trainable
+        count += trainable and bool(layer.weights)
+    return count

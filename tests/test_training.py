@@ -1,0 +1,179 @@
+"""Training toolbox: augmentation, fine-tuning, callbacks, validation, class weights, cascade, voting."""
+
+import numpy as np
+import pytest
+from sklearn.ensemble import VotingClassifier
+from sklearn.model_selection import GridSearchCV
+
+from conftest import make_images, tiny_classifier
+from xrayest.augmentation import AUGMENT_PRESETS, augment_config, build_augmentation
+from xrayest.cascade import CascadeClassifier
+
+
+def rgb(X):
+    return np.repeat(X[..., None], 3, -1).astype(np.float32)
+
+
+class TestAugmentation:
+    def test_presets_and_dict_validation(self):
+        assert augment_config("medium") == AUGMENT_PRESETS["medium"]
+        assert augment_config(None) is None
+        with pytest.raises(ValueError, match="presets: light, medium, strong"):
+            augment_config("wild")
+        with pytest.raises(ValueError, match="valid keys"):
+            augment_config({"shear": 0.1})
+        with pytest.raises(ValueError, match=r"augment\['zoom'\]"):
+            augment_config({"zoom": 2})
+
+    def test_random_in_training_identity_at_inference(self):
+        X, _ = make_images(4, 32, 2)
+        layer = build_augmentation(augment_config("strong"), seed=1)
+        images = rgb(X)
+        np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
+        assert not np.allclose(np.asarray(layer(images, training=True)), images)
+
+    def test_fit_with_augmentation_predicts_like_composed_model(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(augment={"rotation": 0.05, "brightness": 0.2}, epochs=2).fit(X, y)
+        assert not clf._train_on_features  # augmented images go through the backbone every epoch
+        full = clf.model_.predict(rgb(X), verbose=0)[:, 0]
+        np.testing.assert_allclose(clf.predict_proba(X)[:, 1], full, atol=1e-6)
+
+
+class TestFineTuning:
+    def _trainable_layers(self, clf):
+        backbone = clf.trunk_.get_layer("vgg16")
+        return [layer.name for layer in backbone.layers if layer.trainable and layer.weights]
+
+    def test_last_n_layers(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(fine_tune=3, epochs=1).fit(X, y)
+        assert self._trainable_layers(clf) == ["block5_conv2", "block5_conv3"]
+        assert not clf.backbone_frozen_
+
+    def test_after_named_layer_and_weights_change(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(fine_tune="block4_pool", epochs=1)
+        clf.initialize(X, y)
+        before = clf.trunk_.get_layer("vgg16").get_layer("block5_conv1").get_weights()[0].copy()
+        clf = tiny_classifier(fine_tune="block4_pool", epochs=1).fit(X, y)
+        assert self._trainable_layers(clf) == ["block5_conv1", "block5_conv2", "block5_conv3"]
+        after = clf.trunk_.get_layer("vgg16").get_layer("block5_conv1").get_weights()[0]
+        assert not np.allclose(before, after)
+
+    def test_batchnorm_stays_frozen(self, binary_images):
+        from xrayest.training import unfreeze
+        import keras
+
+        backbone = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+        unfreeze(backbone, 20)
+        tail = backbone.layers[-20:]
+        assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in tail)
+        assert all(not layer.trainable for layer in tail if isinstance(layer, keras.layers.BatchNormalization))
+        assert any(layer.trainable for layer in tail if isinstance(layer, keras.layers.Conv2D))
+        with pytest.raises(ValueError, match="not found"):
+            unfreeze(backbone, "no_such_layer")
+
+    def test_two_phase_schedule(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(fine_tune=2, fine_tune_epochs=2, epochs=3, learning_rate=1e-3).fit(X, y)
+        assert len(clf.history_["loss"]) == 5
+        assert float(clf.model_.optimizer.learning_rate) == pytest.approx(1e-4)  # phase two at learning_rate / 10
+        full = clf.model_.predict(rgb(X), verbose=0)[:, 0]
+        np.testing.assert_allclose(clf.predict_proba(X)[:, 1], full, atol=1e-6)
+
+    def test_fine_tune_epochs_needs_fine_tune(self, binary_images):
+        with pytest.raises(ValueError, match="fine_tune_epochs needs fine_tune"):
+            tiny_classifier(fine_tune_epochs=2).fit(*binary_images)
+
+
+class TestCallbacksAndValidation:
+    def test_early_stopping_stops(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(epochs=50, learning_rate=0.0, early_stopping=2).fit(X, y)
+        assert len(clf.history_["loss"]) < 10
+
+    def test_reduce_lr_and_schedule(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(epochs=4, lr_schedule="cosine", learning_rate=1e-2).fit(X, y)
+        rates = clf.history_["learning_rate"]
+        assert rates[0] == pytest.approx(1e-2) and rates[-1] < rates[0]
+        clf = tiny_classifier(epochs=6, learning_rate=0.0, reduce_lr=1).fit(X, y)
+        assert "learning_rate" in clf.history_
+
+    def test_user_callback_is_called(self, binary_images):
+        import keras
+
+        seen = []
+        callback = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(epoch))
+        tiny_classifier(epochs=2, callbacks=[callback]).fit(*binary_images)
+        assert seen == [0, 1]
+
+    def test_explicit_validation_data(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(epochs=2).fit(X[:18], y[:18], validation_data=(X[18:], y[18:]))
+        assert len(clf.history_["val_loss"]) == 2
+
+    def test_validation_split_is_stratified(self):
+        from xrayest.training import stratified_split
+
+        y = np.array([0] * 20 + [1] * 20)  # sorted: Keras' own split would validate on class 1 only
+        train, val = stratified_split(y, 0.25, random_state=0)
+        assert sorted(np.bincount(y[val])) == [5, 5] and len(set(train) & set(val)) == 0
+
+    def test_class_weight_balanced_changes_the_fit(self):
+        X, y = make_images(24, 32, 2)
+        keep = np.r_[np.flatnonzero(y == 0), np.flatnonzero(y == 1)[:4]]
+        a = tiny_classifier(epochs=3).fit(X[keep], y[keep]).predict_proba(X)
+        b = tiny_classifier(epochs=3, class_weight="balanced").fit(X[keep], y[keep]).predict_proba(X)
+        assert not np.allclose(a, b)
+
+
+class TestScratchCNNs:
+    @pytest.mark.parametrize("backbone", ["small_cnn", "residual_cnn"])
+    def test_train_from_scratch_on_grayscale(self, backbone):
+        from xrayest import make_synthetic_xrays
+
+        X, y = make_synthetic_xrays(90, 32, classes=("normal", "pneumonia"), random_state=0)
+        clf = tiny_classifier(backbone=backbone, epochs=15, hidden_units=(32,), learning_rate=3e-3).fit(X, y)
+        assert not clf.backbone_frozen_
+        assert clf.score(X, y) > 0.8
+
+
+class TestEnsembles:
+    def test_cascade_probabilities_and_grid(self):
+        X, y_num = make_images(36, 32, 3)
+        y = np.array(["normal", "covid", "pneumonia"])[y_num]
+        cascade = CascadeClassifier([
+            ("root", tiny_classifier(epochs=25, learning_rate=3e-3, hidden_units=(32,)),
+             {"normal": ["normal"], "infected": ["covid", "pneumonia"]}),
+            ("infected", tiny_classifier(epochs=25, learning_rate=3e-3, hidden_units=(32,)), None),
+        ])
+        cascade.fit(X, y)
+        proba = cascade.predict_proba(X)
+        assert proba.shape == (36, 3) and np.allclose(proba.sum(1), 1)
+        assert list(cascade.classes_) == ["covid", "normal", "pneumonia"]
+        root = cascade.estimators_["root"].predict_proba(X)
+        normal_col = list(cascade.estimators_["root"].classes_).index("normal")
+        np.testing.assert_allclose(proba[:, 1], root[:, normal_col], atol=1e-6)
+        assert cascade.score(X, y) > 0.8
+        grid = GridSearchCV(cascade.set_params(root__epochs=2, infected__epochs=2),
+                            {"infected__dropout": [0.0, 0.3]}, cv=2).fit(X, y)
+        assert grid.best_params_["infected__dropout"] in (0.0, 0.3)
+
+    def test_cascade_rejects_incomplete_plans(self):
+        X, y_num = make_images(12, 32, 3)
+        y = np.array(["normal", "covid", "pneumonia"])[y_num]
+        bad = CascadeClassifier([("root", tiny_classifier(), {"normal": ["normal"], "infected": ["covid", "pneumonia"]})])
+        with pytest.raises(ValueError, match="add a stage named 'infected'"):
+            bad.fit(X, y)
+        bad = CascadeClassifier([("root", tiny_classifier(), {"normal": ["normal"], "covid": ["covid"]})])
+        with pytest.raises(ValueError, match="exactly one group"):
+            bad.fit(X, y)
+
+    def test_soft_voting_over_repeated_runs(self, binary_images):
+        X, y = binary_images
+        vote = VotingClassifier([(f"run{i}", tiny_classifier(epochs=2, random_state=i)) for i in range(3)],
+                                voting="soft").fit(X, y)
+        members = np.mean([est.predict_proba(X) for est in vote.estimators_], axis=0)
+        np.testing.assert_allclose(vote.predict_proba(X), members, atol=1e-6)

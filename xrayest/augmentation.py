@@ -1,0 +1,67 @@
+"""Training-time augmentation as Keras preprocessing layers (identity at inference).
+
+``augment=`` takes a preset name or a dict of these keys (plain data):
+
+| key | layer | meaning |
+|---|---|---|
+| rotation | RandomRotation | max angle as a fraction of a full turn (0.05 = 18 degrees) |
+| zoom | RandomZoom | max zoom in/out fraction |
+| shift | RandomTranslation | max shift as a fraction of height/width |
+| horizontal_flip | RandomFlip | True to mirror left-right (moves the heart: off in every preset) |
+| brightness | RandomBrightness | max change as a fraction of the 0-255 range |
+| contrast | RandomContrast | max contrast factor change |
+| crop | RandomZoom (zoom-in only) | random resized crop keeping at least 1 - crop of each side |
+"""
+
+from __future__ import annotations
+
+__all__ = ["AUGMENT_PRESETS", "augment_config", "build_augmentation"]
+
+AUGMENT_PRESETS = {
+    "light": {"rotation": 0.02, "zoom": 0.05, "shift": 0.03, "brightness": 0.1, "contrast": 0.1},
+    "medium": {"rotation": 0.04, "zoom": 0.1, "shift": 0.06, "brightness": 0.15, "contrast": 0.2, "crop": 0.1},
+    "strong": {"rotation": 0.06, "zoom": 0.15, "shift": 0.1, "brightness": 0.25, "contrast": 0.3, "crop": 0.2},
+}
+_KEYS = ("rotation", "zoom", "shift", "horizontal_flip", "brightness", "contrast", "crop")
+
+
+def augment_config(augment) -> dict | None:
+    """Validate ``augment`` (None, a preset name or a dict) into a plain dict, or None."""
+    if augment is None or augment is False or augment == {}:
+        return None
+    if isinstance(augment, str):
+        if augment not in AUGMENT_PRESETS:
+            raise ValueError(f"unknown augment preset {augment!r}; presets: {', '.join(AUGMENT_PRESETS)}, or a dict")
+        return dict(AUGMENT_PRESETS[augment])
+    if not isinstance(augment, dict):
+        raise ValueError(f"augment must be None, a preset name or a dict; got {augment!r}")
+    unknown = set(augment) - set(_KEYS)
+    if unknown:
+        raise ValueError(f"unknown augment keys {sorted(unknown)}; valid keys: {', '.join(_KEYS)}")
+    for key, value in augment.items():
+        if key != "horizontal_flip" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"augment[{key!r}] must be a number in [0, 1); got {value!r}")
+    return dict(augment)
+
+
+def build_augmentation(config: dict, seed=None):
+    """A ``keras.Sequential`` named "augment" applying ``config`` to 0-255 RGB images."""
+    import keras
+
+    L = keras.layers
+    layers = []
+    if config.get("horizontal_flip"):
+        layers.append(L.RandomFlip("horizontal", seed=seed))
+    if config.get("rotation"):
+        layers.append(L.RandomRotation(config["rotation"], fill_mode="nearest", seed=seed))
+    if config.get("zoom"):
+        layers.append(L.RandomZoom(config["zoom"], fill_mode="nearest", seed=seed))
+    if config.get("crop"):
+        layers.append(L.RandomZoom((-config["crop"], 0.0), fill_mode="nearest", seed=seed))
+    if config.get("shift"):
+        layers.append(L.RandomTranslation(config["shift"], config["shift"], fill_mode="nearest", seed=seed))
+    if config.get("brightness"):
+        layers.append(L.RandomBrightness(config["brightness"], value_range=(0, 255), seed=seed))
+    if config.get("contrast"):
+        layers.append(L.RandomContrast(config["contrast"], value_range=(0, 255), seed=seed))
+    return keras.Sequential(layers, name="augment")

@@ -1,0 +1,160 @@
+"""CascadeClassifier: a hierarchy of classifiers (e.g. normal vs infected, then covid vs other)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.utils import _safe_indexing
+from sklearn.utils.validation import check_is_fitted
+
+__all__ = ["CascadeClassifier"]
+
+ROOT = "root"
+
+
+class CascadeClassifier(ClassifierMixin, BaseEstimator):
+    """Hierarchical meta-classifier built from one classifier per decision.
+
+    Parameters
+    ----------
+    stages : list of (name, estimator, groups)
+        ``name`` is the group this stage splits (``"root"``: every image).  ``groups`` maps
+        each outcome of the stage to the original labels it covers, or is None to
+        predict that group's original labels directly.  An outcome that names another
+        stage is split further by it; any other outcome must cover exactly one label.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The original labels.
+    estimators_ : dict
+        Fitted clone of each stage's estimator, by stage name.
+
+    Examples
+    --------
+    Normal vs infected, then covid vs other pneumonia within the infected, then bacterial vs
+    viral within the other pneumonias::
+
+        CascadeClassifier([
+            ("root", XrayCNNClassifier(...), {"normal": ["normal"],
+                                              "infected": ["covid", "pneumonia_bac", "pneumonia_vir"]}),
+            ("infected", XrayCNNClassifier(...), {"covid": ["covid"],
+                                                  "pneumonia": ["pneumonia_bac", "pneumonia_vir"]}),
+            ("pneumonia", XrayCNNClassifier(...), None),
+        ])
+
+    ``predict_proba`` multiplies the probabilities along each path, so rows sum to one;
+    ``GridSearchCV`` reaches a stage's parameters as ``<stage>__<param>`` (``infected__dropout``).
+    """
+
+    def __init__(self, stages):
+        self.stages = stages
+
+    # ----------------------------------------------------------- parameters
+    def get_params(self, deep=True):
+        params = {"stages": self.stages}
+        if deep:
+            for name, estimator, _ in self.stages:
+                params[name] = estimator
+                for key, value in estimator.get_params(deep=True).items():
+                    params[f"{name}__{key}"] = value
+        return params
+
+    def set_params(self, **params):
+        stages = list(self.stages)
+        if "stages" in params:
+            stages = list(params.pop("stages"))
+        index = {name: i for i, (name, _, _) in enumerate(stages)}
+        nested = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in index:
+                raise ValueError(f"invalid parameter {key!r} for CascadeClassifier; stages are {list(index)}")
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                stage = stages[index[name]]
+                stages[index[name]] = (stage[0], value, stage[2])
+        for name, sub_params in nested.items():
+            stages[index[name]][1].set_params(**sub_params)
+        self.stages = stages
+        return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        return tags
+
+    # ----------------------------------------------------------- structure
+    def _plan(self, labels):
+        """Check the stages against the labels; return {stage: {outcome: covered labels}}."""
+        if not self.stages:
+            raise ValueError("stages is empty")
+        names = [name for name, _, _ in self.stages]
+        if ROOT not in names or len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique and include {ROOT!r}; got {names}")
+        covers = {ROOT: set(labels)}
+        plan = {}
+        pending = [ROOT]
+        while pending:
+            name = pending.pop()
+            groups = dict(self.stages[names.index(name)][2] or {})
+            if not groups:
+                groups = {label: [label] for label in sorted(covers[name])}
+            seen = [label for members in groups.values() for label in members]
+            if sorted(seen) != sorted(covers[name]):
+                raise ValueError(f"stage {name!r} groups cover {sorted(map(str, seen))}, but it receives "
+                                 f"{sorted(map(str, covers[name]))}: each label must be in exactly one group")
+            plan[name] = {outcome: list(members) for outcome, members in groups.items()}
+            for outcome, members in groups.items():
+                if outcome in names:
+                    covers[outcome] = set(members)
+                    pending.append(outcome)
+                elif len(members) != 1:
+                    raise ValueError(f"outcome {outcome!r} of stage {name!r} covers {members} but no stage splits it; "
+                                     f"add a stage named {outcome!r}")
+        unused = set(names) - set(plan)
+        if unused:
+            raise ValueError(f"stages {sorted(unused)} are never reached from {ROOT!r}")
+        return plan
+
+    def fit(self, X, y):
+        """Fit each stage on the images that reach it, with the stage's own labels."""
+        y = np.asarray(y)
+        if len(y) != (len(X) if not hasattr(X, "shape") else X.shape[0]):
+            raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
+        self.classes_ = np.unique(y)
+        self.plan_ = self._plan(self.classes_.tolist())
+        estimators = {name: est for name, est, _ in self.stages}
+        self.estimators_ = {}
+        for name, groups in self.plan_.items():
+            to_outcome = {label: outcome for outcome, members in groups.items() for label in members}
+            rows = np.flatnonzero(np.isin(y, list(to_outcome)))
+            target = np.array([to_outcome[label] for label in y[rows]])
+            if len(np.unique(target)) < 2:
+                raise ValueError(f"stage {name!r} sees a single outcome in y ({target[:1]}); it needs two or more")
+            self.estimators_[name] = clone(estimators[name]).fit(_safe_indexing(X, rows), target)
+        return self
+
+    def predict_proba(self, X):
+        """Probability of each original label: the product of stage probabilities along its path."""
+        check_is_fitted(self, "estimators_")
+        stage_proba = {name: (est.classes_, est.predict_proba(X)) for name, est in self.estimators_.items()}
+        n = stage_proba[ROOT][1].shape[0]
+        out = np.zeros((n, len(self.classes_)))
+        column = {label: i for i, label in enumerate(self.classes_)}
+
+        def descend(name, weight):
+            classes, proba = stage_proba[name]
+            for j, outcome in enumerate(classes):
+                p = weight * proba[:, j]
+                if outcome in self.plan_ and outcome != name:
+                    descend(outcome, p)
+                else:
+                    out[:, column[self.plan_[name][outcome][0]]] += p
+
+        descend(ROOT, np.ones(n))
+        return out
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
