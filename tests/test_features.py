@@ -176,3 +176,12 @@ def test_image_keys_depend_on_content_only():
     a = as_image_source(X).keys()
     b = as_image_source(X.copy()).keys()
     assert a == b and len(set(a)) == 4
+
+
+def test_progress_bar_only_when_verbose(binary_images, capfd):
+    X, _ = binary_images
+    tiny_extractor(batch_size=4, verbose=1).fit(X).transform(X)
+    assert "backbone features" in capfd.readouterr().err
+    default_cache().clear()
+    tiny_extractor(batch_size=4, verbose=0).fit(X).transform(X)
+    assert "backbone features" not in capfd.readouterr().err

@@ -94,28 +94,28 @@ def build_parser():
 
     p = sub.add_parser("fit", parents=[common], help="train a classifier on DATA_DIR/<class>/<image>",
                        description="Train a classifier on a folder of class sub-folders and save it.")
-    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
     _add_model_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="where to save the model (.keras)")
 
     p = sub.add_parser("predict", parents=[common], help="predict images or folders with a saved model",
                        description="Predict each image (files, or folders searched recursively).")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("model", metavar="MODEL", help="a model saved by 'xrayest fit' (.keras)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders")
     p.add_argument("--output", metavar="CSV", help="write path,label,p(class)... here instead of stdout")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, gpu or gpu:N (default: %(default)s)")
 
     p = sub.add_parser("evaluate", parents=[common], help="score a saved model on a labelled folder",
                        description="Accuracy, per-class report, confusion matrix; --report writes Markdown + PNGs.")
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("model", metavar="MODEL", help="a model saved by 'xrayest fit' (.keras)")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
     p.add_argument("--report", metavar="DIR", help="write report.md, metrics.json and PNGs here")
     p.add_argument("--classes", help="comma-separated class folders (default: the model's classes)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, gpu or gpu:N (default: %(default)s)")
 
     p = sub.add_parser("grid", parents=[common], help="grid-search parameters with cross-validation",
                        description="GridSearchCV over --param NAME=V1,V2,... (backbone features computed once).")
-    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
     _add_model_options(p)
     p.add_argument("--cv", type=int, default=3, help="folds (stratified; default: %(default)s)")
     p.add_argument("--out", metavar="MODEL", help="save the refitted best model here")
