@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .metrics import evaluate
 from .plotting import plot_class_distribution, plot_confusion_matrix, plot_history
 
 __all__ = ["write_evaluation_report"]
 
 
-def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"):
+def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation", tsne=True, gradcam=True):
     """Evaluate a fitted classifier and write ``report.md``, ``metrics.json`` and PNGs to ``out_dir``.
+
+    Pictures: confusion matrix, class distribution, training history, a t-SNE map of the
+    classifier's embeddings (``tsne``, 12 images or more) and a Grad-CAM heatmap for the first
+    image of each class (``gradcam``, XrayCNNClassifier only).
 
     Returns
     -------
@@ -28,6 +34,26 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
     }
     if getattr(estimator, "history_", None):
         pictures["history.png"] = plot_history(estimator.history_)
+    if tsne and hasattr(estimator, "transform") and len(result.y_true) >= 12:
+        import warnings
+
+        from .manifold import TSNEEmbedding
+        from .plotting import plot_embedding
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # perplexity lowered for small test sets
+            emb = TSNEEmbedding(random_state=0).fit_transform(estimator.transform(X))
+        pictures["tsne.png"] = plot_embedding(emb, result.y_true, title="t-SNE of the head's embeddings (test)")
+    if gradcam and hasattr(estimator, "trunk_"):
+        from sklearn.utils import _safe_indexing
+
+        from .explain import plot_gradcam
+
+        for label in estimator.classes_:
+            rows = np.flatnonzero(result.y_true == label)
+            if len(rows):
+                image = _safe_indexing(X, [int(rows[0])])[0]
+                pictures[f"gradcam_{label}.png"] = plot_gradcam(estimator, image)
     for name, fig in pictures.items():
         fig.savefig(out / name, dpi=110)
     (out / "metrics.json").write_text(json.dumps(result.as_dict(), indent=1))
