@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 
 from _common import append_results, load_split, markdown_table, xception_weights
 

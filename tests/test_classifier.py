@@ -10,7 +10,7 @@ from sklearn.base import clone, is_classifier
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.model_selection import GridSearchCV, StratifiedKFold, check_cv
 
-from conftest import make_images, tiny_classifier
+from conftest import tiny_classifier
 from xrayest import XrayCNNClassifier
 
 

@@ -150,6 +150,17 @@ def _say(args, *text):
         print(*text, flush=True)
 
 
+def _keras_verbosity(args):
+    """0 when quiet; Keras' live progress bar on a terminal, one line per epoch in logs and pipes."""
+    if args.quiet:
+        return 0
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _class_list(y):
+    return ", ".join(sorted(set(map(str, y))))
+
+
 def _weights(value):
     return None if value is None or value.lower() == "none" else value
 
@@ -163,7 +174,7 @@ def _estimator(args, extra=None):
 
     params = dict(backbone=args.backbone, weights=_weights(args.weights), image_size=args.image_size,
                   epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                  device=args.device, random_state=args.random_state, verbose=0 if args.quiet else 1)
+                  device=args.device, random_state=args.random_state, verbose=_keras_verbosity(args))
     params.update(_parse_params(args.param) if extra is None else extra)
     try:
         return XrayCNNClassifier(**params)
@@ -180,7 +191,7 @@ def _load_folder(path, classes):
 def cmd_fit(args):
     X, y = _load_folder(args.data_dir, _classes(args.classes))
     clf = _estimator(args)
-    _say(args, f"fitting {clf.backbone} on {len(X)} images, classes {sorted(set(y))}")
+    _say(args, f"fitting {clf.backbone} on {len(X)} images, classes {_class_list(y)}")
     start = time.perf_counter()
     clf.fit(X, y)
     path = clf.save(args.out)
@@ -274,7 +285,6 @@ def cmd_grid(args):
 
 
 def cmd_demo(args):
-    import numpy as np
     from sklearn.model_selection import train_test_split
 
     from .classifier import XrayCNNClassifier
@@ -300,10 +310,10 @@ def cmd_demo(args):
                                                             random_state=args.random_state)
         source = f"{args.n_images} synthetic {size}x{size} X-rays (make_synthetic_xrays)"
     _say(args, f"xrayest demo: {source}\n  train {len(X_train)} images, test {len(X_test)} images, "
-               f"classes {sorted(set(np.asarray(y_train)))}")
+               f"classes {_class_list(y_train)}")
     clf = XrayCNNClassifier(args.backbone, weights=_weights(args.weights), image_size=size, epochs=args.epochs,
                             batch_size=16, learning_rate=1e-3, hidden_units=(64,), dropout=0.3,
-                            validation_split=0.15, random_state=args.random_state, verbose=0 if args.quiet else 2)
+                            validation_split=0.15, random_state=args.random_state, verbose=_keras_verbosity(args))
     _say(args, f"  fitting {args.backbone} (weights={args.weights}) for {args.epochs} epochs ...")
     clf.fit(X_train, y_train)
     out = Path(args.out)
