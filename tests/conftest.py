@@ -48,3 +48,17 @@ def require_bu_data():
     if not BU_DATA.is_dir():
         pytest.skip(f"real BU CS542 X-rays not found at {BU_DATA} (they live in ../shared beside the repo)")
     return BU_DATA
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (real X-rays from ../shared, long end-to-end runs)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

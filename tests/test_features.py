@@ -99,6 +99,7 @@ class TestClassifierComputesOnce:
         tiny_classifier(random_state=None, epochs=1).fit(X, y)
         assert len(empty_cache) == 0
 
+    @pytest.mark.slow
     def test_disk_cache_shared_by_parallel_workers(self, binary_images, tmp_path):
         X, y = binary_images
         grid = GridSearchCV(tiny_classifier(epochs=1, cache_dir=str(tmp_path)), {"dropout": [0.0, 0.5]}, cv=2,
@@ -134,8 +135,10 @@ class TestFeatureExtractor:
         X, _ = binary_images
         ext = tiny_extractor().fit(X)
         expected = ext.transform(X)
+        trunk = ext.trunk_
         blob = pickle.dumps(ext)
         assert len(blob) < 10_000  # the 15M-parameter backbone is rebuilt, not shipped
+        assert ext.trunk_ is trunk  # pickling left the original untouched
         default_cache().clear()
         np.testing.assert_allclose(pickle.loads(blob).transform(X), expected, rtol=1e-6)
         assert clone(ext).get_params() == ext.get_params()

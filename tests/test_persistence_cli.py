@@ -107,6 +107,7 @@ class TestCli:
         assert "accuracy" in out and "confusion matrix" in out
         assert {"report.md", "confusion_matrix.png", "metrics.json"} <= {p.name for p in report.iterdir()}
 
+    @pytest.mark.slow
     def test_grid(self, image_folder):
         out = run_cli("grid", image_folder, "--backbone", "vgg16", "--weights", "none", "--image-size", 32,
                       "--epochs", 1, "--param", "dropout=0.0,0.5", "--cv", 2, "-q").stdout

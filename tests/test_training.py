@@ -130,6 +130,7 @@ class TestCallbacksAndValidation:
 
 
 class TestScratchCNNs:
+    @pytest.mark.slow
     @pytest.mark.parametrize("backbone", ["small_cnn", "residual_cnn"])
     def test_train_from_scratch_on_grayscale(self, backbone):
         from xrayest import make_synthetic_xrays
@@ -141,6 +142,7 @@ class TestScratchCNNs:
 
 
 class TestEnsembles:
+    @pytest.mark.slow
     def test_cascade_probabilities_and_grid(self):
         X, y_num = make_images(36, 32, 3)
         y = np.array(["normal", "covid", "pneumonia"])[y_num]

@@ -146,7 +146,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return self.trunk_
 
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns the live __dict__
         if self._rebuildable() and "trunk_" in state:
             state["trunk_"] = None  # rebuilt from the parameters on first use
         return state
