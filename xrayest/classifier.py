@@ -289,6 +289,13 @@ class XrayCNNClassifier(KerasClassifier):
         return self.model_.get_layer("trunk")
 
     @property
+    def backbone_(self):
+        """The backbone model inside the trunk."""
+        import keras
+
+        return next(layer for layer in self.trunk_.layers if isinstance(layer, keras.Model))
+
+    @property
     def head_(self):
         """Backbone features -> class probabilities."""
         return self.model_.get_layer("head")
@@ -365,9 +372,7 @@ class XrayCNNClassifier(KerasClassifier):
             histories.append(self._run_fit(trainee, inputs, y_fit, sw, validation, epochs, initial_epoch, **kwargs))
             if self.fine_tune is not None and self.fine_tune_epochs and initial_epoch == 0:
                 # Phase two: unfreeze, and train the composed model on images at a lower rate.
-                backbone = next(layer for layer in self.trunk_.layers if hasattr(layer, "layers")
-                                and layer.name != "preprocess")
-                unfreeze(backbone, self.fine_tune)
+                unfreeze(self.backbone_, self.fine_tune)
                 self.backbone_frozen_ = False
                 self._feature_config = None  # the backbone's features change from here on
                 rate = self.fine_tune_learning_rate or self.learning_rate / 10

@@ -10,9 +10,7 @@ __all__ = ["feature_maps", "gradcam", "plot_feature_maps", "plot_gradcam"]
 
 
 def _parts(clf):
-    trunk = clf.trunk_
-    backbone = next(layer for layer in trunk.layers if hasattr(layer, "layers") and layer.name != "preprocess")
-    return trunk, backbone
+    return clf.trunk_, clf.backbone_
 
 
 def _spatial_layers(backbone):
