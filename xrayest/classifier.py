@@ -264,12 +264,9 @@ class XrayCNNClassifier(KerasClassifier):
             self.backbone_frozen_ = frozen
             # Head-only training on cached features needs a frozen backbone and un-augmented inputs.
             self._train_on_features = frozen and augment is None
-            reproducible = fingerprint is not None or self._random_state is not None
-            self._feature_config = F.config_key(
-                backbone=getattr(spec, "name", "custom"), weights=fingerprint, size=self.image_size_,
-                preprocess=preprocess, pooling=self.pooling if pool_in_trunk else None,
-                seed=None if fingerprint else self._random_state, keras=keras.__version__,
-            ) if (frozen and self.cache_features and reproducible) else None
+            self._feature_config = F.trunk_config(
+                spec, fingerprint, self.image_size_, preprocess, self.pooling if pool_in_trunk else None,
+                self._random_state) if (frozen and self.cache_features) else None
             self._compile(head if self._train_on_features else model, self.learning_rate)
         return model
 

@@ -84,8 +84,6 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return tags
 
     def _build(self):
-        import keras
-
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
         spec = F.backbone_spec_or_model(self.backbone)
@@ -95,10 +93,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             backbone.trainable = False
             pooling = None if self.pooling == "flatten" else self.pooling
             trunk = F.build_trunk(backbone, size, preprocess, pooling=pooling)
-        reproducible = fingerprint is not None or self.random_state is not None
-        config = F.config_key(backbone=getattr(spec, "name", "custom"), weights=fingerprint, size=size,
-                              preprocess=preprocess, pooling=pooling, keras=keras.__version__,
-                              seed=None if fingerprint else self.random_state) if reproducible else None
+        config = F.trunk_config(spec, fingerprint, size, preprocess, pooling, self.random_state)
         return trunk, size, config, fingerprint
 
     def fit(self, X, y=None):

@@ -136,6 +136,21 @@ def config_key(**config) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def trunk_config(spec_or_model, fingerprint, size, preprocess, pooling, seed):
+    """Cache key of a frozen trunk's features, or None when they are not reproducible.
+
+    Shared by XrayCNNClassifier and FeatureExtractor, so the two reuse each other's features.
+    Random weights (no fingerprint) are keyed by their seed, and not cached without one.
+    """
+    import keras
+
+    if fingerprint is None and seed is None:
+        return None
+    return config_key(backbone=getattr(spec_or_model, "name", "custom"), weights=fingerprint, size=tuple(size),
+                      preprocess=preprocess, pooling=pooling, seed=None if fingerprint else seed,
+                      keras=keras.__version__)
+
+
 def build_trunk(backbone, spec_size, preprocess: str, pooling=None, name="trunk"):
     """Raw RGB images (any size, 0-255) -> resize + preprocess -> backbone -> optional pooling."""
     import keras
