@@ -238,52 +238,111 @@ class XrayCNNClassifier(KerasClassifier):
 
     # ------------------------------------------------------------------ model building
     def _build_keras_model(self):
+        """Build what training needs; returns the composed model, or None when it is built on demand.
+
+        A frozen, reproducible backbone (named, with a weights file, ImageNet weights or a
+        seed) is kept as a :class:`~xrayest.features.TrunkRecipe`: the head trains on cached
+        features, so the backbone is only built when an image is missing from the cache or
+        when ``model_``/``trunk_`` is asked for.  Everything else is built here, whole.
+        """
         import keras
 
         self._check_params()
         spec = F.backbone_spec_or_model(self.backbone)
         self.image_size_ = F.image_size_for(spec, self.image_size)
         augment = augment_config(self.augment)
-        with device_scope(self.device), seeded(self._random_state):
-            backbone, preprocess, fingerprint, pretrained = F.make_backbone(self.backbone, self.weights, self.image_size_)
-            frozen = pretrained if self.freeze_backbone == "auto" else bool(self.freeze_backbone)
-            backbone.trainable = not frozen
-            if self.fine_tune is not None and not self.fine_tune_epochs:
-                unfreeze(backbone, self.fine_tune)  # one phase: fine-tune from the first epoch
-                frozen = False
-            pool_in_trunk = frozen and not self.batch_norm and self.pooling != "flatten"
-            trunk = F.build_trunk(backbone, self.image_size_, preprocess,
-                                  pooling=self.pooling if pool_in_trunk else None)
+        pretrained = getattr(spec, "pretrained", True)  # a user's keras.Model counts as pretrained
+        frozen = pretrained if self.freeze_backbone == "auto" else bool(self.freeze_backbone)
+        one_phase_fine_tune = self.fine_tune is not None and not self.fine_tune_epochs
+        self.backbone_frozen_ = frozen and not one_phase_fine_tune
+        # Head-only training on cached features needs a frozen backbone and un-augmented inputs.
+        self._train_on_features = self.backbone_frozen_ and augment is None
+        pool_in_trunk = self.backbone_frozen_ and not self.batch_norm and self.pooling != "flatten"
+        trunk_pooling = self.pooling if pool_in_trunk else None
+        self._model = self._head = self._trunk = None
+        self._trunk_recipe = None
+        with device_scope(self.device):
+            if self._train_on_features:
+                self._trunk_recipe = F.TrunkRecipe.for_backbone(self.backbone, self.weights, self.image_size_,
+                                                                trunk_pooling, self._random_state)
+            if self._trunk_recipe is not None:
+                self._feature_config = self._trunk_recipe.config if self.cache_features else None
+                feature_shape = self._trunk_recipe.output_shape()
+                if feature_shape is None:  # first time in this process: build it to learn the shape
+                    self._trunk = self._trunk_recipe.build()
+                    feature_shape = self._trunk.output_shape[1:]
+            else:
+                with seeded(self._random_state):
+                    backbone, preprocess, fingerprint, _ = F.make_backbone(self.backbone, self.weights,
+                                                                           self.image_size_)
+                backbone.trainable = not frozen
+                if one_phase_fine_tune:
+                    unfreeze(backbone, self.fine_tune)
+                self._trunk = F.build_trunk(backbone, self.image_size_, preprocess, pooling=trunk_pooling)
+                feature_shape = self._trunk.output_shape[1:]
+                self._feature_config = F.trunk_config(
+                    spec, fingerprint, self.image_size_, preprocess, trunk_pooling,
+                    self._random_state) if (self.backbone_frozen_ and self.cache_features) else None
             n_outputs = 1 if self.n_classes_ <= 2 else self.n_classes_
-            head = build_head(trunk.output_shape[1:], n_outputs, pooling=self.pooling,
-                              hidden_units=self.hidden_units, dropout=self.dropout,
-                              batch_norm=self.batch_norm, l2=self.l2)
-            images = keras.Input((None, None, 3), name="images")
-            x = build_augmentation(augment, seed=self._random_state)(images) if augment else images
-            model = keras.Model(images, head(trunk(x)), name="xray_cnn")
-            self.backbone_frozen_ = frozen
-            # Head-only training on cached features needs a frozen backbone and un-augmented inputs.
-            self._train_on_features = frozen and augment is None
-            self._feature_config = F.trunk_config(
-                spec, fingerprint, self.image_size_, preprocess, self.pooling if pool_in_trunk else None,
-                self._random_state) if (frozen and self.cache_features) else None
-            self._compile(head if self._train_on_features else model, self.learning_rate)
-        return model
+            # A fresh seeded context: the head's initial weights do not depend on whether
+            # the backbone was built just before.
+            with seeded(self._random_state):
+                self._head = build_head(feature_shape, n_outputs, pooling=self.pooling,
+                                        hidden_units=self.hidden_units, dropout=self.dropout,
+                                        batch_norm=self.batch_norm, l2=self.l2)
+                if not self._train_on_features:
+                    images = keras.Input((None, None, 3), name="images")
+                    x = build_augmentation(augment, seed=self._random_state)(images) if augment else images
+                    self._model = keras.Model(images, self._head(self._trunk(x)), name="xray_cnn")
+            self._compile(self._head if self._train_on_features else self._model, self.learning_rate)
+        return self._model
 
     def _compile(self, model, learning_rate):
         loss = "binary_crossentropy" if self.n_classes_ <= 2 else "sparse_categorical_crossentropy"
         model.compile(optimizer=build_optimizer(self.optimizer, learning_rate), loss=loss,
                       metrics=["accuracy"], jit_compile=False)
 
-    def _ensure_compiled_model(self):
-        # The composed model is compiled only when it is what trains (unfrozen backbone);
-        # a frozen backbone trains the head alone.
-        pass
+    # The fitted network is kept as parts: ``_trunk`` (None until needed when a recipe can
+    # rebuild it), ``_head``, and ``_model`` composing them (built on first access).
+    @property
+    def initialized_(self) -> bool:
+        return self.__dict__.get("_head") is not None or self.__dict__.get("_model") is not None
+
+    @property
+    def model_(self):
+        """The composed model ``images -> trunk -> head`` (built on first access)."""
+        import keras
+
+        if self.__dict__.get("_model") is None:
+            if self.__dict__.get("_head") is None:
+                raise AttributeError("model_")  # not fitted: hasattr(clf, "model_") is False
+            images = keras.Input((None, None, 3), name="images")
+            with device_scope(self.device):
+                self._model = keras.Model(images, self._head(self.trunk_(images)), name="xray_cnn")
+        return self._model
+
+    @model_.setter
+    def model_(self, model):
+        # scikeras' _initialize stores _build_keras_model()'s result (parts are already set);
+        # persistence.load stores a whole loaded model, split here into its parts.
+        if model is not None:
+            self._model = model
+            self._head = model.get_layer("head")
+            self._trunk = model.get_layer("trunk")
+            self._trunk_recipe = None
 
     @property
     def trunk_(self):
         """Images -> backbone features (preprocessing, frozen backbone, maybe pooling)."""
-        return self.model_.get_layer("trunk")
+        if self.__dict__.get("_trunk") is None:
+            if self.__dict__.get("_model") is not None:
+                self._trunk = self._model.get_layer("trunk")
+            elif self.__dict__.get("_trunk_recipe") is not None:
+                with device_scope(self.device):
+                    self._trunk = self._trunk_recipe.build()
+            else:
+                raise AttributeError("trunk_")
+        return self._trunk
 
     @property
     def backbone_(self):
@@ -295,7 +354,21 @@ class XrayCNNClassifier(KerasClassifier):
     @property
     def head_(self):
         """Backbone features -> class probabilities."""
-        return self.model_.get_layer("head")
+        if self.__dict__.get("_head") is None:
+            if self.__dict__.get("_model") is None:
+                raise AttributeError("head_")
+            self._head = self._model.get_layer("head")
+        return self._head
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns the live __dict__
+        if state.get("_trunk_recipe") is not None:
+            # The trunk is rebuilt from the recipe on first use: pickles stay small.
+            state["_trunk"] = state["_model"] = None
+        elif state.get("_model") is not None:
+            # Trunk and head are layers of _model; pickled separately they would be copies.
+            state["_trunk"] = state["_head"] = None
+        return state
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y, sample_weight=None, **kwargs):
@@ -324,9 +397,22 @@ class XrayCNNClassifier(KerasClassifier):
         BaseWrapper.partial_fit(self, X, y, sample_weight=sample_weight, **kwargs)
         return self
 
+    def _fit(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
+        # scikeras' _fit, less its checks of model_ (which would build the trunk): the model
+        # is ours, so its outputs and loss match y by construction.
+        if not ((self.warm_start or warm_start) and self.initialized_):
+            X, y = self._initialize(X, y)
+        else:
+            X, y = self._validate_data(X, y)
+        if sample_weight is not None:
+            X, y, sample_weight = self._validate_sample_weight(X, y, sample_weight)
+        y = self.target_encoder_.transform(y)
+        self._fit_keras_model(X, y, sample_weight=sample_weight, warm_start=warm_start, epochs=epochs,
+                              initial_epoch=initial_epoch, **kwargs)
+
     def _trunk_features(self, source: ImageSource) -> np.ndarray:
         cache = F.default_cache(self.cache_dir) if self._feature_config else None
-        return F.extract_features(self.trunk_, source, size=self.image_size_, batch_size=self.batch_size,
+        return F.extract_features(lambda: self.trunk_, source, size=self.image_size_, batch_size=self.batch_size,
                                   config=self._feature_config, cache=cache, verbose=self.verbose)
 
     def _training_inputs(self, source: ImageSource, on_features: bool):
@@ -372,6 +458,7 @@ class XrayCNNClassifier(KerasClassifier):
                 unfreeze(self.backbone_, self.fine_tune)
                 self.backbone_frozen_ = False
                 self._feature_config = None  # the backbone's features change from here on
+                self._trunk_recipe = None  # and its weights must be kept, not rebuilt
                 rate = self.fine_tune_learning_rate or self.learning_rate / 10
                 self._compile(self.model_, rate)
                 inputs = X.all(self.image_size_)

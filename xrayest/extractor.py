@@ -44,9 +44,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     Attributes
     ----------
     trunk_ : keras.Model
-        Raw images -> features.  Not pickled when it can be rebuilt from the parameters
-        (named backbones): pickles stay small, and the rebuilt weights are checked against
-        the fingerprint taken at fit.
+        Raw images -> features.  For a named backbone with known weights (a file,
+        ImageNet, or a seed) it is built on first access, not in ``fit``, and not pickled:
+        pickles stay small, and the rebuilt weights are checked against the fingerprint
+        taken at fit.
     n_features_out_ : int
     image_size_ : tuple
 
@@ -83,27 +84,50 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         tags.non_deterministic = self.weights is None and self.random_state is None
         return tags
 
-    def _build(self):
+    def fit(self, X, y=None):
+        """Describe the frozen backbone; X is only validated (nothing is learned from it).
+
+        A named backbone with known weights is not even built here: it is built on first
+        use, and only when some image is missing from the feature cache.
+        """
+        source = as_image_source(X, warn_unit_range=True)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
         spec = F.backbone_spec_or_model(self.backbone)
-        size = F.image_size_for(spec, self.image_size)
-        with device_scope(self.device), seeded(self.random_state):
-            backbone, preprocess, fingerprint, _ = F.make_backbone(self.backbone, self.weights, size)
-            backbone.trainable = False
-            pooling = None if self.pooling == "flatten" else self.pooling
-            trunk = F.build_trunk(backbone, size, preprocess, pooling=pooling)
-        config = F.trunk_config(spec, fingerprint, size, preprocess, pooling, self.random_state)
-        return trunk, size, config, fingerprint
-
-    def fit(self, X, y=None):
-        """Build the frozen backbone; X is only validated (nothing is learned from it)."""
-        source = as_image_source(X, warn_unit_range=True)
-        self.trunk_, self.image_size_, self._config, self._fingerprint = self._build()
-        self.n_features_out_ = int(np.prod(self.trunk_.output_shape[1:]))
+        self.image_size_ = F.image_size_for(spec, self.image_size)
+        pooling = None if self.pooling == "flatten" else self.pooling
+        self._trunk_model = None
+        with device_scope(self.device):
+            self._recipe = F.TrunkRecipe.for_backbone(self.backbone, self.weights, self.image_size_, pooling,
+                                                      self.random_state)
+            if self._recipe is not None:
+                self._config = self._recipe.config
+                shape = self._recipe.output_shape()
+            else:  # a user's model or unseeded random weights: only this object can produce them
+                with seeded(self.random_state):
+                    backbone, preprocess, fingerprint, _ = F.make_backbone(self.backbone, self.weights,
+                                                                           self.image_size_)
+                backbone.trainable = False
+                self._trunk_model = F.build_trunk(backbone, self.image_size_, preprocess, pooling=pooling)
+                self._config = F.trunk_config(spec, fingerprint, self.image_size_, preprocess, pooling,
+                                              self.random_state)
+                shape = None
+        if shape is None:
+            shape = self.trunk_.output_shape[1:]
+        self.n_features_out_ = int(np.prod(shape))
         if getattr(source, "tabular", False):
             self.n_features_in_ = source.image_shape[1]
         return self
+
+    @property
+    def trunk_(self):
+        """Raw images -> features, as a frozen ``keras.Model`` (built on first access)."""
+        if self.__dict__.get("_trunk_model") is None:
+            if self.__dict__.get("_recipe") is None:
+                raise AttributeError("trunk_")
+            with device_scope(self.device):
+                self._trunk_model = self._recipe.build()
+        return self._trunk_model
 
     def transform(self, X):
         """Backbone features of X, shape ``(n_samples, n_features_out_)``, float32."""
@@ -115,8 +139,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                                  f"{self.n_features_in_} features as input")
         cache = F.default_cache(self.cache_dir) if (self.cache_features and self._config) else None
         with device_scope(self.device):
-            feats = F.extract_features(self._trunk(), source, size=self.image_size_, batch_size=self.batch_size,
-                                       config=self._config, cache=cache, verbose=self.verbose)
+            feats = F.extract_features(lambda: self.trunk_, source, size=self.image_size_,
+                                       batch_size=self.batch_size, config=self._config, cache=cache,
+                                       verbose=self.verbose)
         return feats.reshape(len(feats), -1)
 
     def get_feature_names_out(self, input_features=None):
@@ -126,22 +151,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         return np.asarray([f"{name}_{self.pooling}_{i}" for i in range(self.n_features_out_)], dtype=object)
 
     # -------------------------------------------------------------- cheap pickling
-    def _rebuildable(self):
-        return isinstance(self.backbone, str) and (self.weights is not None or self.random_state is not None)
-
-    def _trunk(self):
-        if getattr(self, "trunk_", None) is None:
-            trunk, _, _, fingerprint = self._build()
-            if fingerprint != self._fingerprint:
-                raise RuntimeError(
-                    f"the weights of backbone {self.backbone!r} changed since this FeatureExtractor was fitted "
-                    f"(weights={self.weights!r}); refit it"
-                )
-            self.trunk_ = trunk
-        return self.trunk_
-
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns the live __dict__
-        if self._rebuildable() and "trunk_" in state:
-            state["trunk_"] = None  # rebuilt from the parameters on first use
+        if state.get("_recipe") is not None:
+            state["_trunk_model"] = None  # rebuilt from the recipe (weights checked) on first use
         return state

@@ -19,13 +19,14 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .inputs import ImageSource
 
-__all__ = ["FeatureCache", "default_cache", "config_key", "extract_features", "build_trunk"]
+__all__ = ["FeatureCache", "default_cache", "config_key", "extract_features", "build_trunk", "TrunkRecipe"]
 
 DEFAULT_MAX_BYTES = int(float(os.environ.get("XRAYEST_FEATURE_CACHE_MB", "1024")) * 2**20)
 
@@ -180,8 +181,9 @@ def extract_features(trunk, source: ImageSource, *, size, batch_size=32, config=
 
     Parameters
     ----------
-    trunk : keras.Model
-        Frozen model from raw images to features.
+    trunk : keras.Model or callable
+        Frozen model from raw images to features, or a function returning it: then it is
+        only built when some image is missing from the cache.
     source : ImageSource
     size : tuple
         ``(height, width)`` image files are read at.
@@ -196,6 +198,9 @@ def extract_features(trunk, source: ImageSource, *, size, batch_size=32, config=
     -------
     ndarray of shape ``(len(source), *trunk.output_shape[1:])``
     """
+    import keras
+
+    get_trunk = (lambda: trunk) if isinstance(trunk, keras.Model) else trunk
     n = len(source)
     use_cache = cache is not None and config is not None
     keys = source.keys(size) if use_cache else [str(i) for i in range(n)]
@@ -218,7 +223,7 @@ def extract_features(trunk, source: ImageSource, *, size, batch_size=32, config=
     chunk = 8 * batch_size
     for start in range(0, len(todo), chunk):
         stop = min(start + chunk, len(todo))
-        out = np.asarray(trunk.predict(pending.batch(start, stop, size), batch_size=batch_size, verbose=0))
+        out = np.asarray(get_trunk().predict(pending.batch(start, stop, size), batch_size=batch_size, verbose=0))
         for offset, features in enumerate(out):
             key = keys[todo[start + offset]]
             found[key] = features
@@ -229,7 +234,7 @@ def extract_features(trunk, source: ImageSource, *, size, batch_size=32, config=
     if bar is not None:
         bar.close()
     if n == 0:
-        return np.zeros((0, *trunk.output_shape[1:]), np.float32)
+        return np.zeros((0, *get_trunk().output_shape[1:]), np.float32)
     return np.stack([found[key] for key in keys])
 
 
@@ -292,3 +297,76 @@ def backbone_spec_or_model(backbone):
     from .backbones import get_backbone_spec
 
     return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)
+
+
+# Output shape of each trunk configuration built in this process (a few bytes per entry):
+# lets an estimator size its head without building the backbone again.
+_OUTPUT_SHAPES: dict[str, tuple] = {}
+
+
+@dataclass(frozen=True)
+class TrunkRecipe:
+    """Plain-data description of a frozen, reproducible trunk; the Keras model is built on demand.
+
+    A frozen backbone with known weights (a file, ImageNet, or random weights drawn from a
+    seed) is fully determined by these few fields.  Estimators keep the recipe instead of
+    the model where they can: fitting on cached features never builds the backbone, and a
+    pickle holds a few hundred bytes instead of the backbone's weights.  :meth:`build`
+    checks that the weights still match the ``fingerprint`` taken when the recipe was made,
+    so a rewritten weights file is refused rather than silently mixed with old features.
+
+    Use :meth:`for_backbone` to make one.
+    """
+
+    backbone: str
+    weights: str | None
+    image_size: tuple
+    pooling: str | None
+    seed: int | None
+    fingerprint: str | None
+
+    @classmethod
+    def for_backbone(cls, backbone, weights, image_size, pooling, seed):
+        """A recipe, or None when the trunk could not be rebuilt identically later.
+
+        That is the case for a user's ``keras.Model`` backbone (its weights live only in
+        that object) and for random weights without a seed.
+        """
+        from .backbones import get_backbone_spec
+        from .weights import weights_fingerprint
+
+        if not isinstance(backbone, str) or (weights is None and seed is None):
+            return None
+        spec = get_backbone_spec(backbone)
+        if weights not in (None, "imagenet"):
+            weights = os.path.abspath(os.fspath(weights))  # rebuilt later, maybe from another folder
+        return cls(spec.name, weights, tuple(int(s) for s in image_size), pooling,
+                   None if seed is None else int(seed), weights_fingerprint(spec, weights))
+
+    @property
+    def config(self) -> str:
+        """Feature-cache key of this trunk's outputs."""
+        from .backbones import get_backbone_spec
+
+        spec = get_backbone_spec(self.backbone)
+        return trunk_config(spec, self.fingerprint, self.image_size, spec.preprocess, self.pooling, self.seed)
+
+    def output_shape(self):
+        """Per-image feature shape if a trunk of this recipe was built in this process, else None."""
+        return _OUTPUT_SHAPES.get(self.config)
+
+    def build(self):
+        """The trunk as a frozen ``keras.Model`` (call inside the caller's device scope)."""
+        from .training import seeded
+
+        with seeded(self.seed):
+            backbone, preprocess, fingerprint, _ = make_backbone(self.backbone, self.weights, self.image_size)
+        if fingerprint != self.fingerprint:
+            raise RuntimeError(
+                f"the weights of backbone {self.backbone!r} changed since this estimator was fitted "
+                f"(weights={self.weights!r}); fit it again"
+            )
+        backbone.trainable = False
+        trunk = build_trunk(backbone, self.image_size, preprocess, pooling=self.pooling)
+        _OUTPUT_SHAPES[self.config] = tuple(trunk.output_shape[1:])
+        return trunk
