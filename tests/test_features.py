@@ -99,6 +99,55 @@ class TestClassifierComputesOnce:
         tiny_classifier(random_state=None, epochs=1).fit(X, y)
         assert len(empty_cache) == 0
 
+    def test_fits_on_cached_features_never_build_the_backbone(self, binary_images, monkeypatch):
+        from xrayest import features as F
+
+        X, y = binary_images
+        clf = tiny_classifier(epochs=2).fit(X, y)
+        expected = clf.predict_proba(X)
+        builds = []
+        real = F.make_backbone
+        monkeypatch.setattr(F, "make_backbone", lambda *a, **k: builds.append(a) or real(*a, **k))
+        again = clone(clf).fit(X, y)  # features cached, head shape known: no backbone at all
+        np.testing.assert_array_equal(again.predict_proba(X), expected)
+        assert builds == []
+        composed = again.model_.predict(np.repeat(X[..., None], 3, -1).astype(np.float32), verbose=0)
+        assert len(builds) == 1  # model_ is composed on demand, with the trunk rebuilt once
+        np.testing.assert_allclose(composed[:, 0], expected[:, 1], rtol=1e-5, atol=1e-6)
+
+    def test_pickle_omits_the_backbone_and_rebuilds_it(self, binary_images, empty_cache):
+        X, y = binary_images
+        clf = tiny_classifier(epochs=2).fit(X, y)
+        expected = clf.predict_proba(X)
+        blob = pickle.dumps(clf)
+        # VGG16's 14.7M weights are 59 MB; the head (512 -> 16 -> 1) and its optimizer state are not.
+        assert len(blob) < 1_000_000
+        empty_cache.clear()  # force the unpickled copy to run its rebuilt backbone
+        empty_cache.misses = 0
+        np.testing.assert_allclose(pickle.loads(blob).predict_proba(X), expected, rtol=1e-5, atol=1e-6)
+        assert empty_cache.misses == len(X)
+
+    def test_pickle_refuses_a_changed_weights_file(self, binary_images, tmp_path, empty_cache):
+        from xrayest.backbones import build_backbone, get_backbone_spec
+
+        X, y = binary_images
+        model = build_backbone(get_backbone_spec("vgg16"), (32, 32, 3), None)
+        path = tmp_path / "w.weights.h5"
+        model.save_weights(path)
+        blob = pickle.dumps(tiny_classifier(weights=str(path), epochs=1).fit(X, y))
+        model.set_weights([w * 2 for w in model.get_weights()])
+        model.save_weights(path)
+        empty_cache.clear()
+        with pytest.raises(RuntimeError, match="changed since"):
+            pickle.loads(blob).predict(X)
+
+    def test_unseeded_random_backbone_is_kept_whole(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(random_state=None, epochs=1).fit(X, y)
+        expected = clf.predict_proba(X)
+        # Nothing could rebuild these random weights, so the pickle carries them.
+        np.testing.assert_array_equal(pickle.loads(pickle.dumps(clf)).predict_proba(X), expected)
+
     @pytest.mark.slow
     def test_disk_cache_shared_by_parallel_workers(self, binary_images, tmp_path):
         X, y = binary_images
@@ -142,6 +191,19 @@ class TestFeatureExtractor:
         default_cache().clear()
         np.testing.assert_allclose(pickle.loads(blob).transform(X), expected, rtol=1e-6)
         assert clone(ext).get_params() == ext.get_params()
+
+    def test_fit_of_a_known_backbone_builds_nothing(self, binary_images, monkeypatch):
+        from xrayest import features as F
+
+        X, _ = binary_images
+        expected = tiny_extractor().fit(X).transform(X)
+        builds = []
+        real = F.make_backbone
+        monkeypatch.setattr(F, "make_backbone", lambda *a, **k: builds.append(a) or real(*a, **k))
+        ext = tiny_extractor().fit(X)
+        assert builds == [] and ext.n_features_out_ == expected.shape[1]
+        np.testing.assert_array_equal(ext.transform(X), expected)  # from the cache
+        assert builds == []
 
     def test_pickle_refuses_changed_weights(self, binary_images, tmp_path):
         from xrayest.backbones import build_backbone, get_backbone_spec
