@@ -110,7 +110,12 @@ class XrayCNNClassifier(KerasClassifier):
         Class labels, in the order of ``predict_proba``'s columns.
     n_classes_ : int
     model_ : keras.Model
-        The composed model: ``images -> trunk (preprocess + backbone) -> head``.
+        The composed model: ``images -> trunk (preprocess + backbone) -> head``.  With a
+        frozen named backbone it is assembled on first access (the head trains on cached
+        features without it).
+    trunk_, head_, backbone_ : keras.Model
+        Its parts.  A frozen named backbone is rebuilt from its weights on first use and
+        is not pickled; its weights are checked against the fingerprint taken at fit.
     history_ : dict of list
         Per-epoch ``loss``, ``accuracy``, ``epoch_time`` and, with validation, ``val_*``.
     image_size_ : tuple
