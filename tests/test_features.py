@@ -205,6 +205,15 @@ class TestFeatureExtractor:
         np.testing.assert_array_equal(ext.transform(X), expected)  # from the cache
         assert builds == []
 
+    def test_n_features_in_follows_the_last_fit(self, binary_images):
+        X, _ = binary_images
+        rows = X.reshape(len(X), -1)[:, :64].astype(np.float32)
+        ext = tiny_extractor().fit(rows)
+        assert ext.n_features_in_ == 64
+        with pytest.raises(ValueError, match="X has 63 features, but FeatureExtractor is expecting 64"):
+            ext.transform(rows[:, :63])
+        assert not hasattr(ext.fit(X), "n_features_in_")  # images have no feature count
+
     def test_pickle_refuses_changed_weights(self, binary_images, tmp_path):
         from xrayest.backbones import build_backbone, get_backbone_spec
 

@@ -13,7 +13,7 @@ from sklearn.utils._tags import ClassifierTags, TransformerTags
 from . import features as F
 from .device import device_scope
 from .heads import EMBEDDING_LAYER, POOLINGS, build_head
-from .inputs import ImageSource, as_image_source
+from .inputs import ImageSource, as_image_source, check_n_features
 from .augmentation import augment_config, build_augmentation
 from .training import EpochTimer, build_optimizer, fit_callbacks, seeded, stratified_split, unfreeze
 
@@ -223,18 +223,7 @@ class XrayCNNClassifier(KerasClassifier):
         source = as_image_source(X, warn_unit_range=reset)
         if y is not None and len(source) != len(y):
             raise ValueError(f"X has {len(source)} images but y has {len(y)} labels")
-        tabular = getattr(source, "tabular", False)
-        n_features = source.image_shape[1] if tabular else None
-        if reset:
-            if tabular:
-                self.n_features_in_ = n_features
-            else:
-                self.__dict__.pop("n_features_in_", None)
-        elif getattr(self, "n_features_in_", None) is not None and tabular and n_features != self.n_features_in_:
-            raise ValueError(
-                f"X has {n_features} features, but {type(self).__name__} "
-                f"is expecting {self.n_features_in_} features as input"
-            )
+        check_n_features(self, source, reset)
         return source, y
 
     @property

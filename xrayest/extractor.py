@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import features as F
 from .device import device_scope
 from .heads import POOLINGS
-from .inputs import as_image_source
+from .inputs import as_image_source, check_n_features
 from .training import seeded
 
 __all__ = ["FeatureExtractor"]
@@ -115,8 +115,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         if shape is None:
             shape = self.trunk_.output_shape[1:]
         self.n_features_out_ = int(np.prod(shape))
-        if getattr(source, "tabular", False):
-            self.n_features_in_ = source.image_shape[1]
+        check_n_features(self, source, reset=True)
         return self
 
     @property
@@ -133,10 +132,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """Backbone features of X, shape ``(n_samples, n_features_out_)``, float32."""
         check_is_fitted(self, "n_features_out_")
         source = as_image_source(X)
-        if getattr(self, "n_features_in_", None) is not None and getattr(source, "tabular", False):
-            if source.image_shape[1] != self.n_features_in_:
-                raise ValueError(f"X has {source.image_shape[1]} features, but FeatureExtractor is expecting "
-                                 f"{self.n_features_in_} features as input")
+        check_n_features(self, source, reset=False)
         cache = F.default_cache(self.cache_dir) if (self.cache_features and self._config) else None
         with device_scope(self.device):
             feats = F.extract_features(lambda: self.trunk_, source, size=self.image_size_,

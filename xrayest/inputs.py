@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import check_array
 
-__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb"]
+__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb",
+           "check_n_features"]
 
 
 def to_rgb(images: np.ndarray) -> np.ndarray:
@@ -194,3 +195,24 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
             stacklevel=3,
         )
     return ArrayImages(array, tabular=not image_like)
+
+
+def check_n_features(estimator, source: ImageSource, reset: bool) -> None:
+    """scikit-learn's ``n_features_in_`` contract for 2-D ``(n, p)`` input rows.
+
+    Images have no "number of features"; rows (as scikit-learn's estimator checks send)
+    do.  ``reset=True`` (in ``fit``) records ``p``, or forgets an earlier one when X is
+    images; ``reset=False`` raises if rows of another width arrive.
+    """
+    tabular = getattr(source, "tabular", False)
+    n_features = source.image_shape[1] if tabular else None
+    if reset:
+        if tabular:
+            estimator.n_features_in_ = n_features
+        else:
+            estimator.__dict__.pop("n_features_in_", None)
+        return
+    expected = getattr(estimator, "n_features_in_", None)
+    if tabular and expected is not None and n_features != expected:
+        raise ValueError(f"X has {n_features} features, but {type(estimator).__name__} "
+                         f"is expecting {expected} features as input")
