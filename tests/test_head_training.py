@@ -1,0 +1,116 @@
+"""fit_head trains a head exactly as keras.Model.fit does, at a fraction of its fixed cost."""
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import tiny_classifier
+from xrayest import head_training
+from xrayest.head_training import fit_head, predict_head
+from xrayest.heads import build_head
+
+
+def compiled_head(n_outputs, *, batch_norm=False, l2=0.0, dropout=0.0, learning_rate=1e-2, seed=1):
+    keras.utils.set_random_seed(seed)
+    head = build_head((4, 4, 8), n_outputs, pooling="avg", hidden_units=(16,), dropout=dropout,
+                      batch_norm=batch_norm, l2=l2)
+    loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
+    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    return head
+
+
+def features(n=53, n_classes=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 4, 4, 8)).astype(np.float32), rng.integers(0, n_classes, n), rng.random(n).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_outputs, batch_norm, l2, weighted", [
+    (1, False, 0.0, False),
+    (3, True, 0.01, True),
+])
+def test_same_weights_and_history_as_keras_fit(n_outputs, batch_norm, l2, weighted):
+    X, y, w = features(n_classes=max(n_outputs, 2))
+    w = w if weighted else None
+    ours, theirs = compiled_head(n_outputs, batch_norm=batch_norm, l2=l2), compiled_head(n_outputs, batch_norm=batch_norm, l2=l2)
+    validation = (X[:20], y[:20])
+    expected = theirs.fit(X, y, batch_size=10, epochs=4, shuffle=False, sample_weight=w, validation_data=validation,
+                          verbose=0).history
+    got = fit_head(ours, X, y, batch_size=10, epochs=4, shuffle=False, sample_weight=w,
+                   validation_data=validation).history
+    expected["accuracy"] = expected.pop("compile_metrics", expected.get("accuracy"))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, err_msg=key)
+    for mine, keras_weights in zip(ours.get_weights(), theirs.get_weights()):  # BN moving stats included
+        np.testing.assert_allclose(mine, keras_weights, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_is_active_in_training_only():
+    X, y, _ = features()
+    plain = fit_head(compiled_head(1), X, y, batch_size=10, epochs=2, shuffle=False).history["loss"]
+    dropped_head = compiled_head(1, dropout=0.5)
+    dropped = fit_head(dropped_head, X, y, batch_size=10, epochs=2, shuffle=False).history["loss"]
+    assert not np.allclose(plain, dropped)
+    np.testing.assert_array_equal(predict_head(dropped_head, X), predict_head(dropped_head, X))
+
+
+def test_epoch_callbacks_stop_restore_and_schedule():
+    X, y, _ = features()
+    one_epoch = compiled_head(1, learning_rate=5e-3)  # the schedule below halves 1e-2 before epoch 0
+    fit_head(one_epoch, X, y, batch_size=10, epochs=1, shuffle=False)
+    head = compiled_head(1)
+    # min_delta so large that nothing after epoch 0 improves: stop after epoch 1, restore epoch 0.
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=1, min_delta=100.0, restore_best_weights=True)
+    rates = []
+    schedule = keras.callbacks.LearningRateScheduler(lambda epoch, lr: rates.append(lr) or lr * 0.5)
+    history = fit_head(head, X, y, batch_size=10, epochs=50, callbacks=[stop, schedule], shuffle=False).history
+    assert len(history["loss"]) == 2
+    for restored, expected in zip(head.get_weights(), one_epoch.get_weights()):
+        np.testing.assert_array_equal(restored, expected)
+    assert rates == pytest.approx([1e-2, 5e-3])
+    assert float(head.optimizer.learning_rate) == pytest.approx(2.5e-3)
+
+
+def test_predict_head_equals_keras_predict():
+    X, y, _ = features()
+    head = compiled_head(3, batch_norm=True)
+    fit_head(head, X, y, batch_size=10, epochs=2)
+    np.testing.assert_allclose(predict_head(head, X, batch_size=4), head.predict(X, verbose=0), rtol=1e-5, atol=1e-6)
+    assert predict_head(head, X[:0]).shape == (0, 3)
+
+
+def test_rejects_a_loss_it_does_not_reproduce():
+    X, y, _ = features()
+    head = compiled_head(1)
+    head.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ValueError, match="mse"):
+        fit_head(head, X, y, batch_size=10, epochs=1)
+
+
+class TestClassifierUsesIt:
+    @pytest.fixture
+    def calls(self, monkeypatch):
+        calls = []
+        real = head_training.fit_head
+        monkeypatch.setattr("xrayest.classifier.fit_head", lambda *a, **k: calls.append(k) or real(*a, **k))
+        return calls
+
+    def test_frozen_fit_trains_the_head_with_it(self, binary_images, calls):
+        X, y = binary_images
+        clf = tiny_classifier(epochs=25, dropout=0.3, validation_split=0.25, early_stopping=30).fit(X, y)
+        assert len(calls) == 1
+        assert set(clf.history_) >= {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time"}
+        assert len(clf.history_["loss"]) == 25
+        assert clf.score(X, y) > 0.8  # the band signal is learnt
+        again = tiny_classifier(epochs=25, dropout=0.3, validation_split=0.25, early_stopping=30).fit(X, y)
+        np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))  # random_state reproduces
+
+    def test_keras_loop_for_user_callbacks_progress_bars_and_when_switched_off(self, binary_images, calls):
+        X, y = binary_images
+        tiny_classifier(epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()]).fit(X, y)
+        tiny_classifier(epochs=1, verbose=1).fit(X, y)
+        clf = tiny_classifier(epochs=1)
+        clf.fast_head_training = False
+        clf.fit(X, y)
+        assert calls == []
+        tiny_classifier(epochs=1).fit(X, y)
+        assert len(calls) == 1
