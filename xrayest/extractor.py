@@ -10,7 +10,6 @@ from . import features as F
 from .device import device_scope
 from .heads import POOLINGS
 from .inputs import as_image_source, check_n_features
-from .training import seeded
 
 __all__ = ["FeatureExtractor"]
 
@@ -104,11 +103,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 self._config = self._recipe.config
                 shape = self._recipe.output_shape()
             else:  # a user's model or unseeded random weights: only this object can produce them
-                with seeded(self.random_state):
-                    backbone, preprocess, fingerprint, _ = F.make_backbone(self.backbone, self.weights,
-                                                                           self.image_size_)
-                backbone.trainable = False
-                self._trunk_model = F.build_trunk(backbone, self.image_size_, preprocess, pooling=pooling)
+                self._trunk_model, preprocess, fingerprint = F.build_frozen_trunk(
+                    self.backbone, self.weights, self.image_size_, pooling, self.random_state)
                 self._config = F.trunk_config(spec, fingerprint, self.image_size_, preprocess, pooling,
                                               self.random_state)
                 shape = None

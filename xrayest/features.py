@@ -299,6 +299,24 @@ def backbone_spec_or_model(backbone):
     return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)
 
 
+def build_frozen_trunk(backbone, weights, size, pooling, seed):
+    """A frozen trunk built now (call inside the caller's device scope).
+
+    Returns
+    -------
+    trunk : keras.Model
+    preprocess : str
+    fingerprint : str or None
+        As :func:`make_backbone` gives them, for the cache key and for checking a rebuild.
+    """
+    from .training import seeded
+
+    with seeded(seed):
+        model, preprocess, fingerprint, _ = make_backbone(backbone, weights, size)
+    model.trainable = False
+    return build_trunk(model, size, preprocess, pooling=pooling), preprocess, fingerprint
+
+
 # Output shape of each trunk configuration built in this process (a few bytes per entry):
 # lets an estimator size its head without building the backbone again.
 _OUTPUT_SHAPES: dict[str, tuple] = {}
@@ -357,16 +375,12 @@ class TrunkRecipe:
 
     def build(self):
         """The trunk as a frozen ``keras.Model`` (call inside the caller's device scope)."""
-        from .training import seeded
-
-        with seeded(self.seed):
-            backbone, preprocess, fingerprint, _ = make_backbone(self.backbone, self.weights, self.image_size)
+        trunk, _, fingerprint = build_frozen_trunk(self.backbone, self.weights, self.image_size, self.pooling,
+                                                   self.seed)
         if fingerprint != self.fingerprint:
             raise RuntimeError(
                 f"the weights of backbone {self.backbone!r} changed since this estimator was fitted "
                 f"(weights={self.weights!r}); fit it again"
             )
-        backbone.trainable = False
-        trunk = build_trunk(backbone, self.image_size, preprocess, pooling=self.pooling)
         _OUTPUT_SHAPES[self.config] = tuple(trunk.output_shape[1:])
         return trunk
