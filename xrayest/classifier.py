@@ -11,12 +11,13 @@ from sklearn.utils import column_or_1d, compute_sample_weight
 from sklearn.utils._tags import ClassifierTags, TransformerTags
 
 from . import features as F
-from .device import device_scope
+from .device import device_scope, warn_if_bfloat16_emulated
 from .heads import EMBEDDING_LAYER, POOLINGS, build_head
 from .inputs import ImageSource, as_image_source, check_n_features
 from .augmentation import augment_config, build_augmentation
 from .head_training import fit_head, predict_head
 from .training import EpochTimer, build_optimizer, fit_callbacks, seeded, stratified_split, unfreeze
+from .trunk_graph import check_precision, rewrite_backbone
 
 __all__ = ["XrayCNNClassifier"]
 
@@ -100,6 +101,11 @@ class XrayCNNClassifier(KerasClassifier):
     cache_dir : path, optional
         Keep cached features on disk there too (shared by parallel workers).
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
+    precision : {"float32", "bfloat16"}, default="float32"
+        Arithmetic of the backbone.  "bfloat16" (Keras ``mixed_bfloat16``: float32
+        weights, bfloat16 compute) runs the Xception trunk about 1.9x faster on CPUs with
+        AMX and uses tensor cores on recent GPUs; its features differ from float32 ones
+        by ~3% relative (cached apart).  The head always trains in float32.
     random_state : int, optional
         Seeds weights, shuffling, dropout and the validation split: two fits give
         identical predictions on CPU.
@@ -155,7 +161,8 @@ class XrayCNNClassifier(KerasClassifier):
                  learning_rate=1e-3, epochs=20, batch_size=32, validation_split=0.0, class_weight=None,
                  augment=None, freeze_backbone="auto", fine_tune=None, fine_tune_epochs=0,
                  fine_tune_learning_rate=None, early_stopping=None, reduce_lr=None, lr_schedule=None,
-                 callbacks=None, cache_features=True, cache_dir=None, device="auto", random_state=None, verbose=0):
+                 callbacks=None, cache_features=True, cache_dir=None, device="auto", precision="float32",
+                 random_state=None, verbose=0):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -182,6 +189,7 @@ class XrayCNNClassifier(KerasClassifier):
         self.cache_features = cache_features
         self.cache_dir = cache_dir
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
@@ -213,6 +221,8 @@ class XrayCNNClassifier(KerasClassifier):
             raise ValueError(f"fine_tune_epochs must be a non-negative integer; got {self.fine_tune_epochs!r}")
         if self.fine_tune_epochs and self.fine_tune is None:
             raise ValueError("fine_tune_epochs needs fine_tune= (how many backbone layers to unfreeze)")
+        check_precision(self.precision)
+        warn_if_bfloat16_emulated(self.precision, self.device)
 
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
         # scikeras validates X as a numeric matrix; xrayest takes images or file paths.
@@ -262,8 +272,10 @@ class XrayCNNClassifier(KerasClassifier):
         self._trunk_recipe = None
         with device_scope(self.device):
             if self._train_on_features:
+                # A backbone fine-tuned later keeps its BatchNorm layers (they stay frozen then).
                 self._trunk_recipe = F.TrunkRecipe.for_backbone(self.backbone, self.weights, self.image_size_,
-                                                                trunk_pooling, self._random_state)
+                                                                trunk_pooling, self._random_state, self.precision,
+                                                                fold_batch_norm=self.fine_tune is None)
             if self._trunk_recipe is not None:
                 self._feature_config = self._trunk_recipe.config if self.cache_features else None
                 feature_shape = self._trunk_recipe.output_shape()
@@ -274,6 +286,8 @@ class XrayCNNClassifier(KerasClassifier):
                 with seeded(self._random_state):
                     backbone, preprocess, fingerprint, _ = F.make_backbone(self.backbone, self.weights,
                                                                            self.image_size_)
+                backbone = rewrite_backbone(backbone, fold_batch_norm=frozen and self.fine_tune is None,
+                                            precision=self.precision)
                 backbone.trainable = not frozen
                 if one_phase_fine_tune:
                     unfreeze(backbone, self.fine_tune)
@@ -281,7 +295,7 @@ class XrayCNNClassifier(KerasClassifier):
                 feature_shape = self._trunk.output_shape[1:]
                 self._feature_config = F.trunk_config(
                     spec, fingerprint, self.image_size_, preprocess, trunk_pooling,
-                    self._random_state) if (self.backbone_frozen_ and self.cache_features) else None
+                    self._random_state, self.precision) if (self.backbone_frozen_ and self.cache_features) else None
             n_outputs = 1 if self.n_classes_ <= 2 else self.n_classes_
             # A fresh seeded context: the head's initial weights do not depend on whether
             # the backbone was built just before.

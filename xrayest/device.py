@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 
-__all__ = ["available_devices", "resolve_device", "device_scope"]
+__all__ = ["available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16", "warn_if_bfloat16_emulated"]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu)(?::(\d+))?$")
 
@@ -75,3 +75,33 @@ def device_scope(device: str = "auto"):
         return
     with keras.device(name):
         yield
+
+
+def cpu_supports_bfloat16() -> bool | None:
+    """Whether this CPU has bfloat16 arithmetic (AMX-BF16 or AVX512-BF16); None if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return None
+
+
+def warn_if_bfloat16_emulated(precision: str, device: str) -> None:
+    """Warn when ``precision="bfloat16"`` would run on a CPU without bfloat16 arithmetic.
+
+    It still works there, emulated through float32, but is slower than float32.
+    """
+    import warnings
+
+    if precision != "bfloat16" or not resolve_device(device).startswith("cpu"):
+        return
+    if cpu_supports_bfloat16() is False:
+        warnings.warn(
+            "precision='bfloat16' on a CPU without AMX-BF16 or AVX512-BF16 is emulated and slower than "
+            "float32; use precision='float32' here",
+            RuntimeWarning, stacklevel=3,
+        )

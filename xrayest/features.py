@@ -137,11 +137,12 @@ def config_key(**config) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def trunk_config(spec_or_model, fingerprint, size, preprocess, pooling, seed):
+def trunk_config(spec_or_model, fingerprint, size, preprocess, pooling, seed, precision="float32"):
     """Cache key of a frozen trunk's features, or None when they are not reproducible.
 
     Shared by XrayCNNClassifier and FeatureExtractor, so the two reuse each other's features.
     Random weights (no fingerprint) are keyed by their seed, and not cached without one.
+    The compute precision is part of the key: bfloat16 features differ from float32 ones.
     """
     import keras
 
@@ -149,7 +150,7 @@ def trunk_config(spec_or_model, fingerprint, size, preprocess, pooling, seed):
         return None
     return config_key(backbone=getattr(spec_or_model, "name", "custom"), weights=fingerprint, size=tuple(size),
                       preprocess=preprocess, pooling=pooling, seed=None if fingerprint else seed,
-                      keras=keras.__version__)
+                      precision=precision, keras=keras.__version__)
 
 
 def build_trunk(backbone, spec_size, preprocess: str, pooling=None, name="trunk"):
@@ -163,7 +164,9 @@ def build_trunk(backbone, spec_size, preprocess: str, pooling=None, name="trunk"
     x = ImagePreprocessing(spec_size, preprocess, name="preprocess")(inputs)
     x = backbone(x)
     if pooling is not None:
-        x = pooling_layer(pooling, name="trunk_pool")(x)
+        x = pooling_layer(pooling, name="trunk_pool")(x)  # float32 layer: casts a bfloat16 map up
+    elif x.dtype != "float32":
+        x = keras.layers.Activation("linear", dtype="float32", name="trunk_float32")(x)
     return keras.Model(inputs, x, name=name)
 
 
@@ -299,8 +302,13 @@ def backbone_spec_or_model(backbone):
     return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)
 
 
-def build_frozen_trunk(backbone, weights, size, pooling, seed):
+def build_frozen_trunk(backbone, weights, size, pooling, seed, precision="float32", fold_batch_norm=True):
     """A frozen trunk built now (call inside the caller's device scope).
+
+    It computes in ``precision`` and, unless the backbone will be fine-tuned later
+    (``fold_batch_norm=False``), its BatchNormalization layers are folded into the
+    convolutions before them (:func:`xrayest.trunk_graph.rewrite_backbone`: the same
+    function up to float rounding, in fewer passes).  Its output is float32 either way.
 
     Returns
     -------
@@ -311,9 +319,12 @@ def build_frozen_trunk(backbone, weights, size, pooling, seed):
     """
     from .training import seeded
 
+    from .trunk_graph import rewrite_backbone
+
     with seeded(seed):
         model, preprocess, fingerprint, _ = make_backbone(backbone, weights, size)
     model.trainable = False
+    model = rewrite_backbone(model, fold_batch_norm=fold_batch_norm, precision=precision)
     return build_trunk(model, size, preprocess, pooling=pooling), preprocess, fingerprint
 
 
@@ -342,9 +353,13 @@ class TrunkRecipe:
     pooling: str | None
     seed: int | None
     fingerprint: str | None
+    precision: str = "float32"
+    # Folding changes features by float rounding only (~1e-6), so it is not in the cache key.
+    fold_batch_norm: bool = True
 
     @classmethod
-    def for_backbone(cls, backbone, weights, image_size, pooling, seed):
+    def for_backbone(cls, backbone, weights, image_size, pooling, seed, precision="float32",
+                     fold_batch_norm=True):
         """A recipe, or None when the trunk could not be rebuilt identically later.
 
         That is the case for a user's ``keras.Model`` backbone (its weights live only in
@@ -359,7 +374,8 @@ class TrunkRecipe:
         if weights not in (None, "imagenet"):
             weights = os.path.abspath(os.fspath(weights))  # rebuilt later, maybe from another folder
         return cls(spec.name, weights, tuple(int(s) for s in image_size), pooling,
-                   None if seed is None else int(seed), weights_fingerprint(spec, weights))
+                   None if seed is None else int(seed), weights_fingerprint(spec, weights), precision,
+                   bool(fold_batch_norm))
 
     @property
     def config(self) -> str:
@@ -367,7 +383,8 @@ class TrunkRecipe:
         from .backbones import get_backbone_spec
 
         spec = get_backbone_spec(self.backbone)
-        return trunk_config(spec, self.fingerprint, self.image_size, spec.preprocess, self.pooling, self.seed)
+        return trunk_config(spec, self.fingerprint, self.image_size, spec.preprocess, self.pooling, self.seed,
+                            self.precision)
 
     def output_shape(self):
         """Per-image feature shape if a trunk of this recipe was built in this process, else None."""
@@ -376,7 +393,7 @@ class TrunkRecipe:
     def build(self):
         """The trunk as a frozen ``keras.Model`` (call inside the caller's device scope)."""
         trunk, _, fingerprint = build_frozen_trunk(self.backbone, self.weights, self.image_size, self.pooling,
-                                                   self.seed)
+                                                   self.seed, self.precision, self.fold_batch_norm)
         if fingerprint != self.fingerprint:
             raise RuntimeError(
                 f"the weights of backbone {self.backbone!r} changed since this estimator was fitted "

@@ -1,0 +1,168 @@
+"""Inference rewrites of a frozen backbone's Keras graph: folded BatchNorm, compute precision.
+
+A frozen backbone is a fixed function, so two rewrites make it cheaper without changing
+what it computes:
+
+* **BatchNorm folding.**  In inference a ``BatchNormalization`` right after a convolution
+  is a per-channel affine map, ``y = s * conv(x) + b`` with ``s = gamma / sqrt(var + eps)``
+  and ``b = beta - mean * s``; multiplying the convolution's output-channel weights by
+  ``s`` and adding ``b`` to its bias gives the same function in one pass instead of two
+  or three (Keras 3 applies BN as separate elementwise ops).  Xception, ResNet50,
+  InceptionV3, MobileNetV2 and EfficientNetB0 put a BN after almost every convolution.
+  The folded trunk differs from the original by float rounding only (tested).
+* **Compute precision.**  ``precision="bfloat16"`` rebuilds every layer with Keras'
+  ``mixed_bfloat16`` policy (weights stay float32, arithmetic runs in bfloat16), which
+  uses AMX / AVX512-BF16 on recent Intel CPUs and tensor cores on GPUs.  Features change
+  at the level of bfloat16 rounding (~1e-2 relative), so precision is part of the
+  feature-cache key.
+
+Both are done in one :func:`keras.models.clone_model` pass; the caller's model is never
+modified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["PRECISIONS", "check_precision", "rewrite_backbone", "foldable_batch_norms"]
+
+# Estimator ``precision=`` values -> Keras dtype policy of the rewritten backbone.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+
+
+def check_precision(precision) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
+    return precision
+
+
+def _conv_types():
+    import keras
+
+    # Layers whose last kernel axis (or depthwise channel x multiplier) is the output
+    # channel; transposed convolutions lay their kernel out differently and are left alone.
+    return (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+            keras.layers.SeparableConv1D, keras.layers.SeparableConv2D,
+            keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+
+
+def _single_node(layer):
+    nodes = getattr(layer, "_inbound_nodes", None)
+    return nodes[0] if nodes is not None and len(nodes) == 1 else None
+
+
+def foldable_batch_norms(model) -> dict[str, str]:
+    """``{batch-norm layer name: convolution layer name}`` for every BN that can be folded.
+
+    A BN folds into the convolution feeding it when that convolution has no activation,
+    is channels-last, is called once and feeds nothing else, and the BN normalises the
+    last axis.
+    """
+    import keras
+
+    if isinstance(model, keras.Sequential) or not hasattr(model, "_run_through_graph"):
+        return {}
+    pairs = {}
+    for layer in model.layers:
+        if type(layer) is not keras.layers.BatchNormalization:
+            continue
+        node = _single_node(layer)
+        if node is None or len(node.input_tensors) != 1:
+            continue
+        axis = layer.axis if isinstance(layer.axis, int) else None
+        rank = len(node.input_tensors[0].shape)
+        if axis not in (-1, rank - 1):
+            continue
+        producer = node.input_tensors[0]._keras_history.operation
+        if type(producer) not in _conv_types() or _single_node(producer) is None:
+            continue
+        config = producer.get_config()
+        if config.get("activation") != "linear" or config.get("data_format", "channels_last") != "channels_last":
+            continue
+        if len(getattr(producer, "_outbound_nodes", ())) != 1:
+            continue
+        pairs[layer.name] = producer.name
+    return pairs
+
+
+def _folded_weights(conv, bn) -> list[np.ndarray]:
+    """Weights of ``conv`` with ``bn`` folded in, in the order a ``use_bias=True`` clone expects."""
+    import keras
+
+    variance = np.asarray(bn.moving_variance, np.float64)
+    scale = 1.0 / np.sqrt(variance + bn.epsilon)
+    if bn.gamma is not None:
+        scale = scale * np.asarray(bn.gamma, np.float64)
+    shift = -np.asarray(bn.moving_mean, np.float64) * scale
+    if bn.beta is not None:
+        shift = shift + np.asarray(bn.beta, np.float64)
+    bias = np.asarray(conv.bias, np.float64) if conv.use_bias else 0.0
+    new_bias = (bias * scale + shift).astype(np.float32)
+    if isinstance(conv, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        pointwise = np.asarray(conv.pointwise_kernel, np.float64) * scale
+        return [np.asarray(conv.depthwise_kernel), pointwise.astype(np.float32), new_bias]
+    kernel = np.asarray(conv.kernel, np.float64)
+    if isinstance(conv, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        # Output channel c * multiplier + m comes from kernel[..., c, m].
+        kernel = kernel * scale.reshape(kernel.shape[-2:])
+    else:
+        kernel = kernel * scale
+    return [kernel.astype(np.float32), new_bias]
+
+
+def _identity(x, *args, **kwargs):
+    return x
+
+
+def rewrite_backbone(model, *, fold_batch_norm: bool = True, precision: str = "float32"):
+    """A rewritten copy of a frozen ``model`` for inference (the input model is untouched).
+
+    Parameters
+    ----------
+    model : keras.Model
+    fold_batch_norm : bool
+        Fold each BatchNormalization into the convolution before it
+        (:func:`foldable_batch_norms`); only valid while the model stays frozen.
+    precision : {"float32", "bfloat16"}
+        Compute precision of every layer; outputs are in that precision.
+
+    Returns
+    -------
+    keras.Model
+        ``model`` itself when there is nothing to rewrite.
+    """
+    import keras
+
+    policy = PRECISIONS[check_precision(precision)]
+    folds = foldable_batch_norms(model) if fold_batch_norm else {}
+    if not folds and policy == "float32":
+        return model
+    folded_convs = {conv: bn for bn, conv in folds.items()}
+    cloned = {}
+
+    def clone_layer(layer):
+        if layer.name in folds:
+            return _identity  # its arithmetic now lives in the convolution's weights
+        if isinstance(layer, keras.Model) and not isinstance(layer, keras.Sequential):
+            # A nested model is rewritten on its own (weights included); unchanged, it is shared.
+            return rewrite_backbone(layer, fold_batch_norm=fold_batch_norm, precision=precision)
+        config = layer.get_config()
+        if layer.name in folded_convs:
+            config["use_bias"] = True
+        if policy != "float32" and not isinstance(layer, keras.layers.InputLayer):
+            config["dtype"] = policy
+        new = layer.__class__.from_config(config)
+        cloned[layer.name] = new
+        return new
+
+    new_model = keras.models.clone_model(model, clone_function=clone_layer)
+    for layer in model.layers:
+        new = cloned.get(layer.name)
+        if new is None or not layer.weights:
+            continue
+        if layer.name in folded_convs:
+            new.set_weights(_folded_weights(layer, model.get_layer(folded_convs[layer.name])))
+        else:
+            new.set_weights(layer.get_weights())
+    new_model.trainable = model.trainable
+    return new_model
