@@ -10,12 +10,20 @@ from xrayest.head_training import fit_head, predict_head
 from xrayest.heads import build_head
 
 
-def compiled_head(n_outputs, *, batch_norm=False, l2=0.0, dropout=0.0, learning_rate=1e-2, seed=1):
+OPTIMIZERS = {  # plain Adam takes the fused kernel; the others Keras' apply_gradients
+    "adam": lambda rate: keras.optimizers.Adam(rate),
+    "adam_amsgrad_clipnorm": lambda rate: keras.optimizers.Adam(rate, amsgrad=True, clipnorm=1.0),
+    "sgd_momentum": lambda rate: keras.optimizers.SGD(rate, momentum=0.9),
+}
+
+
+def compiled_head(n_outputs, *, batch_norm=False, l2=0.0, dropout=0.0, learning_rate=1e-2, seed=1,
+                  optimizer="adam"):
     keras.utils.set_random_seed(seed)
     head = build_head((4, 4, 8), n_outputs, pooling="avg", hidden_units=(16,), dropout=dropout,
                       batch_norm=batch_norm, l2=l2)
     loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
-    head.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
+    head.compile(optimizer=OPTIMIZERS[optimizer](learning_rate), loss=loss, metrics=["accuracy"])
     return head
 
 
@@ -24,14 +32,16 @@ def features(n=53, n_classes=2, seed=0):
     return rng.random((n, 4, 4, 8)).astype(np.float32), rng.integers(0, n_classes, n), rng.random(n).astype(np.float32)
 
 
-@pytest.mark.parametrize("n_outputs, batch_norm, l2, weighted", [
-    (1, False, 0.0, False),
-    (3, True, 0.01, True),
+@pytest.mark.parametrize("n_outputs, batch_norm, l2, weighted, optimizer", [
+    (1, False, 0.0, False, "adam"),
+    (3, True, 0.01, True, "adam"),
+    (3, False, 0.0, False, "adam_amsgrad_clipnorm"),
+    (1, True, 0.01, True, "sgd_momentum"),
 ])
-def test_same_weights_and_history_as_keras_fit(n_outputs, batch_norm, l2, weighted):
+def test_same_weights_and_history_as_keras_fit(n_outputs, batch_norm, l2, weighted, optimizer):
     X, y, w = features(n_classes=max(n_outputs, 2))
     w = w if weighted else None
-    ours, theirs = compiled_head(n_outputs, batch_norm=batch_norm, l2=l2), compiled_head(n_outputs, batch_norm=batch_norm, l2=l2)
+    ours, theirs = (compiled_head(n_outputs, batch_norm=batch_norm, l2=l2, optimizer=optimizer) for _ in range(2))
     validation = (X[:20], y[:20])
     expected = theirs.fit(X, y, batch_size=10, epochs=4, shuffle=False, sample_weight=w, validation_data=validation,
                           verbose=0).history
@@ -42,6 +52,19 @@ def test_same_weights_and_history_as_keras_fit(n_outputs, batch_norm, l2, weight
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-5, err_msg=key)
     for mine, keras_weights in zip(ours.get_weights(), theirs.get_weights()):  # BN moving stats included
         np.testing.assert_allclose(mine, keras_weights, rtol=1e-5, atol=1e-6)
+    for mine, keras_slot in zip(ours.optimizer.variables, theirs.optimizer.variables):  # iterations, m, v
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(keras_slot), rtol=1e-5, atol=1e-7,
+                                   err_msg=mine.path)
+
+
+def test_fused_adam_only_for_plain_adam():
+    head = compiled_head(1)
+    head.optimizer.build(head.trainable_variables)
+    assert head_training._fused_adam_step(head.optimizer, head.trainable_variables) is not None
+    for name in ("adam_amsgrad_clipnorm", "sgd_momentum"):
+        other = compiled_head(1, optimizer=name)
+        other.optimizer.build(other.trainable_variables)
+        assert head_training._fused_adam_step(other.optimizer, other.trainable_variables) is None
 
 
 def test_dropout_is_active_in_training_only():

@@ -13,6 +13,13 @@ over the batches inside the graph.  Keras callbacks that act per epoch (EarlySto
 ReduceLROnPlateau, LearningRateScheduler, the estimator's EpochTimer) run unchanged;
 per-batch hooks do not fire, so the estimator keeps ``keras.Model.fit`` for user callbacks
 and progress bars.
+
+With a plain Adam optimizer (the estimator's default) each step's update is TensorFlow's
+fused ``ResourceApplyAdam`` kernel, the same arithmetic as Keras' Adam (``m``, ``v`` and the
+bias-corrected rate, on the optimizer's own slot variables) in one pass instead of about
+ten: Keras' elementwise ops over a 2048x256 Dense kernel were half of a head's training
+time.  Anything else (AMSGrad, weight decay, clipping, EMA, other optimizers) goes through
+``optimizer.apply_gradients``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,38 @@ def _regularization(head):
 
     losses = head.losses
     return tf.add_n(losses) if losses else 0.0
+
+
+def _fused_adam_step(optimizer, variables):
+    """A graph-mode update ``step(grads)`` for a plain Keras Adam, or None when it does not apply."""
+    import keras
+    import tensorflow as tf
+
+    plain = (type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad
+             and optimizer.weight_decay is None and optimizer.clipnorm is None and optimizer.clipvalue is None
+             and optimizer.global_clipnorm is None and not optimizer.use_ema
+             and optimizer.gradient_accumulation_steps is None and optimizer.loss_scale_factor is None
+             and keras.backend.backend() == "tensorflow"
+             and all(v.dtype == "float32" and v.constraint is None for v in variables))
+    if not plain:
+        return None
+    slots = [(optimizer._momentums[optimizer._get_variable_index(v)].value,
+              optimizer._velocities[optimizer._get_variable_index(v)].value) for v in variables]
+    beta_1, beta_2 = tf.constant(optimizer.beta_1, tf.float32), tf.constant(optimizer.beta_2, tf.float32)
+    epsilon = tf.constant(optimizer.epsilon, tf.float32)
+
+    def step(grads):
+        rate = tf.cast(optimizer.learning_rate, tf.float32)  # follows schedules and callbacks
+        count = tf.cast(optimizer.iterations + 1, tf.float32)
+        beta_1_power, beta_2_power = tf.pow(beta_1, count), tf.pow(beta_2, count)
+        for variable, (m, v), grad in zip(variables, slots, grads):
+            tf.raw_ops.ResourceApplyAdam(var=variable.value.handle, m=m.handle, v=v.handle,
+                                         beta1_power=beta_1_power, beta2_power=beta_2_power, lr=rate,
+                                         beta1=beta_1, beta2=beta_2, epsilon=epsilon,
+                                         grad=tf.convert_to_tensor(grad))
+        optimizer.iterations.assign_add(1)
+
+    return step
 
 
 def _evaluate(head, loss_fn, x, y, w):
@@ -110,6 +149,7 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
     if not optimizer.built:
         optimizer.build(variables)
     n_batches = -(-n // batch_size)
+    fused_step = _fused_adam_step(optimizer, variables)
 
     @tf.function(jit_compile=False)
     def run_epoch(order):
@@ -122,7 +162,11 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
             with tf.GradientTape() as tape:
                 pred = head(xb, training=True)
                 loss = loss_fn(yb, pred, sample_weight=wb) + _regularization(head)
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            grads = tape.gradient(loss, variables)
+            if fused_step is not None:
+                fused_step(grads)
+            else:
+                optimizer.apply_gradients(zip(grads, variables))
             size = tf.cast(tf.shape(rows)[0], tf.float32)
             loss_sum += loss * size
             hits += tf.reduce_sum(_accuracy(head, yb, pred))
