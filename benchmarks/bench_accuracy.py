@@ -4,11 +4,12 @@ normal) and 4-class, printed next to the published results and appended to RESUL
 Every choice is made on the training set only (cross-validation); the 36 test images are
 touched once per model, at the end.
 
-    python benchmarks/bench_accuracy.py
+    python benchmarks/bench_accuracy.py [--precision float32 bfloat16]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import numpy as np
@@ -22,6 +23,11 @@ PUBLISHED = {
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                        help="backbone precisions to evaluate (default: %(default)s)")
+    args = parser.parse_args()
+
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -34,16 +40,18 @@ def main():
     X_train, y_train = load_split("train", size=299)
     X_test, y_test = load_split("test", size=299)
     rows = []
-    for task, classes in [("binary", ["covid", "normal"]), ("4-class", None)]:
+    tasks = [(precision, task, classes) for precision in args.precision
+             for task, classes in [("binary", ["covid", "normal"]), ("4-class", None)]]
+    for precision, task, classes in tasks:
         tr = np.isin(y_train, classes) if classes else np.ones(len(y_train), bool)
         te = np.isin(y_test, classes) if classes else np.ones(len(y_test), bool)
         Xtr, ytr, Xte, yte = X_train[tr], y_train[tr], X_test[te], y_test[te]
         models = {
             "XrayCNNClassifier(xception, avg, 256 head, 40 epochs)": XrayCNNClassifier(
                 "xception", weights=weights, hidden_units=(256,), dropout=0.5, epochs=40, batch_size=10,
-                learning_rate=1e-3, random_state=0),
+                learning_rate=1e-3, precision=precision, random_state=0),
             "FeatureExtractor(xception) + StandardScaler + LogisticRegression (C by 5-fold CV)": GridSearchCV(
-                make_pipeline(FeatureExtractor("xception", weights=weights), StandardScaler(),
+                make_pipeline(FeatureExtractor("xception", weights=weights, precision=precision), StandardScaler(),
                               LogisticRegression(max_iter=5000)),
                 {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=StratifiedKFold(5, shuffle=True, random_state=0)),
         }
@@ -52,10 +60,10 @@ def main():
             model.fit(Xtr, ytr)
             pred = model.predict(Xte)
             secs = time.perf_counter() - start
-            rows.append([task, name, f"{accuracy_score(yte, pred):.3f}", f"{f1_score(yte, pred, average='macro'):.3f}",
+            rows.append([task, precision, name, f"{accuracy_score(yte, pred):.3f}", f"{f1_score(yte, pred, average='macro'):.3f}",
                          f"{secs:.0f}", PUBLISHED[task]])
             print(rows[-1], flush=True)
-    table = markdown_table(["task", "model", "test accuracy", "test macro-F1", "fit+predict s", "published"], rows)
+    table = markdown_table(["task", "precision", "model", "test accuracy", "test macro-F1", "fit+predict s", "published"], rows)
     append_results("bench_accuracy: BU CS542 test set (36 images, 18 for binary)", table,
                    notes=f"Data: {BU_DATA}. Train 269 (binary 129) images, test 36 (binary 18): one test image is "
                          "2.8 points of 4-class accuracy. Known shortcut: covid films are adult, the rest pediatric.")

@@ -1,10 +1,11 @@
 """Feature-extraction throughput: images/s per backbone and batch size, achieved GFLOP/s as a fraction
-of a large float32 matmul measured in the same run (the machine's practical peak), and xrayest's
-FeatureExtractor against a bare ``model.predict`` on the same backbone and batch (target: within 10%).
+of a large matmul measured in the same run (the machine's practical peak, float32 and bfloat16), and
+xrayest's FeatureExtractor against a bare ``model.predict`` of the same Keras application, as a user
+would run it (BatchNorm unfolded, float32), on the same batch (target: within 10%, or faster).
 
     python benchmarks/bench_features.py [--backbones xception vgg16] [--batch-sizes 8 32] [--n 64]
 
-Random weights (weights=None) unless --xception-weights: speed does not depend on weight values.
+Random weights (weights=None): speed does not depend on weight values.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ def conv_flops(model) -> float:
     return total
 
 
-def matmul_peak(n=2048, repeats=10) -> float:
-    """GFLOP/s of a float32 n x n matmul on this machine (TensorFlow, same threads as the models)."""
+def matmul_peak(n=2048, repeats=10, dtype="float32") -> float:
+    """GFLOP/s of an n x n matmul on this machine (TensorFlow, same threads as the models)."""
     import tensorflow as tf
 
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
+    a = tf.cast(tf.random.normal((n, n)), dtype)
+    b = tf.cast(tf.random.normal((n, n)), dtype)
     f = tf.function(lambda: tf.linalg.matmul(a, b))
     f().numpy()
     best = np.inf
@@ -80,9 +81,10 @@ def main():
 
     from xrayest import FeatureExtractor
     from xrayest.backbones import get_backbone_spec
+    from xrayest.features import build_frozen_trunk
 
-    peak = matmul_peak()
-    print(f"matmul peak: {peak:.1f} GFLOP/s")
+    peaks = {dtype: matmul_peak(dtype=dtype) for dtype in ("float32", "bfloat16")}
+    print("matmul peak GFLOP/s:", {k: round(v) for k, v in peaks.items()})
     rng = np.random.default_rng(0)
     rows = []
     for name in args.backbones:
@@ -90,23 +92,36 @@ def main():
         size = spec.default_size
         X = rng.integers(0, 255, (args.n, size, size, 3), dtype=np.uint8)
         X_float = X.astype(np.float32)
+        # What a user would run: the Keras application as it comes (BN unfolded), float32.
+        bare_trunk, _, _ = build_frozen_trunk(name, None, (size, size), "avg", 0, fold_batch_norm=False)
+        flops = conv_flops(bare_trunk)
         for batch in args.batch_sizes:
-            ext = FeatureExtractor(name, weights=None, random_state=0, batch_size=batch, cache_features=False).fit(X[:1])
-            trunk = ext.trunk_
-            flops = conv_flops(trunk)
-            bare = timed(lambda: trunk.predict(X_float, batch_size=batch, verbose=0), args.repeats)
-            ours = timed(lambda: ext.transform(X), args.repeats)
-            gflops = flops * args.n / ours / 1e9
-            rows.append([name, size, batch, f"{flops / 1e9:.2f}", f"{args.n / bare:.1f}", f"{args.n / ours:.1f}",
-                         f"{ours / bare:.3f}", f"{gflops:.0f}", f"{gflops / peak:.0%}"])
+            bare = timed(lambda: bare_trunk.predict(X_float, batch_size=batch, verbose=0), args.repeats)
+            seconds = {}
+            for precision in ("float32", "bfloat16"):
+                ext = FeatureExtractor(name, weights=None, random_state=0, batch_size=batch, cache_features=False,
+                                       precision=precision).fit(X[:1])
+                ext.trunk_  # built before timing, as bare_trunk was
+                seconds[precision] = timed(lambda: ext.transform(X), args.repeats)
+            rate = {k: flops * args.n / v / 1e9 for k, v in seconds.items()}
+            rows.append([name, size, batch, f"{flops / 1e9:.2f}", f"{args.n / bare:.1f}",
+                         f"{args.n / seconds['float32']:.1f}", f"{seconds['float32'] / bare:.3f}",
+                         f"{args.n / seconds['bfloat16']:.1f}", f"{seconds['bfloat16'] / bare:.3f}",
+                         f"{rate['float32']:.0f} ({rate['float32'] / peaks['float32']:.0%})",
+                         f"{rate['bfloat16']:.0f} ({rate['bfloat16'] / peaks['bfloat16']:.0%})"])
             print(rows[-1], flush=True)
-    table = markdown_table(["backbone", "px", "batch", "GFLOP/img", "bare predict img/s", "FeatureExtractor img/s",
-                            "time ratio (ours/bare)", "GFLOP/s", "of matmul peak"], rows)
+    table = markdown_table(["backbone", "px", "batch", "GFLOP/img", "Keras predict img/s",
+                            "FeatureExtractor float32 img/s", "time ratio (ours/Keras)",
+                            "FeatureExtractor bfloat16 img/s", "time ratio (bf16/Keras)",
+                            "float32 GFLOP/s (of f32 matmul peak)", "bfloat16 GFLOP/s (of bf16 matmul peak)"], rows)
     append_results("bench_features: extraction throughput", table,
-                   notes=f"Large-matmul peak in the same run: {peak:.0f} GFLOP/s (float32, 2048x2048). "
-                         "FeatureExtractor includes the uint8->float RGB conversion and content hashing is off "
-                         "(cache_features=False) to time the extraction itself; best of "
-                         f"{args.repeats} runs after a warm-up, {args.n} images each.")
+                   notes=f"Large-matmul peak in the same run: {peaks['float32']:.0f} GFLOP/s float32, "
+                         f"{peaks['bfloat16']:.0f} GFLOP/s bfloat16 (2048x2048). 'Keras predict': "
+                         "model.predict of the Keras application with its BatchNorm layers as they come, "
+                         "float32 input; FeatureExtractor (BN folded) includes the uint8->float RGB conversion, "
+                         "content hashing off (cache_features=False) to time the extraction itself; best of "
+                         f"{args.repeats} runs after a warm-up, {args.n} images each. Random weights: speed "
+                         "does not depend on their values.")
 
 
 if __name__ == "__main__":

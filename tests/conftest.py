@@ -50,6 +50,20 @@ def require_bu_data():
     return BU_DATA
 
 
+def xception_weights():
+    """Genuine ImageNet Xception (no top) weights from ../shared/tools, or skip with the reason."""
+    import subprocess
+    import sys
+
+    tool = SHARED / "tools" / "xception-imagenet-weights"
+    if not tool.exists():
+        pytest.skip(f"real Xception weights tool not found at {tool} (it lives in ../shared beside the repo)")
+    out = subprocess.run([str(tool), sys.executable], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"{tool} failed: {out.stderr.strip()[-300:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true",
                      help="also run the tests marked slow (real X-rays from ../shared, long end-to-end runs)")
