@@ -147,6 +147,15 @@ class TestBfloat16:
         np.testing.assert_allclose(cached, composed, rtol=1e-5, atol=1e-6)
         assert clf.trunk_.output.dtype == "float32"
 
+    def test_saved_and_loaded_with_its_precision(self, binary_images, tmp_path):
+        import xrayest
+
+        X, y = binary_images
+        clf = tiny_classifier(backbone="mobilenetv2", precision="bfloat16", epochs=1).fit(X, y)
+        loaded = xrayest.load(clf.save(tmp_path / "m.keras"))
+        assert loaded.precision == "bfloat16"
+        np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+
     def test_unfrozen_backbone_trains_in_bfloat16(self):
         X, y = make_images(16, 32, 2)
         clf = tiny_classifier(backbone="small_cnn", precision="bfloat16", epochs=2).fit(X, y)

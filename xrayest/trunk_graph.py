@@ -73,7 +73,9 @@ def foldable_batch_norms(model) -> dict[str, str]:
         rank = len(node.input_tensors[0].shape)
         if axis not in (-1, rank - 1):
             continue
-        producer = node.input_tensors[0]._keras_history.operation
+        # Keras' graph bookkeeping (_inbound_nodes, _keras_history) is private: anything
+        # unexpected there means "do not fold", never an error.
+        producer = getattr(getattr(node.input_tensors[0], "_keras_history", None), "operation", None)
         if type(producer) not in _conv_types() or _single_node(producer) is None:
             continue
         config = producer.get_config()
