@@ -108,9 +108,8 @@ def main():
                 ext = FeatureExtractor(name, weights=None, random_state=0, batch_size=batch, cache_features=False,
                                        precision=precision).fit(X[:1])
                 ext.trunk_  # built before timing, as bare_trunk was
-                fns[precision] = ext.transform
-            seconds = timed_round_robin({k: (f if k == "keras" else (lambda f=f: f(X))) for k, f in fns.items()},
-                                        args.repeats)
+                fns[precision] = lambda ext=ext: ext.transform(X)
+            seconds = timed_round_robin(fns, args.repeats)
             bare = seconds.pop("keras")
             rate = {k: flops * args.n / v / 1e9 for k, v in seconds.items()}
             rows.append([name, size, batch, f"{flops / 1e9:.2f}", f"{args.n / bare:.1f}",

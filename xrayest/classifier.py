@@ -11,7 +11,7 @@ from sklearn.utils import column_or_1d, compute_sample_weight
 from sklearn.utils._tags import ClassifierTags, TransformerTags
 
 from . import features as F
-from .device import device_scope, warn_if_bfloat16_emulated
+from .device import device_scope
 from .heads import EMBEDDING_LAYER, POOLINGS, build_head
 from .inputs import ImageSource, as_image_source, check_n_features
 from .augmentation import augment_config, build_augmentation
@@ -221,8 +221,7 @@ class XrayCNNClassifier(KerasClassifier):
             raise ValueError(f"fine_tune_epochs must be a non-negative integer; got {self.fine_tune_epochs!r}")
         if self.fine_tune_epochs and self.fine_tune is None:
             raise ValueError("fine_tune_epochs needs fine_tune= (how many backbone layers to unfreeze)")
-        check_precision(self.precision)
-        warn_if_bfloat16_emulated(self.precision, self.device)
+        check_precision(self.precision, self.device)
 
     def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
         # scikeras validates X as a numeric matrix; xrayest takes images or file paths.

@@ -90,7 +90,7 @@ def cpu_supports_bfloat16() -> bool | None:
     return None
 
 
-def warn_if_bfloat16_emulated(precision: str, device: str) -> None:
+def warn_if_bfloat16_emulated(precision: str, device: str, stacklevel: int = 3) -> None:
     """Warn when ``precision="bfloat16"`` would run on a CPU without bfloat16 arithmetic.
 
     It still works there, emulated through float32, but is slower than float32.
@@ -103,5 +103,5 @@ def warn_if_bfloat16_emulated(precision: str, device: str) -> None:
         warnings.warn(
             "precision='bfloat16' on a CPU without AMX-BF16 or AVX512-BF16 is emulated and slower than "
             "float32; use precision='float32' here",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning, stacklevel=stacklevel,
         )

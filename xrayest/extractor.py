@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import features as F
-from .device import device_scope, warn_if_bfloat16_emulated
+from .device import device_scope
 from .heads import POOLINGS
 from .inputs import as_image_source, check_n_features
 from .trunk_graph import check_precision
@@ -100,8 +100,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         source = as_image_source(X, warn_unit_range=True)
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
-        check_precision(self.precision)
-        warn_if_bfloat16_emulated(self.precision, self.device)
+        check_precision(self.precision, self.device)
         spec = F.backbone_spec_or_model(self.backbone)
         self.image_size_ = F.image_size_for(spec, self.image_size)
         pooling = None if self.pooling == "flatten" else self.pooling

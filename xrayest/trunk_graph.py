@@ -30,9 +30,18 @@ __all__ = ["PRECISIONS", "check_precision", "rewrite_backbone", "foldable_batch_
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
-def check_precision(precision) -> str:
+def check_precision(precision, device=None) -> str:
+    """``precision`` if valid, else a ValueError naming the choices.
+
+    With the estimator's ``device``, also warns when bfloat16 would be emulated there
+    (:func:`xrayest.device.warn_if_bfloat16_emulated`).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
+    if device is not None:
+        from .device import warn_if_bfloat16_emulated
+
+        warn_if_bfloat16_emulated(precision, device, stacklevel=4)
     return precision
 
 
