@@ -23,9 +23,14 @@ def conv_flops(model) -> float:
     import keras
 
     total = 0.0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.Model):
-            continue
+    def walk(m):  # every layer, nested models opened (public Model.layers only)
+        for layer in m.layers:
+            if isinstance(layer, keras.Model):
+                yield from walk(layer)
+            else:
+                yield layer
+
+    for layer in walk(model):
         try:
             out = layer.output.shape
             inp = layer.input.shape
@@ -88,7 +93,7 @@ def main():
 
     from xrayest import FeatureExtractor
     from xrayest.backbones import get_backbone_spec
-    from xrayest.features import build_frozen_trunk
+    from xrayest.trunk import Trunk
 
     peaks = {dtype: matmul_peak(dtype=dtype) for dtype in ("float32", "bfloat16")}
     print("matmul peak GFLOP/s:", {k: round(v) for k, v in peaks.items()})
@@ -100,14 +105,14 @@ def main():
         X = rng.integers(0, 255, (args.n, size, size, 3), dtype=np.uint8)
         X_float = X.astype(np.float32)
         # What a user would run: the Keras application as it comes (BN unfolded), float32.
-        bare_trunk, _, _ = build_frozen_trunk(name, None, (size, size), "avg", 0, fold_batch_norm=False)
+        bare_trunk = Trunk.frozen(name, None, (size, size), pooling="avg", seed=0, fold_batch_norm=False).model
         flops = conv_flops(bare_trunk)
         for batch in args.batch_sizes:
             fns = {"keras": lambda: bare_trunk.predict(X_float, batch_size=batch, verbose=0)}
             for precision in ("float32", "bfloat16"):
                 ext = FeatureExtractor(name, weights=None, random_state=0, batch_size=batch, cache_features=False,
                                        precision=precision).fit(X[:1])
-                ext.trunk_  # built before timing, as bare_trunk was
+                ext.trunk_.model  # built before timing, as bare_trunk was
                 fns[precision] = lambda ext=ext: ext.transform(X)
             seconds = timed_round_robin(fns, args.repeats)
             bare = seconds.pop("keras")

@@ -60,7 +60,7 @@ def main():
     from sklearn.base import clone
 
     from xrayest import XrayCNNClassifier
-    from xrayest.features import default_cache
+    from xrayest.cache import default_cache
 
     weights = xception_weights() if args.backbone == "xception" else "imagenet"
     size = 299 if args.backbone in ("xception", "inceptionv3") else 224

@@ -33,7 +33,7 @@ def main():
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     from xrayest import XrayCNNClassifier
-    from xrayest.features import default_cache
+    from xrayest.cache import default_cache
 
     weights = xception_weights()
     size = args.image_size

@@ -44,6 +44,26 @@ def tiny_classifier(**overrides):
     return XrayCNNClassifier(**params)
 
 
+def tiny_extractor(**overrides):
+    from xrayest import FeatureExtractor
+
+    params = dict(backbone="vgg16", weights=None, image_size=32, random_state=0, batch_size=8)
+    params.update(overrides)
+    return FeatureExtractor(**params)
+
+
+@pytest.fixture
+def clean_cache():
+    """The process-wide feature cache, emptied before and after the test."""
+    from xrayest.cache import default_cache
+
+    cache = default_cache()
+    cache.clear()
+    cache.hits = cache.misses = 0
+    yield cache
+    cache.clear()
+
+
 def require_bu_data():
     if not BU_DATA.is_dir():
         pytest.skip(f"real BU CS542 X-rays not found at {BU_DATA} (they live in ../shared beside the repo)")

@@ -6,15 +6,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from xrayest import FeatureExtractor, XrayCNNClassifier
 
 EXPECTED_FAILURES = {
-    "check_mixin_order": (
-        "scikeras' KerasClassifier lists BaseWrapper before ClassifierMixin and Python's MRO forbids "
-        "putting ClassifierMixin first in a subclass; __sklearn_tags__ sets the classifier tags instead "
-        "(tested in test_classifier.py)"
-    ),
-    "check_estimator_tags_renamed": (
-        "the parent scikeras.BaseWrapper still defines the legacy _more_tags; XrayCNNClassifier defines "
-        "__sklearn_tags__, which is what scikit-learn reads"
-    ),
     "check_sample_weight_equivalence_on_dense_data": (
         "minibatch gradient descent: weighting a row by 2 is not the same optimisation path as repeating "
         "it, so the fitted networks differ (as for every SGD-trained network)"

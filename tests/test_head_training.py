@@ -57,14 +57,49 @@ def test_same_weights_and_history_as_keras_fit(n_outputs, batch_norm, l2, weight
                                    err_msg=mine.path)
 
 
-def test_fused_adam_only_for_plain_adam():
-    head = compiled_head(1)
-    head.optimizer.build(head.trainable_variables)
-    assert head_training._fused_adam_step(head.optimizer, head.trainable_variables) is not None
-    for name in ("adam_amsgrad_clipnorm", "sgd_momentum"):
-        other = compiled_head(1, optimizer=name)
-        other.optimizer.build(other.trainable_variables)
-        assert head_training._fused_adam_step(other.optimizer, other.trainable_variables) is None
+@pytest.mark.parametrize("n_outputs", [1, 3])
+def test_fused_adam_equals_keras_adam_in_both_loops(n_outputs):
+    from xrayest.optimizers import FusedAdam
+
+    X, y, w = features(n_classes=max(n_outputs, 2))
+    reference = compiled_head(n_outputs, batch_norm=True)
+    expected = reference.fit(X, y, batch_size=10, epochs=3, shuffle=False, sample_weight=w, verbose=0).history["loss"]
+    for loop in ("graph", "keras"):
+        head = compiled_head(n_outputs, batch_norm=True)
+        head.compile(optimizer=FusedAdam(1e-2), loss=head.loss, metrics=["accuracy"])
+        if loop == "graph":
+            got = fit_head(head, X, y, batch_size=10, epochs=3, shuffle=False, sample_weight=w).history["loss"]
+        else:
+            got = head.fit(X, y, batch_size=10, epochs=3, shuffle=False, sample_weight=w, verbose=0).history["loss"]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, err_msg=loop)
+        for mine, keras_weights in zip(head.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(mine, keras_weights, rtol=1e-5, atol=1e-6, err_msg=loop)
+
+
+def test_build_optimizer_fuses_plain_adam_only():
+    from xrayest.optimizers import FusedAdam, build_optimizer
+
+    assert type(build_optimizer("adam", 1e-3)) is FusedAdam
+    assert type(build_optimizer(keras.optimizers.Adam, 1e-3)) is FusedAdam
+    assert type(build_optimizer(keras.optimizers.Adam(amsgrad=True), 1e-3)) is keras.optimizers.Adam
+    assert type(build_optimizer(keras.optimizers.Adam(clipnorm=1.0), 1e-3)) is keras.optimizers.Adam
+    assert type(build_optimizer("sgd", 1e-3)) is keras.optimizers.SGD
+    fused = build_optimizer(keras.optimizers.Adam(beta_1=0.8, epsilon=1e-5), 0.05)
+    assert (fused.beta_1, fused.epsilon, float(fused.learning_rate)) == (0.8, 1e-5, pytest.approx(0.05))
+    with pytest.raises(ValueError, match="'adamm' is not a Keras optimizer name"):
+        build_optimizer("adamm", 1e-3)
+    with pytest.raises(ValueError, match="amsgrad"):
+        FusedAdam(amsgrad=True)
+
+
+def test_batch_hooks_are_detected():
+    from xrayest.head_training import has_batch_hooks
+
+    callbacks = keras.callbacks
+    assert not any(has_batch_hooks(cb) for cb in [callbacks.EarlyStopping(), callbacks.ReduceLROnPlateau(),
+                                                   callbacks.LambdaCallback(on_epoch_end=print)])
+    assert all(has_batch_hooks(cb) for cb in [callbacks.TerminateOnNaN(), callbacks.ProgbarLogger(),
+                                              callbacks.LambdaCallback(on_train_batch_end=print)])
 
 
 def test_dropout_is_active_in_training_only():
@@ -114,26 +149,36 @@ class TestClassifierUsesIt:
     def calls(self, monkeypatch):
         calls = []
         real = head_training.fit_head
-        monkeypatch.setattr("xrayest.classifier.fit_head", lambda *a, **k: calls.append(k) or real(*a, **k))
+        monkeypatch.setattr(head_training, "fit_head", lambda *a, **k: calls.append(k) or real(*a, **k))
         return calls
 
     def test_frozen_fit_trains_the_head_with_it(self, binary_images, calls):
         X, y = binary_images
         clf = tiny_classifier(epochs=25, dropout=0.3, validation_split=0.25, early_stopping=30).fit(X, y)
-        assert len(calls) == 1
+        assert len(calls) == 1 and clf.training_loop_ == ["graph"]
         assert set(clf.history_) >= {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_time"}
         assert len(clf.history_["loss"]) == 25
         assert clf.score(X, y) > 0.8  # the band signal is learnt
         again = tiny_classifier(epochs=25, dropout=0.3, validation_split=0.25, early_stopping=30).fit(X, y)
         np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))  # random_state reproduces
 
-    def test_keras_loop_for_user_callbacks_progress_bars_and_when_switched_off(self, binary_images, calls):
+    def test_the_loop_is_chosen_explicitly(self, binary_images, calls, capsys):
         X, y = binary_images
-        tiny_classifier(epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()]).fit(X, y)
-        tiny_classifier(epochs=1, verbose=1).fit(X, y)
-        clf = tiny_classifier(epochs=1)
-        clf.fast_head_training = False
-        clf.fit(X, y)
+        batch_hooks = keras.callbacks.TerminateOnNaN()
+        assert tiny_classifier(epochs=1, callbacks=[batch_hooks]).fit(X, y).training_loop_ == ["keras"]
+        assert tiny_classifier(epochs=1, training_loop="keras").fit(X, y).training_loop_ == ["keras"]
         assert calls == []
-        tiny_classifier(epochs=1).fit(X, y)
-        assert len(calls) == 1
+        with pytest.raises(ValueError, match="TerminateOnNaN has per-batch hooks"):
+            tiny_classifier(epochs=1, training_loop="graph", callbacks=[batch_hooks]).fit(X, y)
+        clf = tiny_classifier(epochs=2, verbose=1).fit(X, y)  # progress lines no longer switch loops
+        assert clf.training_loop_ == ["graph"] and len(calls) == 1
+        assert "epoch 2/2 - loss:" in capsys.readouterr().out
+        assert tiny_classifier(epochs=1, augment="light").fit(X, y).training_loop_ == ["keras"]  # images
+
+    def test_both_loops_learn_the_same_head(self, binary_images):
+        X, y = binary_images
+        graph = tiny_classifier(epochs=3, batch_size=24, training_loop="graph").fit(X, y)
+        keras_loop = tiny_classifier(epochs=3, batch_size=24, training_loop="keras").fit(X, y)
+        # one batch per epoch: no shuffling difference between the loops, the same updates
+        np.testing.assert_allclose(graph.history_["loss"], keras_loop.history_["loss"], rtol=1e-4)
+        np.testing.assert_allclose(graph.predict_proba(X), keras_loop.predict_proba(X), rtol=1e-4, atol=1e-5)

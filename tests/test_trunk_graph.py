@@ -6,7 +6,7 @@ from sklearn.base import clone
 
 from conftest import make_images, require_bu_data, tiny_classifier, xception_weights
 from xrayest import FeatureExtractor
-from xrayest.features import default_cache
+from xrayest.cache import default_cache
 from xrayest.trunk_graph import foldable_batch_norms, rewrite_backbone
 
 
@@ -133,7 +133,7 @@ class TestBfloat16:
         params = dict(backbone="mobilenetv2", weights=None, image_size=32, random_state=0)
         full = FeatureExtractor(**params).fit(X)
         low = clone(full).set_params(precision="bfloat16").fit(X)
-        assert low._config != full._config
+        assert low.trunk_.cache_key != full.trunk_.cache_key
         a, b = full.transform(X), low.transform(X)
         assert b.dtype == np.float32 and a.shape == b.shape
         assert not np.array_equal(a, b)
@@ -145,7 +145,7 @@ class TestBfloat16:
         cached = clf.predict_proba(X)
         composed = clf.model_.predict(np.repeat(X[..., None], 3, -1).astype(np.float32), verbose=0)
         np.testing.assert_allclose(cached, composed, rtol=1e-5, atol=1e-6)
-        assert clf.trunk_.output.dtype == "float32"
+        assert clf.trunk_.model.output.dtype == "float32"
 
     def test_saved_and_loaded_with_its_precision(self, binary_images, tmp_path):
         import xrayest
@@ -177,12 +177,12 @@ class TestEstimatorsFoldFrozenTrunks:
     def test_frozen_trunk_is_folded_and_equals_the_unfolded_one(self, binary_images):
         import keras
 
-        from xrayest import features as F
+        from xrayest.trunk import Trunk
 
         X, _ = binary_images
         ext = FeatureExtractor("mobilenetv2", weights=None, image_size=32, random_state=0).fit(X)
-        assert _count(ext.trunk_.get_layer("mobilenetv2_1.00_32"), keras.layers.BatchNormalization) == 0
-        unfolded, _, _ = F.build_frozen_trunk("mobilenetv2", None, (32, 32), "avg", 0, fold_batch_norm=False)
+        assert _count(ext.trunk_.model.get_layer("mobilenetv2_1.00_32"), keras.layers.BatchNormalization) == 0
+        unfolded = Trunk.frozen("mobilenetv2", None, (32, 32), pooling="avg", seed=0, fold_batch_norm=False).model
         rgb = np.repeat(X[..., None], 3, -1).astype(np.float32)
         expected = unfolded.predict(rgb, verbose=0)
         np.testing.assert_allclose(ext.transform(X), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

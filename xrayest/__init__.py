@@ -5,12 +5,6 @@ TensorFlow loads only when an estimator is first used.
 """
 
 import importlib as _importlib
-import logging as _logging
-import os as _os
-
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) drowns user output.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_logging.getLogger("tensorflow").setLevel(_logging.ERROR)
 
 __version__ = "0.1.0"
 
@@ -21,7 +15,7 @@ _EXPORTS = {
     "WeightsUnavailableError": "weights",
     "available_devices": "device",
     "resolve_device": "device",
-    "load": "persistence",
+    "load": "classifier",
     "load_image_folder": "datasets",
     "make_synthetic_xrays": "datasets",
     "CascadeClassifier": "cascade",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
+
+from .inputs import take_rows
 
 __all__ = ["CascadeClassifier"]
 
@@ -133,7 +134,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
             target = np.array([to_outcome[label] for label in y[rows]])
             if len(np.unique(target)) < 2:
                 raise ValueError(f"stage {name!r} sees a single outcome in y ({target[:1]}); it needs two or more")
-            self.estimators_[name] = clone(estimators[name]).fit(_safe_indexing(X, rows), target)
+            self.estimators_[name] = clone(estimators[name]).fit(take_rows(X, rows), target)
         return self
 
     def predict_proba(self, X):

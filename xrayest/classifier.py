@@ -3,50 +3,39 @@
 from __future__ import annotations
 
 import numpy as np
-from scikeras.wrappers import BaseWrapper, KerasClassifier
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
-from sklearn.utils import column_or_1d, compute_sample_weight
-from sklearn.utils._tags import ClassifierTags, TransformerTags
+from sklearn.utils.validation import check_is_fitted
 
-from . import features as F
-from .device import device_scope
-from .heads import EMBEDDING_LAYER, POOLINGS, build_head
-from .inputs import ImageSource, as_image_source, check_n_features
 from .augmentation import augment_config, build_augmentation
-from .head_training import fit_head, predict_head
-from .training import EpochTimer, build_optimizer, fit_callbacks, seeded, stratified_split, unfreeze
-from .trunk_graph import check_precision, rewrite_backbone
+from .cache import default_cache
+from .device import device_scope, warn_if_bfloat16_emulated
+from .head_training import predict_head
+from .heads import EMBEDDING_LAYER, build_head
+from .inputs import as_image_source, check_labels, check_n_features
+from .optimizers import build_optimizer
+from .params import constraints_for, validate_params
+from .seeding import seeded
+from .training import EpochTimer, choose_loop, fit_callbacks, plan_training, run_phase, sample_weights, \
+    stratified_split
+from .trunk import Trunk, backbone_spec_or_model, image_size_for
 
-__all__ = ["XrayCNNClassifier"]
-
-
-class _Passthrough(TransformerMixin, BaseEstimator):
-    """scikeras' feature encoder slot: X stays an :class:`~xrayest.inputs.ImageSource`."""
-
-    def fit(self, X, y=None):
-        return self
-
-    def fit_transform(self, X, y, **fit_params):
-        """Fit, then return the embeddings of X (see :meth:`transform`)."""
-        return self.fit(X, y, **fit_params).transform(X)
-
-    def transform(self, X):
-        return X
+__all__ = ["XrayCNNClassifier", "load"]
 
 
-class XrayCNNClassifier(KerasClassifier):
+class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """CNN image classifier for chest X-rays: a Keras backbone plus a dense head.
 
-    Built on scikeras' ``KerasClassifier`` with scikit-learn's contract made right:
-    ``is_classifier`` is True (so ``GridSearchCV(cv=3)`` stratifies), ``clone`` keeps every
-    parameter, pickling round-trips predictions exactly.
+    A scikit-learn classifier through scikit-learn's public API: ``is_classifier`` is True
+    (so ``GridSearchCV(cv=3)`` stratifies), ``clone`` keeps every parameter, pickling
+    round-trips predictions exactly, parameters are validated at ``fit``
+    (:mod:`xrayest.params`).
 
     When the backbone is frozen (the default for pretrained backbones), ``fit`` runs it
-    once per distinct image, caches the result (see :mod:`xrayest.features`) and trains
-    only the head; predictions still come from raw images and equal those of the composed
-    model ``model_``.
+    once per distinct image, caches the result (:mod:`xrayest.cache`) and trains only the
+    head; predictions still come from raw images and equal those of the composed model
+    ``model_``.  How each fit trains is a :class:`~xrayest.training.TrainingPlan`
+    (``training_plan_``).
 
     Parameters
     ----------
@@ -62,7 +51,7 @@ class XrayCNNClassifier(KerasClassifier):
         Size images are resized to inside the model; default the backbone's own.
     pooling : {"avg", "max", "flatten"}, default="avg"
         How the backbone's feature map becomes a vector.
-    hidden_units : sequence of int, default=(256,)
+    hidden_units : int or sequence of int, default=(256,)
         Dense ReLU layers of the head; the last is the embedding returned by ``transform``.
     dropout : float or sequence of float, default=0.5
         Dropout after each hidden layer (a sequence gives one rate per layer).
@@ -71,6 +60,8 @@ class XrayCNNClassifier(KerasClassifier):
     l2 : float, default=0.0
         L2 penalty on the head's Dense kernels.
     optimizer : str, class or keras Optimizer, default="adam"
+        A fresh copy is made per fit.  Plain Adam runs as
+        :class:`~xrayest.optimizers.FusedAdam` (same results, one fused kernel per update).
     learning_rate : float, default=1e-3
     epochs : int, default=20
     batch_size : int, default=32
@@ -96,6 +87,13 @@ class XrayCNNClassifier(KerasClassifier):
         watching ``val_loss`` when there is validation data.
     lr_schedule : None, "cosine", "step" or callable(epoch, lr), optional
     callbacks : list of keras.callbacks.Callback, optional
+    training_loop : {"auto", "graph", "keras"}, default="auto"
+        How a head on cached features trains.  "graph": one compiled graph per epoch
+        (:func:`~xrayest.head_training.fit_head`, ~3x less fixed cost per fit; only the
+        epoch-level hooks of callbacks run, and a callback with per-batch hooks is an error).
+        "keras": ``keras.Model.fit``.  "auto": "graph" unless a callback has per-batch hooks.
+        Training on images always uses ``keras.Model.fit``.  ``training_loop_`` records
+        the loop of each phase.
     cache_features : bool, default=True
         Share frozen-backbone features across fits through the feature cache.
     cache_dir : path, optional
@@ -110,23 +108,29 @@ class XrayCNNClassifier(KerasClassifier):
         Seeds weights, shuffling, dropout and the validation split: two fits give
         identical predictions on CPU.
     verbose : int, default=0
+        > 0: a line per epoch (and a progress bar over long feature extractions).
 
     Attributes
     ----------
     classes_ : ndarray
         Class labels, in the order of ``predict_proba``'s columns.
-    n_classes_ : int
+    trunk_ : xrayest.trunk.Trunk
+        Images -> backbone features.  A frozen named backbone is kept as a recipe, built
+        on first use and not pickled; its weights are checked against the fingerprint taken
+        at fit.  ``trunk_.model`` is the Keras model.
+    head_ : keras.Model
+        Backbone features -> class probabilities.
     model_ : keras.Model
-        The composed model: ``images -> trunk (preprocess + backbone) -> head``.  With a
-        frozen named backbone it is assembled on first access (the head trains on cached
-        features without it).
-    trunk_, head_, backbone_ : keras.Model
-        Its parts.  A frozen named backbone is rebuilt from its weights on first use and
-        is not pickled; its weights are checked against the fingerprint taken at fit.
+        The composed model ``images -> trunk -> head`` (the model trained on images, or
+        assembled from ``trunk_`` and ``head_`` on first access).
+    backbone_ : keras.Model
+        The backbone inside the trunk.
     history_ : dict of list
         Per-epoch ``loss``, ``accuracy``, ``epoch_time`` and, with validation, ``val_*``.
+    training_plan_ : xrayest.training.TrainingPlan
+    training_loop_ : list of str
+        "graph" or "keras", one per phase of the plan.
     image_size_ : tuple
-    backbone_frozen_ : bool
     n_features_in_ : int
         Only when fitted on 2-D ``(n, p)`` rows.
 
@@ -139,30 +143,23 @@ class XrayCNNClassifier(KerasClassifier):
     >>> clf = XrayCNNClassifier("vgg16", weights=None, image_size=32, epochs=2, random_state=0)
     >>> clf.fit(X, y).predict(X[:2]).shape
     (2,)
+    >>> clf.training_loop_
+    ['graph']
     """
 
-    # scikeras reads these; they are fixed for xrayest, so they are class attributes and
-    # not estimator parameters (get_params lists only what __init__ sets).
-    model = None
-    build_fn = None
-    warm_start = False
-    loss = None
-    metrics = None
-    shuffle = True
-    run_eagerly = False
-    validation_batch_size = None
-    # Train a head on cached features with xrayest.head_training.fit_head instead of
-    # keras.Model.fit (same model, ~3x less fixed cost per fit); set False on the class or
-    # an instance to compare.
-    fast_head_training = True
+    _parameter_constraints = constraints_for(
+        "backbone", "weights", "image_size", "pooling", "hidden_units", "dropout", "batch_norm", "l2", "optimizer",
+        "learning_rate", "epochs", "batch_size", "validation_split", "class_weight", "augment", "freeze_backbone",
+        "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate", "early_stopping", "reduce_lr", "lr_schedule",
+        "callbacks", "training_loop", "cache_features", "cache_dir", "device", "precision", "random_state", "verbose")
 
     def __init__(self, backbone="vgg16", *, weights="imagenet", image_size=None, pooling="avg",
                  hidden_units=(256,), dropout=0.5, batch_norm=False, l2=0.0, optimizer="adam",
                  learning_rate=1e-3, epochs=20, batch_size=32, validation_split=0.0, class_weight=None,
                  augment=None, freeze_backbone="auto", fine_tune=None, fine_tune_epochs=0,
                  fine_tune_learning_rate=None, early_stopping=None, reduce_lr=None, lr_schedule=None,
-                 callbacks=None, cache_features=True, cache_dir=None, device="auto", precision="float32",
-                 random_state=None, verbose=0):
+                 callbacks=None, training_loop="auto", cache_features=True, cache_dir=None, device="auto",
+                 precision="float32", random_state=None, verbose=0):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -186,6 +183,7 @@ class XrayCNNClassifier(KerasClassifier):
         self.reduce_lr = reduce_lr
         self.lr_schedule = lr_schedule
         self.callbacks = callbacks
+        self.training_loop = training_loop
         self.cache_features = cache_features
         self.cache_dir = cache_dir
         self.device = device
@@ -193,340 +191,184 @@ class XrayCNNClassifier(KerasClassifier):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ sklearn tags
     def __sklearn_tags__(self):
-        # scikeras lists BaseWrapper before ClassifierMixin, so BaseEstimator's tags win
-        # and is_classifier() is False; GridSearchCV would then use plain KFold.
-        tags = BaseEstimator.__sklearn_tags__(self)
-        tags.estimator_type = "classifier"
-        tags.classifier_tags = ClassifierTags()
-        tags.transformer_tags = TransformerTags(preserves_dtype=[])  # embeddings are always float32
-        tags.target_tags.required = True
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = []  # embeddings are always float32
         tags.non_deterministic = self.random_state is None
         return tags
 
-    # ------------------------------------------------------------------ validation
-    def _check_params(self):
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
-        if not 0.0 <= float(self.validation_split) < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1); got {self.validation_split!r}")
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
-        if self.freeze_backbone not in ("auto", True, False):
-            raise ValueError(f"freeze_backbone must be 'auto', True or False; got {self.freeze_backbone!r}")
-        if not isinstance(self.fine_tune_epochs, (int, np.integer)) or self.fine_tune_epochs < 0:
-            raise ValueError(f"fine_tune_epochs must be a non-negative integer; got {self.fine_tune_epochs!r}")
-        if self.fine_tune_epochs and self.fine_tune is None:
-            raise ValueError("fine_tune_epochs needs fine_tune= (how many backbone layers to unfreeze)")
-        check_precision(self.precision, self.device)
-
-    def _validate_data(self, X=None, y=None, reset=False, y_numeric=False):
-        # scikeras validates X as a numeric matrix; xrayest takes images or file paths.
-        if y is not None:
-            y = np.asarray(y)
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = column_or_1d(y, warn=True)
-            elif y.ndim != 1:
-                raise ValueError(f"y must be a 1-D array of class labels; got shape {y.shape}")
-        _, y = super()._validate_data(X=None, y=y, reset=reset, y_numeric=y_numeric)
-        if X is None:
-            return X, y
-        source = as_image_source(X, warn_unit_range=reset)
-        if y is not None and len(source) != len(y):
-            raise ValueError(f"X has {len(source)} images but y has {len(y)} labels")
-        check_n_features(self, source, reset)
-        return source, y
-
-    @property
-    def feature_encoder(self):
-        return _Passthrough()
-
-    # ------------------------------------------------------------------ model building
-    def _build_keras_model(self):
-        """Build what training needs; returns the composed model, or None when it is built on demand.
-
-        A frozen, reproducible backbone (named, with a weights file, ImageNet weights or a
-        seed) is kept as a :class:`~xrayest.features.TrunkRecipe`: the head trains on cached
-        features, so the backbone is only built when an image is missing from the cache or
-        when ``model_``/``trunk_`` is asked for.  Everything else is built here, whole.
-        """
-        import keras
-
-        self._check_params()
-        spec = F.backbone_spec_or_model(self.backbone)
-        self.image_size_ = F.image_size_for(spec, self.image_size)
-        augment = augment_config(self.augment)
-        pretrained = getattr(spec, "pretrained", True)  # a user's keras.Model counts as pretrained
-        frozen = pretrained if self.freeze_backbone == "auto" else bool(self.freeze_backbone)
-        one_phase_fine_tune = self.fine_tune is not None and not self.fine_tune_epochs
-        self.backbone_frozen_ = frozen and not one_phase_fine_tune
-        # Head-only training on cached features needs a frozen backbone and un-augmented inputs.
-        self._train_on_features = self.backbone_frozen_ and augment is None
-        pool_in_trunk = self.backbone_frozen_ and not self.batch_norm and self.pooling != "flatten"
-        trunk_pooling = self.pooling if pool_in_trunk else None
-        self._model = self._head = self._trunk = None
-        self._trunk_recipe = None
-        with device_scope(self.device):
-            if self._train_on_features:
-                # A backbone fine-tuned later keeps its BatchNorm layers (they stay frozen then).
-                self._trunk_recipe = F.TrunkRecipe.for_backbone(self.backbone, self.weights, self.image_size_,
-                                                                trunk_pooling, self._random_state, self.precision,
-                                                                fold_batch_norm=self.fine_tune is None)
-            if self._trunk_recipe is not None:
-                self._feature_config = self._trunk_recipe.config if self.cache_features else None
-                feature_shape = self._trunk_recipe.output_shape()
-                if feature_shape is None:  # first time in this process: build it to learn the shape
-                    self._trunk = self._trunk_recipe.build()
-                    feature_shape = self._trunk.output_shape[1:]
-            else:
-                with seeded(self._random_state):
-                    backbone, preprocess, fingerprint, _ = F.make_backbone(self.backbone, self.weights,
-                                                                           self.image_size_)
-                backbone = rewrite_backbone(backbone, fold_batch_norm=frozen and self.fine_tune is None,
-                                            precision=self.precision)
-                backbone.trainable = not frozen
-                if one_phase_fine_tune:
-                    unfreeze(backbone, self.fine_tune)
-                self._trunk = F.build_trunk(backbone, self.image_size_, preprocess, pooling=trunk_pooling)
-                feature_shape = self._trunk.output_shape[1:]
-                self._feature_config = F.trunk_config(
-                    spec, fingerprint, self.image_size_, preprocess, trunk_pooling,
-                    self._random_state, self.precision) if (self.backbone_frozen_ and self.cache_features) else None
-            n_outputs = 1 if self.n_classes_ <= 2 else self.n_classes_
-            # A fresh seeded context: the head's initial weights do not depend on whether
-            # the backbone was built just before.
-            with seeded(self._random_state):
-                self._head = build_head(feature_shape, n_outputs, pooling=self.pooling,
-                                        hidden_units=self.hidden_units, dropout=self.dropout,
-                                        batch_norm=self.batch_norm, l2=self.l2)
-                if not self._train_on_features:
-                    images = keras.Input((None, None, 3), name="images")
-                    x = build_augmentation(augment, seed=self._random_state)(images) if augment else images
-                    self._model = keras.Model(images, self._head(self._trunk(x)), name="xray_cnn")
-            self._compile(self._head if self._train_on_features else self._model, self.learning_rate)
-        return self._model
-
-    def _compile(self, model, learning_rate):
-        loss = "binary_crossentropy" if self.n_classes_ <= 2 else "sparse_categorical_crossentropy"
-        model.compile(optimizer=build_optimizer(self.optimizer, learning_rate), loss=loss,
-                      metrics=["accuracy"], jit_compile=False)
-
-    # The fitted network is kept as parts: ``_trunk`` (None until needed when a recipe can
-    # rebuild it), ``_head``, and ``_model`` composing them (built on first access).
-    @property
-    def initialized_(self) -> bool:
-        return self.__dict__.get("_head") is not None or self.__dict__.get("_model") is not None
-
-    @property
-    def model_(self):
-        """The composed model ``images -> trunk -> head`` (built on first access)."""
-        import keras
-
-        if self.__dict__.get("_model") is None:
-            if self.__dict__.get("_head") is None:
-                raise AttributeError("model_")  # not fitted: hasattr(clf, "model_") is False
-            images = keras.Input((None, None, 3), name="images")
-            with device_scope(self.device):
-                self._model = keras.Model(images, self._head(self.trunk_(images)), name="xray_cnn")
-        return self._model
-
-    @model_.setter
-    def model_(self, model):
-        # scikeras' _initialize stores _build_keras_model()'s result (parts are already set);
-        # persistence.load stores a whole loaded model, split here into its parts.
-        if model is not None:
-            self._model = model
-            self._head = model.get_layer("head")
-            self._trunk = model.get_layer("trunk")
-            self._trunk_recipe = None
-
-    @property
-    def trunk_(self):
-        """Images -> backbone features (preprocessing, frozen backbone, maybe pooling)."""
-        if self.__dict__.get("_trunk") is None:
-            if self.__dict__.get("_model") is not None:
-                self._trunk = self._model.get_layer("trunk")
-            elif self.__dict__.get("_trunk_recipe") is not None:
-                with device_scope(self.device):
-                    self._trunk = self._trunk_recipe.build()
-            else:
-                raise AttributeError("trunk_")
-        return self._trunk
-
-    @property
-    def backbone_(self):
-        """The backbone model inside the trunk."""
-        import keras
-
-        return next(layer for layer in self.trunk_.layers if isinstance(layer, keras.Model))
-
-    @property
-    def head_(self):
-        """Backbone features -> class probabilities."""
-        if self.__dict__.get("_head") is None:
-            if self.__dict__.get("_model") is None:
-                raise AttributeError("head_")
-            self._head = self._model.get_layer("head")
-        return self._head
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns the live __dict__
-        if state.get("_trunk_recipe") is not None:
-            # The trunk is rebuilt from the recipe on first use: pickles stay small.
-            state["_trunk"] = state["_model"] = None
-        elif state.get("_model") is not None:
-            # Trunk and head are layers of _model; pickled separately they would be copies.
-            state["_trunk"] = state["_head"] = None
-        return state
-
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y, sample_weight=None, **kwargs):
+    def fit(self, X, y, sample_weight=None, validation_data=None):
         """Fit the head (and an unfrozen backbone) on images X and labels y.
 
         Parameters
         ----------
         X : array of images ``(n, h, w[, c])`` or sequence of image paths
         y : array-like of shape (n,)
-            String or integer labels.
+            String or integer labels, at least two classes.
         sample_weight : array-like of shape (n,), optional
+            Non-negative; multiplied by ``class_weight``'s weights (the caller's array is
+            never modified).
+        validation_data : (X_val, y_val), optional
+            Scored every epoch into ``history_`` instead of a ``validation_split``.
         """
-        self.classes_ = None
-        if self.class_weight is not None:
-            # KerasClassifier multiplies the caller's sample_weight in place; build a new one.
-            weights = compute_sample_weight(class_weight=self.class_weight, y=np.asarray(y))
-            if sample_weight is not None:
-                weights = weights * np.asarray(sample_weight, dtype=float)
-            sample_weight = weights
-        BaseWrapper.fit(self, X, y, sample_weight=sample_weight, **kwargs)
+        validate_params(self)
+        warn_if_bfloat16_emulated(self.precision, self.device)
+        spec = backbone_spec_or_model(self.backbone)
+        image_size = image_size_for(spec, self.image_size)
+        augment = augment_config(self.augment)
+        plan = plan_training(pretrained=getattr(spec, "pretrained", True), freeze_backbone=self.freeze_backbone,
+                             fine_tune=self.fine_tune, fine_tune_epochs=self.fine_tune_epochs,
+                             augmented=augment is not None, epochs=self.epochs, learning_rate=self.learning_rate,
+                             fine_tune_learning_rate=self.fine_tune_learning_rate)
+        source = as_image_source(X, warn_unit_range=True)
+        classes, y_encoded = check_labels(y, len(source))
+        weights = sample_weights(np.asarray(y), self.class_weight, sample_weight)
+        check_n_features(self, source, reset=True)
+        validation = None
+        if validation_data is not None:
+            val_source = as_image_source(validation_data[0])
+            val_labels = np.asarray(validation_data[1])
+            unknown = sorted(set(val_labels.tolist()) - set(classes.tolist()), key=str)
+            if unknown:
+                raise ValueError(f"validation_data has labels {unknown} that are not in y")
+            validation = (val_source, np.searchsorted(classes, val_labels))
+
+        self.classes_, self.image_size_, self.training_plan_ = classes, image_size, plan
+        n_outputs = 1 if len(classes) == 2 else len(classes)
+        cache = default_cache(self.cache_dir) if self.cache_features else None
+        # A frozen trunk pools inside (smaller cached features) unless the head needs the map.
+        pool_in_trunk = plan.trunk == "frozen" and not self.batch_norm and self.pooling != "flatten"
+        self.history_, self.training_loop_ = {}, []
+        with device_scope(self.device):
+            if plan.trunk == "frozen":
+                trunk = Trunk.frozen(self.backbone, self.weights, image_size,
+                                     pooling=self.pooling if pool_in_trunk else None, seed=self.random_state,
+                                     precision=self.precision, fold_batch_norm=plan.fold_batch_norm,
+                                     cache=self.cache_features)
+            else:
+                trunk = Trunk.trainable(self.backbone, self.weights, image_size, seed=self.random_state,
+                                        precision=self.precision,
+                                        fine_tune=self.fine_tune if plan.trunk == "fine_tune" else None)
+            head, model = None, None
+            for phase in plan.phases:
+                if phase.unfreeze:
+                    trunk = trunk.unfrozen(self.fine_tune)
+                if phase.on_features:
+                    inputs = trunk.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
+                    val = validation and (trunk.features(validation[0], batch_size=self.batch_size, cache=cache),
+                                          validation[1])
+                else:
+                    inputs = source.all(image_size)
+                    val = validation and (validation[0].all(image_size), validation[1])
+                if head is None:
+                    with seeded(self.random_state):  # the head's weights do not depend on what was built before
+                        head = build_head(inputs.shape[1:] if phase.on_features else trunk.model.output_shape[1:],
+                                          n_outputs, pooling=self.pooling, hidden_units=self.hidden_units,
+                                          dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2)
+                if phase.on_features:
+                    trainee = head
+                else:
+                    with seeded(self.random_state):
+                        model = _compose(trunk.model, head, augment, self.random_state)
+                    trainee = model
+                self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs)
+        self.trunk_, self.head_, self._model = trunk, head, model
         return self
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None, **kwargs):
-        """Train one more epoch, keeping the model and history."""
-        self.classes_ = classes if classes is not None else getattr(self, "classes_", None)
-        BaseWrapper.partial_fit(self, X, y, sample_weight=sample_weight, **kwargs)
-        return self
-
-    def _fit(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
-        # scikeras' _fit, less its checks of model_ (which would build the trunk): the model
-        # is ours, so its outputs and loss match y by construction.
-        if not ((self.warm_start or warm_start) and self.initialized_):
-            X, y = self._initialize(X, y)
-        else:
-            X, y = self._validate_data(X, y)
-        if sample_weight is not None:
-            X, y, sample_weight = self._validate_sample_weight(X, y, sample_weight)
-        y = self.target_encoder_.transform(y)
-        self._fit_keras_model(X, y, sample_weight=sample_weight, warm_start=warm_start, epochs=epochs,
-                              initial_epoch=initial_epoch, **kwargs)
-
-    def _trunk_features(self, source: ImageSource) -> np.ndarray:
-        cache = F.default_cache(self.cache_dir) if self._feature_config else None
-        return F.extract_features(lambda: self.trunk_, source, size=self.image_size_, batch_size=self.batch_size,
-                                  config=self._feature_config, cache=cache, verbose=self.verbose)
-
-    def _training_inputs(self, source: ImageSource, on_features: bool):
-        if on_features:
-            return self._trunk_features(source), self.head_
-        return source.all(self.image_size_), self.model_
-
-    def _run_fit(self, trainee, inputs, y, sample_weight, validation, epochs, initial_epoch, **kwargs):
+    def _train(self, trainee, phase, inputs, y, weights, validation, n_outputs):
+        """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``."""
+        loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
+        trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate), loss=loss,
+                        metrics=["accuracy"], jit_compile=False)
+        if validation is None and self.validation_split:
+            train, val = stratified_split(y, float(self.validation_split), self.random_state)
+            validation = (inputs[val], y[val]) if weights is None else (inputs[val], y[val], weights[val])
+            inputs, y, weights = inputs[train], y[train], None if weights is None else weights[train]
+        y = y.reshape(-1, 1).astype(np.float32) if n_outputs == 1 else y
+        if validation is not None and n_outputs == 1:
+            validation = (validation[0], validation[1].reshape(-1, 1).astype(np.float32), *validation[2:])
+        done = len(self.history_.get("loss", []))
         callbacks = [EpochTimer(),
                      *fit_callbacks(early_stopping=self.early_stopping, reduce_lr=self.reduce_lr,
                                     lr_schedule=self.lr_schedule, has_validation=validation is not None,
-                                    epochs=initial_epoch + epochs),
-                     *self._fit_callbacks]
-        with seeded(self._random_state):
-            if trainee is self.__dict__.get("_head") and self._fast_head_fit(kwargs):
-                return fit_head(trainee, inputs, y, batch_size=self.batch_size, epochs=initial_epoch + epochs,
-                                initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
-                                callbacks=callbacks, seed=self._random_state)
-            return trainee.fit(inputs, y, batch_size=self.batch_size, epochs=initial_epoch + epochs,
-                               initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
-                               callbacks=callbacks, verbose=self.verbose, shuffle=True, **kwargs)
+                                    epochs=done + phase.epochs),
+                     *(self.callbacks or [])]
+        loop = choose_loop(self.training_loop, phase, callbacks)
+        history = run_phase(trainee, inputs, y, loop=loop, epochs=phase.epochs, initial_epoch=done,
+                            batch_size=self.batch_size, sample_weight=weights, validation=validation,
+                            callbacks=callbacks, seed=self.random_state, verbose=self.verbose)
+        self.training_loop_.append(loop)
+        for key, values in history.items():
+            self.history_.setdefault(key, []).extend(values)
 
-    def _fast_head_fit(self, fit_kwargs) -> bool:
-        """Whether the head can train with :func:`~xrayest.head_training.fit_head` (one graph per epoch).
+    # ------------------------------------------------------------------ the fitted network
+    @property
+    def model_(self):
+        """The composed model ``images -> trunk -> head`` (assembled on first access when not stored)."""
+        check_is_fitted(self, "head_")  # NotFittedError is an AttributeError: hasattr(clf, "model_") is False
+        if self._model is None:
+            with device_scope(self.device):
+                self._model = _compose(self.trunk_.model, self.head_)
+        return self._model
 
-        Keras' own loop is kept where its per-batch machinery is wanted: user callbacks,
-        progress bars (verbose), extra ``fit`` arguments, or ``fast_head_training = False``.
-        """
-        return self.fast_head_training and not self.verbose and not self._fit_callbacks and not fit_kwargs
+    @property
+    def backbone_(self):
+        """The backbone model inside the trunk."""
+        check_is_fitted(self, "trunk_")
+        return self.trunk_.backbone
 
-    def _split(self, inputs, y, sample_weight, validation_data, on_features):
-        """Training arrays and validation tuple: explicit validation_data, else a stratified split."""
-        if validation_data is not None:
-            X_val, y_val = validation_data[:2]
-            source, y_val = self._validate_data(X_val, y_val)
-            val_inputs = self._training_inputs(source, on_features)[0]
-            return inputs, y, sample_weight, (val_inputs, self.target_encoder_.transform(y_val))
-        if not self.validation_split:
-            return inputs, y, sample_weight, None
-        train, val = stratified_split(y, float(self.validation_split), self._random_state)
-        validation = (inputs[val], y[val]) if sample_weight is None else (inputs[val], y[val], sample_weight[val])
-        sample_weight = None if sample_weight is None else sample_weight[train]
-        return inputs[train], y[train], sample_weight, validation
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        model, trunk = state.get("_model"), state.get("trunk_")
+        if model is not None and trunk is not None:
+            if trunk.recipe is not None:
+                state["_model"] = None  # recomposed from the rebuilt trunk and the head
+            else:
+                # trunk and head are layers of the model: pickle the model once and find them in it again
+                state["trunk_"] = ("layer of _model", trunk.is_frozen, trunk.cache_key)
+                state["head_"] = None
+        return state
 
-    def _fit_keras_model(self, X, y, sample_weight, warm_start, epochs, initial_epoch, **kwargs):
-        validation_data = kwargs.pop("validation_data", None)
-        histories = []
-        with device_scope(self.device):
-            on_features = self._train_on_features and self.backbone_frozen_
-            inputs, trainee = self._training_inputs(X, on_features)
-            inputs, y_fit, sw, validation = self._split(inputs, y, sample_weight, validation_data, on_features)
-            histories.append(self._run_fit(trainee, inputs, y_fit, sw, validation, epochs, initial_epoch, **kwargs))
-            if self.fine_tune is not None and self.fine_tune_epochs and initial_epoch == 0:
-                # Phase two: unfreeze, and train the composed model on images at a lower rate.
-                unfreeze(self.backbone_, self.fine_tune)
-                self.backbone_frozen_ = False
-                self._feature_config = None  # the backbone's features change from here on
-                self._trunk_recipe = None  # and its weights must be kept, not rebuilt
-                rate = self.fine_tune_learning_rate or self.learning_rate / 10
-                self._compile(self.model_, rate)
-                inputs = X.all(self.image_size_)
-                inputs, y_fit, sw, validation = self._split(inputs, y, sample_weight, validation_data, False)
-                done = len(histories[0].history.get("loss", []))
-                histories.append(self._run_fit(self.model_, inputs, y_fit, sw, validation, self.fine_tune_epochs,
-                                               done, **kwargs))
-        if not warm_start or not hasattr(self, "history_") or initial_epoch == 0:
-            self.history_ = {}
-        for hist in histories:
-            for key, values in hist.history.items():
-                self.history_.setdefault("accuracy" if key == "compile_metrics" else key, []).extend(
-                    float(v) for v in values)
-        return self
+    def __setstate__(self, state):
+        trunk = state.get("trunk_")
+        if isinstance(trunk, tuple):
+            _, is_frozen, cache_key = trunk
+            state["trunk_"] = Trunk.from_model(state["_model"].get_layer("trunk"), is_frozen=is_frozen,
+                                               cache_key=cache_key)
+            state["head_"] = state["_model"].get_layer("head")
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ prediction
-    def _check_fitted(self):
-        if not self.initialized_:
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
+    def _outputs(self, X, head):
+        """``head`` applied to the trunk's features of X: from the cache for a frozen trunk, else through model_."""
+        import keras
 
-    def _predict_raw(self, X, **kwargs):
-        self._check_fitted()
-        source, _ = self._validate_data(X=X, y=None)
+        check_is_fitted(self, "head_")
+        source = as_image_source(X)
+        check_n_features(self, source, reset=False)
         with device_scope(self.device):
-            if self.backbone_frozen_:
-                return predict_head(self.head_, self._trunk_features(source), self.batch_size)
-            return self._predict_images(self.model_, source)
+            if self.trunk_.is_frozen:
+                cache = default_cache(self.cache_dir) if self.cache_features else None
+                feats = self.trunk_.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
+                return predict_head(head, feats, self.batch_size)
+            model = self.model_ if head is self.head_ else keras.Model(
+                self.model_.input, head(self.trunk_.model(self.model_.input)))
+            chunk = 8 * self.batch_size  # files are read a chunk at a time: bounded memory
+            out = [np.asarray(model.predict(source.batch(i, i + chunk, self.image_size_),
+                                            batch_size=self.batch_size, verbose=0))
+                   for i in range(0, len(source), chunk)]
+            return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
 
-    def _predict_images(self, model, source):
-        # Read files a chunk at a time so memory stays bounded on large path lists.
-        chunk = 8 * self.batch_size
-        out = [np.asarray(model.predict(source.batch(i, i + chunk, self.image_size_), batch_size=self.batch_size,
-                                        verbose=0))
-               for i in range(0, len(source), chunk)]
-        return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
-
-    def predict_proba(self, X, **kwargs):
+    def predict_proba(self, X):
         """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_`` order."""
-        raw = self._predict_raw(X).astype(np.float64)
+        check_is_fitted(self, "head_")
+        raw = self._outputs(X, self.head_).astype(np.float64)
         if raw.shape[1] == 1:
             raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
         return raw
 
-    def predict(self, X, **kwargs):
+    def predict(self, X):
         """Predicted class labels (the same type as the ``y`` passed to ``fit``)."""
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
@@ -535,10 +377,6 @@ class XrayCNNClassifier(KerasClassifier):
         """Mean accuracy on ``(X, y)``."""
         return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
 
-    def fit_transform(self, X, y, **fit_params):
-        """Fit, then return the embeddings of X (see :meth:`transform`)."""
-        return self.fit(X, y, **fit_params).transform(X)
-
     def transform(self, X):
         """Embeddings from the head's last hidden layer, shape ``(n_samples, hidden_units[-1])``.
 
@@ -546,23 +384,74 @@ class XrayCNNClassifier(KerasClassifier):
         """
         import keras
 
-        self._check_fitted()
-        source, _ = self._validate_data(X=X, y=None)
+        check_is_fitted(self, "head_")
         head = self.head_
         names = [layer.name for layer in head.layers]
         layer = EMBEDDING_LAYER if EMBEDDING_LAYER in names else names[-2]
-        embed = keras.Model(head.input, head.get_layer(layer).output)
-        with device_scope(self.device):
-            if self.backbone_frozen_:
-                return predict_head(embed, self._trunk_features(source), self.batch_size)
-            full = keras.Model(self.model_.input, embed(self.trunk_(self.model_.input)))
-            return self._predict_images(full, source)
+        return self._outputs(X, keras.Model(head.input, head.get_layer(layer).output))
 
+    # ------------------------------------------------------------------ saving
     def save(self, path):
         """Save to one ``.keras`` file (Keras model + parameters as JSON); see :func:`xrayest.load`."""
-        from .persistence import save
+        from .persistence import plain_params, write_model
 
-        return save(self, path)
+        check_is_fitted(self, "head_")
+        classes = np.asarray(self.classes_)
+        meta = {
+            "estimator": type(self).__name__,
+            "params": plain_params(self.get_params(deep=False)),
+            "classes": classes.tolist(),
+            "classes_dtype": classes.dtype.str,
+            "state": {"image_size_": list(self.image_size_), "history_": self.history_,
+                      "frozen": self.trunk_.is_frozen, "cache_key": self.trunk_.cache_key,
+                      "training_loop_": self.training_loop_},
+        }
+        return write_model(path, self.model_, meta)
 
-    def __repr__(self):
-        return BaseEstimator.__repr__(self)
+
+def _compose(trunk_model, head, augment=None, seed=None):
+    """``images -> [augmentation] -> trunk -> head`` as one Keras model."""
+    import keras
+
+    images = keras.Input((None, None, 3), name="images")
+    x = build_augmentation(augment, seed=seed)(images) if augment else images
+    return keras.Model(images, head(trunk_model(x)), name="xray_cnn")
+
+
+def load(path, device="auto") -> XrayCNNClassifier:
+    """Load a classifier written by :meth:`XrayCNNClassifier.save`; it runs on ``device``.
+
+    A GPU-saved model loads on a CPU.  Loading uses Keras' ``safe_mode`` (no code from the
+    file runs) and never unpickles anything (:mod:`xrayest.persistence`).
+
+    Returns
+    -------
+    XrayCNNClassifier
+        Fitted, ready to ``predict``; ``fit`` retrains from its saved parameters.
+    """
+    from .persistence import read_model
+
+    with device_scope(device):
+        model, meta = read_model(path)
+    params = dict(meta["params"])
+    for key in ("hidden_units", "image_size", "dropout"):
+        if isinstance(params.get(key), list):
+            params[key] = tuple(params[key])
+    if params.get("backbone") is None:
+        params["backbone"] = "custom"
+    params["device"] = device
+    params = {k: v for k, v in params.items() if k in XrayCNNClassifier._parameter_constraints}
+    estimator = XrayCNNClassifier(**params)
+    state = meta["state"]
+    estimator.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+    estimator.image_size_ = tuple(state["image_size_"])
+    estimator.history_ = state.get("history_", {})
+    estimator.training_loop_ = state.get("training_loop_", [])
+    estimator.training_plan_ = None  # not saved: the file holds the trained network, not how it trained
+    # Files of format 1 named these backbone_frozen_ and _feature_config.
+    frozen = state.get("frozen", state.get("backbone_frozen_", True))
+    estimator.trunk_ = Trunk.from_model(model.get_layer("trunk"), is_frozen=frozen,
+                                        cache_key=state.get("cache_key", state.get("_feature_config")))
+    estimator.head_ = model.get_layer("head")
+    estimator._model = model
+    return estimator

@@ -223,7 +223,7 @@ def _expand_inputs(inputs):
 
 
 def cmd_predict(args):
-    from .persistence import load
+    from .classifier import load
 
     clf = load(args.model, device=args.device)
     files = _expand_inputs(args.inputs)
@@ -242,7 +242,7 @@ def cmd_predict(args):
 
 def cmd_evaluate(args):
     from .metrics import evaluate
-    from .persistence import load
+    from .classifier import load
     from .report import write_evaluation_report
 
     clf = load(args.model, device=args.device)
@@ -364,11 +364,16 @@ def main(argv=None):
     import warnings
 
     warnings.filterwarnings("ignore", module="keras")
+    from .device import DeviceUnavailableError
+    from .trunk import WeightsChangedError
     from .weights import WeightsUnavailableError
 
+    # What a user can cause and fix: bad values, files, a missing GPU or weights.  Anything
+    # else (TypeError, RuntimeError from deeper down) is a bug and keeps its traceback.
     try:
         return COMMANDS[args.command](args)
-    except (UserError, ValueError, TypeError, OSError, WeightsUnavailableError, RuntimeError) as exc:
+    except (UserError, ValueError, OSError, WeightsUnavailableError, DeviceUnavailableError,
+            WeightsChangedError) as exc:
         print(f"xrayest {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

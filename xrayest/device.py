@@ -9,7 +9,11 @@ from __future__ import annotations
 import contextlib
 import re
 
-__all__ = ["available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16", "warn_if_bfloat16_emulated"]
+__all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16", "warn_if_bfloat16_emulated"]
+
+class DeviceUnavailableError(RuntimeError):
+    """The ``device`` asked for (a GPU) is not on this machine."""
+
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|gpu)(?::(\d+))?$")
 
@@ -55,7 +59,7 @@ def resolve_device(device: str = "auto") -> str:
         return f"cpu:{index}"
     if index >= found["gpu"]:
         seen = ", ".join(f"{n} {k.upper()}" for k, n in found.items())
-        raise RuntimeError(
+        raise DeviceUnavailableError(
             f"device={device!r} asks for GPU {index}, but TensorFlow found {seen} on this machine. "
             "Use device='cpu' (or 'auto'), or install a GPU build of TensorFlow with its CUDA libraries "
             "(pip install 'tensorflow[and-cuda]')."

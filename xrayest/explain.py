@@ -10,7 +10,7 @@ __all__ = ["feature_maps", "gradcam", "plot_feature_maps", "plot_gradcam"]
 
 
 def _parts(clf):
-    return clf.trunk_, clf.backbone_
+    return clf.trunk_.model, clf.trunk_.backbone
 
 
 def _spatial_layers(backbone):
@@ -70,13 +70,13 @@ def gradcam(clf, image, class_index=None, layer=None):
 
 def plot_feature_maps(clf, image, layer=None, max_maps=16):
     """A grid of the first ``max_maps`` channels of one backbone layer for one image."""
-    from .plotting import _figure
+    from .plotting import new_figure
 
     maps, layer = feature_maps(clf, image, layer)
     n = min(max_maps, maps.shape[-1])
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    fig, axes = _figure(cols, 2.0, 2.0 * rows + 0.4)
+    fig, axes = new_figure(cols, 2.0, 2.0 * rows + 0.4)
     fig.clear()
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.ravel()):
@@ -92,7 +92,7 @@ def plot_gradcam(clf, image, class_index=None, layer=None, alpha=0.45):
     """The X-ray with its Grad-CAM heatmap overlaid, titled with the explained class and probability."""
     from PIL import Image
 
-    from .plotting import _figure
+    from .plotting import new_figure
 
     cam, label, layer = gradcam(clf, image, class_index, layer)
     rgb = _one_image(clf, image)[0]
@@ -101,7 +101,7 @@ def plot_gradcam(clf, image, class_index=None, layer=None, alpha=0.45):
     heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
     proba = clf.predict_proba(np.asarray(rgb[None], dtype=np.float32))[0]
     idx = list(clf.classes_).index(label)
-    fig, (ax_img, ax_cam) = _figure(2, 4.2, 4.4)
+    fig, (ax_img, ax_cam) = new_figure(2, 4.2, 4.4)
     ax_img.imshow(gray, cmap="gray")
     ax_img.set_title("X-ray")
     ax_cam.imshow(gray, cmap="gray")

@@ -6,11 +6,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from . import features as F
-from .device import device_scope
-from .heads import POOLINGS
+from .cache import default_cache
+from .device import device_scope, warn_if_bfloat16_emulated
 from .inputs import as_image_source, check_n_features
-from .trunk_graph import check_precision
+from .params import constraints_for, validate_params
+from .trunk import Trunk, backbone_spec_or_model, image_size_for
 
 __all__ = ["FeatureExtractor"]
 
@@ -48,11 +48,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    trunk_ : keras.Model
-        Raw images -> features.  For a named backbone with known weights (a file,
-        ImageNet, or a seed) it is built on first access, not in ``fit``, and not pickled:
-        pickles stay small, and the rebuilt weights are checked against the fingerprint
-        taken at fit.
+    trunk_ : xrayest.trunk.Trunk
+        Raw images -> features (``trunk_.model`` is the Keras model).  For a named backbone
+        with known weights (a file, ImageNet, or a seed) the model is built on first use,
+        not in ``fit``, and not pickled: pickles stay small, and the rebuilt weights are
+        checked against the fingerprint taken at fit.
     n_features_out_ : int
     image_size_ : tuple
 
@@ -85,6 +85,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    _parameter_constraints = constraints_for("backbone", "weights", "pooling", "image_size", "device", "precision",
+                                             "batch_size", "cache_features", "cache_dir", "random_state", "verbose")
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = []  # features are float32 whatever X was
@@ -94,55 +97,33 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Describe the frozen backbone; X is only validated (nothing is learned from it).
 
-        A named backbone with known weights is not even built here: it is built on first
-        use, and only when some image is missing from the feature cache.
+        A named backbone with known weights is not even built here when the feature cache
+        already knows its output shape: it is built on first use, and only when some image
+        is missing from the cache.
         """
+        validate_params(self)
+        warn_if_bfloat16_emulated(self.precision, self.device)
         source = as_image_source(X, warn_unit_range=True)
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}; got {self.pooling!r}")
-        check_precision(self.precision, self.device)
-        spec = F.backbone_spec_or_model(self.backbone)
-        self.image_size_ = F.image_size_for(spec, self.image_size)
-        pooling = None if self.pooling == "flatten" else self.pooling
-        self._trunk_model = None
+        self.image_size_ = image_size_for(backbone_spec_or_model(self.backbone), self.image_size)
         with device_scope(self.device):
-            self._recipe = F.TrunkRecipe.for_backbone(self.backbone, self.weights, self.image_size_, pooling,
-                                                      self.random_state, self.precision)
-            if self._recipe is not None:
-                self._config = self._recipe.config
-                shape = self._recipe.output_shape()
-            else:  # a user's model or unseeded random weights: only this object can produce them
-                self._trunk_model, preprocess, fingerprint = F.build_frozen_trunk(
-                    self.backbone, self.weights, self.image_size_, pooling, self.random_state, self.precision)
-                self._config = F.trunk_config(spec, fingerprint, self.image_size_, preprocess, pooling,
-                                              self.random_state, self.precision)
-                shape = None
-        if shape is None:
-            shape = self.trunk_.output_shape[1:]
-        self.n_features_out_ = int(np.prod(shape))
+            self.trunk_ = Trunk.frozen(self.backbone, self.weights, self.image_size_,
+                                       pooling=None if self.pooling == "flatten" else self.pooling,
+                                       seed=self.random_state, precision=self.precision, cache=self.cache_features)
+            self.n_features_out_ = int(np.prod(self.trunk_.output_shape(self._cache())))
         check_n_features(self, source, reset=True)
         return self
 
-    @property
-    def trunk_(self):
-        """Raw images -> features, as a frozen ``keras.Model`` (built on first access)."""
-        if self.__dict__.get("_trunk_model") is None:
-            if self.__dict__.get("_recipe") is None:
-                raise AttributeError("trunk_")
-            with device_scope(self.device):
-                self._trunk_model = self._recipe.build()
-        return self._trunk_model
+    def _cache(self):
+        return default_cache(self.cache_dir) if self.cache_features else None
 
     def transform(self, X):
         """Backbone features of X, shape ``(n_samples, n_features_out_)``, float32."""
         check_is_fitted(self, "n_features_out_")
         source = as_image_source(X)
         check_n_features(self, source, reset=False)
-        cache = F.default_cache(self.cache_dir) if (self.cache_features and self._config) else None
         with device_scope(self.device):
-            feats = F.extract_features(lambda: self.trunk_, source, size=self.image_size_,
-                                       batch_size=self.batch_size, config=self._config, cache=cache,
-                                       verbose=self.verbose)
+            feats = self.trunk_.features(source, batch_size=self.batch_size, cache=self._cache(),
+                                         verbose=self.verbose)
         return feats.reshape(len(feats), -1)
 
     def get_feature_names_out(self, input_features=None):
@@ -150,10 +131,3 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_out_")
         name = self.backbone if isinstance(self.backbone, str) else "custom"
         return np.asarray([f"{name}_{self.pooling}_{i}" for i in range(self.n_features_out_)], dtype=object)
-
-    # -------------------------------------------------------------- cheap pickling
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns the live __dict__
-        if state.get("_recipe") is not None:
-            state["_trunk_model"] = None  # rebuilt from the recipe (weights checked) on first use
-        return state

@@ -10,23 +10,23 @@ search pays it once per candidate and fold.
 :func:`fit_head` trains the same compiled head with the same loss, optimizer, regularisation,
 dropout and BatchNorm updates, but runs each epoch as a single ``tf.function`` call looping
 over the batches inside the graph.  Keras callbacks that act per epoch (EarlyStopping,
-ReduceLROnPlateau, LearningRateScheduler, the estimator's EpochTimer) run unchanged;
-per-batch hooks do not fire, so the estimator keeps ``keras.Model.fit`` for user callbacks
-and progress bars.
+ReduceLROnPlateau, LearningRateScheduler, the estimator's EpochTimer) run unchanged.
 
-With a plain Adam optimizer (the estimator's default) each step's update is TensorFlow's
-fused ``ResourceApplyAdam`` kernel, the same arithmetic as Keras' Adam (``m``, ``v`` and the
-bias-corrected rate, on the optimizer's own slot variables) in one pass instead of about
-ten: Keras' elementwise ops over a 2048x256 Dense kernel were half of a head's training
-time.  Anything else (AMSGrad, weight decay, clipping, EMA, other optimizers) goes through
-``optimizer.apply_gradients``.
+The optimizer is whatever the head was compiled with (:func:`xrayest.optimizers.build_optimizer`
+gives plain Adam as :class:`~xrayest.optimizers.FusedAdam`, one fused kernel per update); it is
+applied through ``optimizer.apply_gradients``, the public Keras API.
+
+Callbacks: only epoch-level hooks run (``on_train_begin/end``, ``on_epoch_begin/end``).
+:func:`has_batch_hooks` tells whether a callback wants more; the estimator then trains with
+``keras.Model.fit`` instead, and says so in ``training_loop_`` (see
+``XrayCNNClassifier(training_loop=...)``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_head", "predict_head", "LOSSES"]
+__all__ = ["fit_head", "predict_head", "has_batch_hooks", "LOSSES"]
 
 # The losses the estimator compiles heads with, as the Loss classes Keras wraps them in
 # (default reduction "sum_over_batch_size", like compile's).
@@ -60,36 +60,16 @@ def _regularization(head):
     return tf.add_n(losses) if losses else 0.0
 
 
-def _fused_adam_step(optimizer, variables):
-    """A graph-mode update ``step(grads)`` for a plain Keras Adam, or None when it does not apply."""
+def has_batch_hooks(callback) -> bool:
+    """Whether a Keras callback overrides any per-batch hook (which :func:`fit_head` never calls)."""
     import keras
-    import tensorflow as tf
 
-    plain = (type(optimizer) is keras.optimizers.Adam and not optimizer.amsgrad
-             and optimizer.weight_decay is None and optimizer.clipnorm is None and optimizer.clipvalue is None
-             and optimizer.global_clipnorm is None and not optimizer.use_ema
-             and optimizer.gradient_accumulation_steps is None and optimizer.loss_scale_factor is None
-             and keras.backend.backend() == "tensorflow"
-             and all(v.dtype == "float32" and v.constraint is None for v in variables))
-    if not plain:
-        return None
-    slots = [(optimizer._momentums[optimizer._get_variable_index(v)].value,
-              optimizer._velocities[optimizer._get_variable_index(v)].value) for v in variables]
-    beta_1, beta_2 = tf.constant(optimizer.beta_1, tf.float32), tf.constant(optimizer.beta_2, tf.float32)
-    epsilon = tf.constant(optimizer.epsilon, tf.float32)
-
-    def step(grads):
-        rate = tf.cast(optimizer.learning_rate, tf.float32)  # follows schedules and callbacks
-        count = tf.cast(optimizer.iterations + 1, tf.float32)
-        beta_1_power, beta_2_power = tf.pow(beta_1, count), tf.pow(beta_2, count)
-        for variable, (m, v), grad in zip(variables, slots, grads):
-            tf.raw_ops.ResourceApplyAdam(var=variable.value.handle, m=m.handle, v=v.handle,
-                                         beta1_power=beta_1_power, beta2_power=beta_2_power, lr=rate,
-                                         beta1=beta_1, beta2=beta_2, epsilon=epsilon,
-                                         grad=tf.convert_to_tensor(grad))
-        optimizer.iterations.assign_add(1)
-
-    return step
+    base = keras.callbacks.Callback
+    hooks = ("on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end",
+             "on_test_batch_begin", "on_test_batch_end", "on_test_begin", "on_test_end")
+    if any(hook in vars(callback) for hook in hooks):  # LambdaCallback sets its hooks on the instance
+        return True
+    return any(getattr(type(callback), hook) is not getattr(base, hook) for hook in hooks)
 
 
 def _evaluate(head, loss_fn, x, y, w):
@@ -104,7 +84,7 @@ def _evaluate(head, loss_fn, x, y, w):
 
 
 def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=None, validation_data=None,
-             callbacks=(), shuffle=True, seed=None):
+             callbacks=(), shuffle=True, seed=None, verbose=0):
     """Train the compiled Keras ``head`` on feature rows ``x`` with labels ``y``.
 
     Parameters
@@ -126,6 +106,8 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
         Reshuffle the rows every epoch.
     seed : int, optional
         Seeds the shuffling.
+    verbose : int
+        > 0 prints one line per epoch (loss, accuracy, validation).
 
     Returns
     -------
@@ -149,7 +131,6 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
     if not optimizer.built:
         optimizer.build(variables)
     n_batches = -(-n // batch_size)
-    fused_step = _fused_adam_step(optimizer, variables)
 
     @tf.function(jit_compile=False)
     def run_epoch(order):
@@ -163,10 +144,7 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
                 pred = head(xb, training=True)
                 loss = loss_fn(yb, pred, sample_weight=wb) + _regularization(head)
             grads = tape.gradient(loss, variables)
-            if fused_step is not None:
-                fused_step(grads)
-            else:
-                optimizer.apply_gradients(zip(grads, variables))
+            optimizer.apply_gradients(zip(grads, variables))
             size = tf.cast(tf.shape(rows)[0], tf.float32)
             loss_sum += loss * size
             hits += tf.reduce_sum(_accuracy(head, yb, pred))
@@ -191,6 +169,8 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
         if validation_data is not None:
             logs["val_loss"], logs["val_accuracy"] = _evaluate(head, loss_fn, x_val, y_val, w_val)
         callback_list.on_epoch_end(epoch, logs)
+        if verbose:
+            print(f"epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
         if head.stop_training:
             break
     callback_list.on_train_end(logs)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import check_array
 
-__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb",
+__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb", "take_rows", "check_labels",
            "check_n_features"]
 
 
@@ -216,3 +216,46 @@ def check_n_features(estimator, source: ImageSource, reset: bool) -> None:
     if tabular and expected is not None and n_features != expected:
         raise ValueError(f"X has {n_features} features, but {type(estimator).__name__} "
                          f"is expecting {expected} features as input")
+
+
+def take_rows(X, rows):
+    """The images of X at ``rows``: an array indexed, or a list of the paths (X is not copied otherwise)."""
+    rows = np.asarray(rows, dtype=np.intp)
+    if isinstance(X, ImageSource):
+        return X.subset(rows)
+    if isinstance(X, np.ndarray):
+        return X[rows]
+    return [X[int(i)] for i in rows]
+
+
+def check_labels(y, n_images: int):
+    """Class labels as a 1-D array, checked against X: ``(classes, encoded)``.
+
+    Raises
+    ------
+    ValueError
+        y of the wrong shape or length, missing labels (None or NaN, with how many and
+        where), continuous values, or a single class.
+    """
+    from sklearn.utils import column_or_1d
+    from sklearn.utils.multiclass import check_classification_targets
+
+    if y is None:
+        raise ValueError("XrayCNNClassifier requires y to be passed, but the target y is None")
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
+    elif y.ndim != 1:
+        raise ValueError(f"y must be a 1-D array of class labels; got shape {y.shape}")
+    if len(y) != n_images:
+        raise ValueError(f"X has {n_images} images but y has {len(y)} labels")
+    if y.dtype.kind in "fO":
+        missing = np.flatnonzero([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) for v in y])
+        if len(missing):
+            where = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise ValueError(f"y has {len(missing)} missing labels (None or NaN) at positions {where}")
+    check_classification_targets(y)
+    classes, encoded = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"y holds 1 class ({classes[0]!r}); a classifier needs at least 2 classes")
+    return classes, encoded

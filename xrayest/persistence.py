@@ -1,10 +1,13 @@
-"""Saving and loading fitted estimators safely.
+"""The saved-model file format: one ``.keras`` archive plus an ``xrayest.json`` entry.
 
-A saved model is one ``.keras`` file: the Keras archive of ``model_`` plus an
-``xrayest.json`` entry holding the estimator's parameters, classes and fitted state as
-plain JSON.  Loading uses Keras' ``safe_mode`` (no code from the file is run) and never
-unpickles anything.  Saving writes a temporary file beside the target and renames it
-over the old one, so a crash mid-save never leaves a truncated model behind.
+The archive is Keras' own save of the composed model; ``xrayest.json`` holds the
+estimator's parameters, classes and fitted state as plain JSON.  Reading uses Keras'
+``safe_mode`` (no code from the file is run) and never unpickles anything.  Writing goes
+to a temporary file beside the target, renamed over it at the end, so a crash mid-save
+never leaves a truncated model behind.
+
+This module knows the file, not the estimators: :meth:`xrayest.XrayCNNClassifier.save`
+and :func:`xrayest.load` decide what goes into it.
 """
 
 from __future__ import annotations
@@ -15,56 +18,44 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
+__all__ = ["write_model", "read_model", "plain_params", "FORMAT_VERSION"]
 
-__all__ = ["save", "load", "FORMAT_VERSION"]
-
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: state holds "frozen" and "cache_key" (1 named them backbone_frozen_, _feature_config)
 _META_ENTRY = "xrayest.json"
-_STATE = ("image_size_", "backbone_frozen_", "n_classes_", "n_outputs_", "n_outputs_expected_",
-          "target_type_", "history_", "_feature_config", "_random_state", "_train_on_features")
 
 
-def _jsonable(value):
+def _jsonable(value) -> bool:
     try:
         json.dumps(value)
         return True
-    except TypeError:
+    except (TypeError, ValueError):
         return False
 
 
-def save(estimator, path) -> Path:
-    """Save a fitted :class:`~xrayest.XrayCNNClassifier` to ``path`` (``.keras`` is appended if missing).
+def plain_params(params: dict) -> dict:
+    """Parameters as JSON: tuples become lists; what is not plain data is recorded by ``repr`` only.
 
-    Parameters that are not plain data (callbacks, a custom ``keras.Model`` backbone,
-    an optimizer instance) are recorded by name only; the fitted network itself is
-    saved whole, so predictions are unaffected.
+    Callbacks, a custom ``keras.Model`` backbone or an optimizer instance cannot be
+    written as data; the fitted network itself is saved whole, so predictions are unaffected.
     """
-    from sklearn.utils.validation import check_is_fitted
+    out = {}
+    for key, value in params.items():
+        value = list(value) if isinstance(value, tuple) else value
+        out[key] = value if _jsonable(value) else {"__not_saved__": repr(value)[:200]}
+    return out
 
-    check_is_fitted(estimator, "model_")
+
+def write_model(path, model, meta: dict) -> Path:
+    """Write ``model`` and ``meta`` to ``path`` (``.keras`` appended if missing), atomically."""
     path = Path(path)
     if path.suffix != ".keras":
         path = path.with_name(path.name + ".keras")
-    params = {}
-    for key, value in estimator.get_params(deep=False).items():
-        value = list(value) if isinstance(value, tuple) else value
-        params[key] = value if _jsonable(value) else {"__not_saved__": repr(value)[:200]}
-    classes = np.asarray(estimator.classes_)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "estimator": type(estimator).__name__,
-        "params": params,
-        "classes": classes.tolist(),
-        "classes_dtype": classes.dtype.str,
-        "state": {k: (list(v) if isinstance(v, tuple) else v) for k in _STATE
-                  if (v := getattr(estimator, k, None)) is not None and _jsonable(list(v) if isinstance(v, tuple) else v)},
-    }
+    meta = {"format_version": FORMAT_VERSION, **meta}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras.tmp")
     os.close(fd)
     try:
-        estimator.model_.save(tmp.removesuffix(".tmp"))  # keras insists on the .keras suffix
+        model.save(tmp.removesuffix(".tmp"))  # keras insists on the .keras suffix
         os.replace(tmp.removesuffix(".tmp"), tmp)
         with zipfile.ZipFile(tmp, "a") as archive:
             archive.writestr(_META_ENTRY, json.dumps(meta, indent=1))
@@ -88,20 +79,15 @@ def _read_meta(path: Path) -> dict:
         raise ValueError(f"{path} is not a readable xrayest model file: {exc}") from exc
 
 
-def load(path, device="auto"):
-    """Load a model written by :func:`save`; it runs on ``device`` (a GPU-saved model loads on CPU).
+def read_model(path):
+    """The Keras model (uncompiled) and the metadata written by :func:`write_model`.
 
-    Returns
-    -------
-    XrayCNNClassifier
-        Fitted, ready to ``predict``; ``fit`` retrains from its saved parameters.
+    Call it inside the device scope the model should live on.
     """
     import keras
-    from scikeras.utils.transformers import ClassifierLabelEncoder
 
     from . import layers  # noqa: F401  (registers the custom layers for safe_mode loading)
-    from .classifier import XrayCNNClassifier
-    from .device import device_scope
+    from . import optimizers  # noqa: F401  (FusedAdam, named in the file's training config)
 
     path = Path(path)
     if not path.is_file():
@@ -109,21 +95,5 @@ def load(path, device="auto"):
     meta = _read_meta(path)
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer xrayest (format {meta['format_version']}); upgrade xrayest")
-    params = {k: (None if isinstance(v, dict) and "__not_saved__" in v else v) for k, v in meta["params"].items()}
-    for key in ("hidden_units", "image_size", "dropout"):
-        if isinstance(params.get(key), list):
-            params[key] = tuple(params[key])
-    if params.get("backbone") is None:
-        params["backbone"] = "custom"
-    params["device"] = device
-    estimator = XrayCNNClassifier(**params)
-    with device_scope(device):
-        estimator.model_ = keras.saving.load_model(path, compile=False, safe_mode=True)
-    estimator.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
-    for key, value in meta["state"].items():
-        setattr(estimator, key, tuple(value) if key == "image_size_" else value)
-    estimator.y_dtype_, estimator.y_ndim_ = estimator.classes_.dtype, 1
-    estimator.target_encoder_ = ClassifierLabelEncoder(loss=None).fit(estimator.classes_)
-    estimator.feature_encoder_ = estimator.feature_encoder.fit(None)
-    estimator._initialize_callbacks()
-    return estimator
+    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    return model, meta

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_confusion_matrix", "plot_class_distribution", "plot_embedding"]
+__all__ = ["new_figure", "plot_history", "plot_confusion_matrix", "plot_class_distribution", "plot_embedding"]
 
 
-def _figure(ncols=1, width=5.0, height=4.2):
+def new_figure(ncols=1, width=5.0, height=4.2):
+    """A pyplot-free matplotlib Figure with ``ncols`` axes side by side, each ``width`` x ``height`` inches."""
     from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend needed
 
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
@@ -20,7 +21,7 @@ def plot_history(history, title="Training history"):
     from matplotlib.ticker import MaxNLocator
 
     history = getattr(history, "history_", history)
-    fig, (ax_acc, ax_loss) = _figure(2)
+    fig, (ax_acc, ax_loss) = new_figure(2)
     epochs = np.arange(1, len(history["loss"]) + 1)
     for ax, key, label in ((ax_acc, "accuracy", "Accuracy"), (ax_loss, "loss", "Loss")):
         if key in history:
@@ -40,7 +41,7 @@ def plot_history(history, title="Training history"):
 def plot_confusion_matrix(confusion, classes, title="Confusion matrix", normalize=False):
     """Counts (and row percentages) per true/predicted class."""
     confusion = np.asarray(confusion)
-    fig, ax = _figure(1, 4.8 + 0.4 * len(classes), 4.2 + 0.4 * len(classes))
+    fig, ax = new_figure(1, 4.8 + 0.4 * len(classes), 4.2 + 0.4 * len(classes))
     rows = confusion.sum(axis=1, keepdims=True).clip(min=1)
     shown = confusion / rows if normalize else confusion
     image = ax.imshow(shown, cmap="Blues", vmin=0)
@@ -63,7 +64,7 @@ def plot_confusion_matrix(confusion, classes, title="Confusion matrix", normaliz
 def plot_class_distribution(y, title="Images per class"):
     """Bar chart of how many images each class has."""
     labels, counts = np.unique(np.asarray(y), return_counts=True)
-    fig, ax = _figure(1, 1.5 + 0.9 * len(labels), 3.6)
+    fig, ax = new_figure(1, 1.5 + 0.9 * len(labels), 3.6)
     bars = ax.bar([str(c) for c in labels], counts, color="#4c72b0")
     ax.bar_label(bars)
     ax.set_ylabel("images")
@@ -77,7 +78,7 @@ def plot_embedding(embedding, y, title="Embedding", ax=None):
     embedding = np.asarray(embedding)
     if embedding.ndim != 2 or embedding.shape[1] < 2:
         raise ValueError(f"embedding must have shape (n, 2); got {embedding.shape}")
-    fig, ax = _figure(1, 5.6, 4.8) if ax is None else (ax.figure, ax)
+    fig, ax = new_figure(1, 5.6, 4.8) if ax is None else (ax.figure, ax)
     y = np.asarray(y)
     for label in np.unique(y):
         pts = embedding[y == label]

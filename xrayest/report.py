@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .metrics import evaluate
+from .inputs import take_rows
 from .plotting import plot_class_distribution, plot_confusion_matrix, plot_history
 
 __all__ = ["write_evaluation_report"]
@@ -45,14 +46,12 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
             emb = TSNEEmbedding(random_state=0).fit_transform(estimator.transform(X))
         pictures["tsne.png"] = plot_embedding(emb, result.y_true, title="t-SNE of the head's embeddings (test)")
     if gradcam and hasattr(estimator, "trunk_"):
-        from sklearn.utils import _safe_indexing
-
         from .explain import plot_gradcam
 
         for label in estimator.classes_:
             rows = np.flatnonzero(result.y_true == label)
             if len(rows):
-                image = _safe_indexing(X, [int(rows[0])])[0]
+                image = take_rows(X, [int(rows[0])])[0]
                 pictures[f"gradcam_{label}.png"] = plot_gradcam(estimator, image)
     for name, fig in pictures.items():
         fig.savefig(out / name, dpi=110)

@@ -1,42 +1,37 @@
-"""Training helpers shared by the estimators: seeding, validation split, named callbacks."""
+"""How a classifier trains: the plan (which phases, what trains, on what), and running a phase.
+
+A fit is a :class:`TrainingPlan` of one or two :class:`Phase` objects, decided from the
+estimator's parameters by :func:`plan_training` before anything is built:
+
+==========================================  =====================================================
+parameters                                  phases
+==========================================  =====================================================
+frozen backbone (pretrained default)        head on cached features (``on_features``)
+frozen backbone + ``augment``               head on augmented images through the frozen trunk
+``freeze_backbone=False``, scratch CNNs     everything on images
+``fine_tune=N``                             the last N backbone layers and the head, on images
+``fine_tune=N, fine_tune_epochs=M``         head on cached features for ``epochs``, then
+                                            ``unfreeze`` N layers and train on images for M
+                                            epochs at ``fine_tune_learning_rate``
+==========================================  =====================================================
+
+:func:`run_phase` trains one phase with one of two loops, chosen explicitly by
+:func:`choose_loop`: ``"graph"`` (:func:`xrayest.head_training.fit_head`, one compiled graph
+per epoch, for a head on in-memory features; epoch-level callbacks only) or ``"keras"``
+(``keras.Model.fit``: images, augmentation, per-batch callbacks).
+"""
 
 from __future__ import annotations
 
-import contextlib
 import time
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit, ShuffleSplit
 
-__all__ = ["seeded", "stratified_split", "EpochTimer", "build_optimizer"]
-
-
-@contextlib.contextmanager
-def seeded(seed):
-    """Seed Python, NumPy, TensorFlow and Keras and enable deterministic ops; restore after.
-
-    ``seed=None`` does nothing (runs stay random).  Unlike scikeras' helper this never
-    touches ``TF_DETERMINISTIC_OPS``, which TensorFlow may read once and keep for good.
-    """
-    if seed is None:
-        yield
-        return
-    import random
-
-    from tensorflow.python.framework import config as tf_config
-
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    was_deterministic = tf_config.is_op_determinism_enabled()
-    keras.utils.set_random_seed(int(seed))
-    tf_config.enable_op_determinism()
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        if not was_deterministic:
-            tf_config.disable_op_determinism()
+__all__ = ["Phase", "TrainingPlan", "plan_training", "choose_loop", "run_phase", "stratified_split", "EpochTimer",
+           "fit_callbacks", "sample_weights"]
 
 
 def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None):
@@ -68,26 +63,6 @@ class EpochTimer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_time"] = time.perf_counter() - self._start
-
-
-def build_optimizer(optimizer, learning_rate):
-    """A fresh Keras optimizer from a name, class or instance, at ``learning_rate``.
-
-    Instances are copied (never shared between fits); names and classes get ``learning_rate``.
-    """
-    if isinstance(optimizer, keras.optimizers.Optimizer):
-        config = optimizer.get_config()
-        if learning_rate is not None:
-            config["learning_rate"] = float(learning_rate)
-        return optimizer.__class__.from_config(config)
-    if isinstance(optimizer, type) and issubclass(optimizer, keras.optimizers.Optimizer):
-        return optimizer(learning_rate=float(learning_rate))
-    if isinstance(optimizer, str):
-        opt = keras.optimizers.get(optimizer)
-        config = opt.get_config()
-        config["learning_rate"] = float(learning_rate)
-        return opt.__class__.from_config(config)
-    raise ValueError(f"optimizer must be a Keras optimizer name, class or instance; got {optimizer!r}")
 
 
 def fit_callbacks(*, early_stopping=None, reduce_lr=None, lr_schedule=None, has_validation=False, epochs=1):
@@ -125,31 +100,134 @@ def fit_callbacks(*, early_stopping=None, reduce_lr=None, lr_schedule=None, has_
     return callbacks
 
 
-def unfreeze(backbone, fine_tune):
-    """Make the last ``fine_tune`` layers (int) or those after layer ``fine_tune`` (str) trainable.
 
-    BatchNormalization layers stay frozen, which in Keras 3 also keeps them in inference mode:
-    their ImageNet statistics are not overwritten by a few small X-ray batches.
 
-    Returns
-    -------
-    int
-        Number of layers made trainable.
+@dataclass(frozen=True)
+class Phase:
+    """One stretch of training.
+
+    Attributes
+    ----------
+    epochs : int
+    learning_rate : float
+    on_features : bool
+        The trunk is frozen and un-augmented: the head trains on its cached features.
+    unfreeze : bool
+        At the start of this phase, the trunk's ``fine_tune`` layers become trainable.
     """
-    layers = backbone.layers
-    if isinstance(fine_tune, str):
-        names = [layer.name for layer in layers]
-        if fine_tune not in names:
-            raise ValueError(f"fine_tune layer {fine_tune!r} not found in backbone {backbone.name!r}")
-        start = names.index(fine_tune) + 1
-    elif isinstance(fine_tune, (int, np.integer)) and fine_tune > 0:
-        start = max(len(layers) - int(fine_tune), 0)
-    else:
-        raise ValueError(f"fine_tune must be a positive number of layers or a layer name; got {fine_tune!r}")
-    backbone.trainable = True
-    count = 0
-    for i, layer in enumerate(layers):
-        trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
-        layer.trainable = trainable
-        count += trainable and bool(layer.weights)
-    return count
+
+    epochs: int
+    learning_rate: float
+    on_features: bool
+    unfreeze: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """How the trunk is built and which phases train it (see the module docstring).
+
+    Attributes
+    ----------
+    trunk : {"frozen", "trainable", "fine_tune"}
+        How the trunk is built: frozen (BatchNorm folded unless a later phase fine-tunes it),
+        fully trainable, or with only its ``fine_tune`` layers trainable.
+    fold_batch_norm : bool
+    phases : tuple of Phase
+    """
+
+    trunk: str
+    fold_batch_norm: bool
+    phases: tuple
+
+    @property
+    def frozen_throughout(self) -> bool:
+        """The trunk never trains: predictions can use cached features."""
+        return self.trunk == "frozen" and not any(p.unfreeze for p in self.phases)
+
+
+def plan_training(*, pretrained, freeze_backbone, fine_tune, fine_tune_epochs, augmented, epochs, learning_rate,
+                  fine_tune_learning_rate) -> TrainingPlan:
+    """The plan for an estimator's parameters (validated already).
+
+    Examples
+    --------
+    >>> plan = plan_training(pretrained=True, freeze_backbone="auto", fine_tune=2, fine_tune_epochs=3,
+    ...                      augmented=False, epochs=10, learning_rate=1e-3, fine_tune_learning_rate=None)
+    >>> [(p.epochs, p.learning_rate, p.on_features, p.unfreeze) for p in plan.phases]
+    [(10, 0.001, True, False), (3, 0.0001, False, True)]
+    """
+    if fine_tune_epochs and fine_tune is None:
+        raise ValueError("fine_tune_epochs needs fine_tune= (how many backbone layers to unfreeze)")
+    frozen = pretrained if freeze_backbone == "auto" else bool(freeze_backbone)
+    if fine_tune is not None and not fine_tune_epochs:
+        return TrainingPlan("fine_tune", False, (Phase(epochs, learning_rate, False),))
+    if not frozen:
+        return TrainingPlan("trainable", False, (Phase(epochs, learning_rate, False),))
+    first = Phase(epochs, learning_rate, on_features=not augmented)
+    if fine_tune is None:
+        return TrainingPlan("frozen", True, (first,))
+    rate = fine_tune_learning_rate or learning_rate / 10
+    return TrainingPlan("frozen", False, (first, Phase(fine_tune_epochs, rate, False, unfreeze=True)))
+
+
+def choose_loop(training_loop: str, phase: Phase, callbacks) -> str:
+    """``"graph"`` or ``"keras"`` for ``phase``, as the estimator's ``training_loop`` asks.
+
+    ``"auto"`` takes the graph loop for a head on features unless a callback has per-batch
+    hooks; ``"graph"`` insists (a callback with per-batch hooks is then an error naming it);
+    phases on images always use ``keras.Model.fit``.
+    """
+    from .head_training import has_batch_hooks
+
+    if not phase.on_features or training_loop == "keras":
+        return "keras"
+    batchy = [type(cb).__name__ for cb in callbacks if has_batch_hooks(cb)]
+    if training_loop == "graph" and batchy:
+        raise ValueError(f"training_loop='graph' runs epoch-level callback hooks only, but {', '.join(batchy)} "
+                         "has per-batch hooks; use training_loop='keras' or 'auto'")
+    return "keras" if batchy else "graph"
+
+
+def run_phase(trainee, x, y, *, loop, epochs, initial_epoch, batch_size, sample_weight=None, validation=None,
+              callbacks=(), seed=None, verbose=0) -> dict:
+    """Train the compiled ``trainee`` for ``epochs`` more epochs; returns its per-epoch history."""
+    from .head_training import fit_head
+    from .seeding import seeded
+
+    with seeded(seed):
+        if loop == "graph":
+            history = fit_head(trainee, x, y, batch_size=batch_size, epochs=initial_epoch + epochs,
+                               initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
+                               callbacks=callbacks, seed=seed, verbose=verbose)
+        else:
+            history = trainee.fit(x, y, batch_size=batch_size, epochs=initial_epoch + epochs,
+                                  initial_epoch=initial_epoch, sample_weight=sample_weight,
+                                  validation_data=validation, callbacks=list(callbacks), verbose=verbose,
+                                  shuffle=True)
+    return {("accuracy" if key == "compile_metrics" else key): [float(v) for v in values]
+            for key, values in history.history.items()}
+
+
+def sample_weights(y, class_weight, sample_weight):
+    """Per-sample weights from ``class_weight`` and ``sample_weight`` (a new array, or None)."""
+    from sklearn.utils import compute_sample_weight
+
+    n = len(y)
+    weights = None
+    if sample_weight is not None:
+        weights = np.array(sample_weight, dtype=np.float64, copy=True).reshape(-1)
+        if len(weights) != n:
+            raise ValueError(f"sample_weight has {len(weights)} values but y has {n} labels")
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+            raise ValueError("sample_weight must hold finite, non-negative numbers")
+        if not np.any(weights > 0):
+            raise ValueError("sample_weight is all zero: at least one sample needs a non-zero weight")
+    if class_weight is not None:
+        if isinstance(class_weight, dict):
+            bad = {k: v for k, v in class_weight.items()
+                   if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0}
+            if bad:
+                raise ValueError(f"class_weight values must be finite, non-negative numbers; got {bad}")
+        per_class = compute_sample_weight(class_weight=class_weight, y=y)
+        weights = per_class if weights is None else weights * per_class
+    return weights

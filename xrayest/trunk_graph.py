@@ -24,25 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PRECISIONS", "check_precision", "rewrite_backbone", "foldable_batch_norms"]
+__all__ = ["PRECISIONS", "rewrite_backbone", "foldable_batch_norms", "layer_graph"]
 
 # Estimator ``precision=`` values -> Keras dtype policy of the rewritten backbone.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-
-
-def check_precision(precision, device=None) -> str:
-    """``precision`` if valid, else a ValueError naming the choices.
-
-    With the estimator's ``device``, also warns when bfloat16 would be emulated there
-    (:func:`xrayest.device.warn_if_bfloat16_emulated`).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
-    if device is not None:
-        from .device import warn_if_bfloat16_emulated
-
-        warn_if_bfloat16_emulated(precision, device, stacklevel=4)
-    return precision
 
 
 def _conv_types():
@@ -55,9 +40,50 @@ def _conv_types():
             keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
-def _single_node(layer):
-    nodes = getattr(layer, "_inbound_nodes", None)
-    return nodes[0] if nodes is not None and len(nodes) == 1 else None
+def _keras_histories(node):
+    """``(layer name, node index, tensor index)`` of every tensor a serialized call node takes."""
+    if isinstance(node, dict):
+        history = node.get("keras_history")
+        if history is not None:
+            return [tuple(history)]
+        return [h for value in node.values() for h in _keras_histories(value)]
+    if isinstance(node, (list, tuple)):
+        return [h for value in node for h in _keras_histories(value)]
+    return []
+
+
+def layer_graph(model):
+    """The call graph of a functional ``model``, read from its public ``get_config()``.
+
+    Returns
+    -------
+    calls : dict
+        ``{layer name: [[input layer names] per call]}``.
+    uses : collections.Counter
+        How many times each layer's output is consumed (by layers or as a model output).
+    Both are None for a model that is not functional (Sequential, subclassed).
+    """
+    import collections
+
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return None, None
+    try:
+        config = model.get_config()
+    except NotImplementedError:
+        return None, None
+    layers = config.get("layers") if isinstance(config, dict) else None
+    if not layers or not all(isinstance(layer, dict) and "inbound_nodes" in layer for layer in layers):
+        return None, None
+    calls, uses = {}, collections.Counter()
+    for layer in layers:
+        nodes = [[h[0] for h in _keras_histories(node)] for node in layer["inbound_nodes"]]
+        calls[layer["config"]["name"] if "name" not in layer else layer["name"]] = nodes
+        for names in nodes:
+            uses.update(names)
+    uses.update(h[0] for h in _keras_histories(config.get("output_layers", [])))
+    return calls, uses
 
 
 def foldable_batch_norms(model) -> dict[str, str]:
@@ -65,32 +91,36 @@ def foldable_batch_norms(model) -> dict[str, str]:
 
     A BN folds into the convolution feeding it when that convolution has no activation,
     is channels-last, is called once and feeds nothing else, and the BN normalises the
-    last axis.
+    last axis.  The graph is read from the model's config (:func:`layer_graph`); anything
+    unexpected there means "do not fold", never an error.
     """
     import keras
 
-    if isinstance(model, keras.Sequential) or not hasattr(model, "_run_through_graph"):
+    calls, uses = layer_graph(model)
+    if calls is None:
         return {}
     pairs = {}
     for layer in model.layers:
         if type(layer) is not keras.layers.BatchNormalization:
             continue
-        node = _single_node(layer)
-        if node is None or len(node.input_tensors) != 1:
+        nodes = calls.get(layer.name, [])
+        if len(nodes) != 1 or len(nodes[0]) != 1:
             continue
         axis = layer.axis if isinstance(layer.axis, int) else None
-        rank = len(node.input_tensors[0].shape)
+        rank = len(layer.input.shape)
         if axis not in (-1, rank - 1):
             continue
-        # Keras' graph bookkeeping (_inbound_nodes, _keras_history) is private: anything
-        # unexpected there means "do not fold", never an error.
-        producer = getattr(getattr(node.input_tensors[0], "_keras_history", None), "operation", None)
-        if type(producer) not in _conv_types() or _single_node(producer) is None:
+        producer_name = nodes[0][0]
+        try:
+            producer = model.get_layer(producer_name)
+        except ValueError:
+            continue
+        if type(producer) not in _conv_types() or len(calls.get(producer_name, [])) != 1:
             continue
         config = producer.get_config()
         if config.get("activation") != "linear" or config.get("data_format", "channels_last") != "channels_last":
             continue
-        if len(getattr(producer, "_outbound_nodes", ())) != 1:
+        if uses[producer_name] != 1:
             continue
         pairs[layer.name] = producer.name
     return pairs
@@ -144,7 +174,9 @@ def rewrite_backbone(model, *, fold_batch_norm: bool = True, precision: str = "f
     """
     import keras
 
-    policy = PRECISIONS[check_precision(precision)]
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}; got {precision!r}")
+    policy = PRECISIONS[precision]
     folds = foldable_batch_norms(model) if fold_batch_norm else {}
     if not folds and policy == "float32":
         return model

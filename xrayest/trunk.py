@@ -1,0 +1,412 @@
+"""The trunk: raw images -> resize + backbone preprocessing -> backbone [-> pooling], as one object.
+
+Both estimators own a :class:`Trunk`.  A trunk is either
+
+* **frozen**: a fixed function of the image, so its outputs are cached per image
+  (:mod:`xrayest.cache`) and a head trains on them.  A frozen named backbone with known
+  weights (a file, ImageNet, or random weights drawn from a seed) is kept as a
+  :class:`TrunkRecipe`, a few fields of plain data; the Keras model is built on first use
+  (only when an image misses the cache, or when the model itself is asked for), is not
+  pickled, and is checked against the weights fingerprint taken when the recipe was made.
+  A user's ``keras.Model`` or unseeded random weights can only come from the object that
+  holds them, so those trunks keep their model and pickle it.
+* **trainable**: its backbone (or the part ``fine_tune`` names) trains with the head;
+  features are not cached.  :meth:`Trunk.unfrozen` turns a frozen trunk into one, which
+  is the second phase of a fine-tuning plan (:mod:`xrayest.training`).
+
+A frozen backbone is rewritten for inference (BatchNorm folded, compute precision) by
+:func:`xrayest.trunk_graph.rewrite_backbone`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from .inputs import ImageSource
+from .seeding import seeded
+
+__all__ = ["Trunk", "TrunkRecipe", "WeightsChangedError", "image_size_for", "make_backbone", "build_trunk_model",
+           "unfreeze"]
+
+
+class WeightsChangedError(RuntimeError):
+    """A rebuilt backbone's weights differ from those the estimator was fitted with."""
+
+
+def backbone_spec_or_model(backbone):
+    """The registry entry for a backbone name, or the user's ``keras.Model`` itself."""
+    import keras
+
+    from .backbones import get_backbone_spec
+
+    return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)
+
+
+def image_size_for(spec_or_model, image_size) -> tuple:
+    """``(height, width)`` the backbone runs at: ``image_size`` or the backbone's default."""
+    from .backbones import BackboneSpec
+
+    if image_size is None:
+        if isinstance(spec_or_model, BackboneSpec):
+            return (spec_or_model.default_size, spec_or_model.default_size)
+        shape = spec_or_model.input_shape[1:3]
+        if None in shape:
+            raise ValueError("image_size is required with a keras.Model backbone whose input size is not fixed")
+        return tuple(int(s) for s in shape)
+    size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
+        raise ValueError(f"image_size must be a positive int or (height, width); got {image_size!r}")
+    min_size = getattr(spec_or_model, "min_size", 1)
+    if min(size) < min_size:
+        raise ValueError(f"image_size {size} is below the smallest input backbone {spec_or_model.name!r} "
+                         f"accepts ({min_size} px)")
+    return tuple(int(s) for s in size)
+
+
+def make_backbone(backbone, weights, size):
+    """Build the backbone (never touching a user's model) and describe its weights.
+
+    Returns
+    -------
+    model : keras.Model
+    preprocess : str
+        Preprocessing mode for :class:`xrayest.layers.ImagePreprocessing`.
+    fingerprint : str or None
+        Identity of the weights for the cache; None when they are random.
+    pretrained_family : bool
+        True for keras.applications and user models (frozen by default), False for the
+        from-scratch CNNs.
+    """
+    import keras
+
+    from .backbones import get_backbone_spec
+    from .weights import load_backbone, weights_fingerprint
+
+    if isinstance(backbone, keras.Model):
+        model = keras.models.clone_model(backbone)
+        model.set_weights(backbone.get_weights())
+        if weights not in (None, "imagenet"):
+            model.load_weights(str(weights))
+        digest = hashlib.sha256(model.to_json().encode())
+        for w in model.get_weights():
+            digest.update(np.ascontiguousarray(w).tobytes())
+        return model, "none", f"model:{digest.hexdigest()}", True
+    spec = get_backbone_spec(backbone)
+    model = load_backbone(spec, (*size, 3), weights)
+    return model, spec.preprocess, weights_fingerprint(spec, weights), spec.pretrained
+
+
+def build_trunk_model(backbone, size, preprocess: str, pooling=None, name="trunk"):
+    """Raw RGB images (any size, 0-255) -> resize + preprocess -> backbone -> optional pooling."""
+    import keras
+
+    from .heads import pooling_layer
+    from .layers import ImagePreprocessing
+
+    inputs = keras.Input((None, None, 3), name="images")
+    x = ImagePreprocessing(size, preprocess, name="preprocess")(inputs)
+    x = backbone(x)
+    if pooling is not None:
+        x = pooling_layer(pooling, name="trunk_pool")(x)  # float32 layer: casts a bfloat16 map up
+    elif x.dtype != "float32":
+        x = keras.layers.Activation("linear", dtype="float32", name="trunk_float32")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def unfreeze(backbone, fine_tune) -> int:
+    """Make the last ``fine_tune`` layers (int) or those after layer ``fine_tune`` (str) trainable.
+
+    BatchNormalization layers stay frozen, which in Keras 3 also keeps them in inference mode:
+    their ImageNet statistics are not overwritten by a few small X-ray batches.
+
+    Returns
+    -------
+    int
+        Number of layers with weights made trainable.
+    """
+    import keras
+
+    layers = backbone.layers
+    if isinstance(fine_tune, str):
+        names = [layer.name for layer in layers]
+        if fine_tune not in names:
+            raise ValueError(f"fine_tune layer {fine_tune!r} not found in backbone {backbone.name!r}")
+        start = names.index(fine_tune) + 1
+    elif isinstance(fine_tune, (int, np.integer)) and not isinstance(fine_tune, bool) and fine_tune > 0:
+        start = max(len(layers) - int(fine_tune), 0)
+    else:
+        raise ValueError(f"fine_tune must be a positive number of layers or a layer name; got {fine_tune!r}")
+    backbone.trainable = True
+    count = 0
+    for i, layer in enumerate(layers):
+        trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = trainable
+        count += trainable and bool(layer.weights)
+    return count
+
+
+def _cache_key(spec_or_model, fingerprint, size, preprocess, pooling, seed, precision):
+    """Feature-cache key of a frozen trunk, or None when its features are not reproducible.
+
+    Random weights (no fingerprint) are keyed by their seed, and not cached without one.
+    The compute precision is part of the key (bfloat16 features differ from float32 ones);
+    BatchNorm folding is not (it changes features by float rounding only).
+    """
+    import keras
+
+    from .cache import config_key
+
+    if fingerprint is None and seed is None:
+        return None
+    return config_key(backbone=getattr(spec_or_model, "name", "custom"), weights=fingerprint, size=tuple(size),
+                      preprocess=preprocess, pooling=pooling, seed=None if fingerprint else seed,
+                      precision=precision, keras=keras.__version__)
+
+
+def _frozen_model(backbone, weights, size, pooling, seed, precision, fold_batch_norm):
+    """A frozen trunk model built now, with its preprocessing mode and weights fingerprint."""
+    from .trunk_graph import rewrite_backbone
+
+    with seeded(seed):
+        model, preprocess, fingerprint, _ = make_backbone(backbone, weights, size)
+    model.trainable = False
+    model = rewrite_backbone(model, fold_batch_norm=fold_batch_norm, precision=precision)
+    return build_trunk_model(model, size, preprocess, pooling=pooling), preprocess, fingerprint
+
+
+@dataclass(frozen=True)
+class TrunkRecipe:
+    """Plain-data description of a frozen, reproducible trunk; :meth:`build` makes the Keras model.
+
+    Use :meth:`for_backbone` to make one.
+    """
+
+    backbone: str
+    weights: str | None
+    image_size: tuple
+    pooling: str | None
+    seed: int | None
+    fingerprint: str | None
+    precision: str = "float32"
+    fold_batch_norm: bool = True
+
+    @classmethod
+    def for_backbone(cls, backbone, weights, image_size, pooling, seed, precision="float32",
+                     fold_batch_norm=True):
+        """A recipe, or None when the trunk could not be rebuilt identically later.
+
+        That is the case for a user's ``keras.Model`` backbone (its weights live only in
+        that object) and for random weights without a seed.
+        """
+        from .backbones import get_backbone_spec
+        from .weights import weights_fingerprint
+
+        if not isinstance(backbone, str) or (weights is None and seed is None):
+            return None
+        spec = get_backbone_spec(backbone)
+        if weights not in (None, "imagenet"):
+            weights = os.path.abspath(os.fspath(weights))  # rebuilt later, maybe from another folder
+        return cls(spec.name, weights, tuple(int(s) for s in image_size), pooling,
+                   None if seed is None else int(seed), weights_fingerprint(spec, weights), precision,
+                   bool(fold_batch_norm))
+
+    @property
+    def cache_key(self) -> str:
+        """Feature-cache key of this trunk's outputs."""
+        from .backbones import get_backbone_spec
+
+        spec = get_backbone_spec(self.backbone)
+        return _cache_key(spec, self.fingerprint, self.image_size, spec.preprocess, self.pooling, self.seed,
+                          self.precision)
+
+    def build(self):
+        """The trunk as a frozen ``keras.Model`` (call inside the caller's device scope).
+
+        Raises
+        ------
+        WeightsChangedError
+            When the weights found now are not those the recipe was made with.
+        """
+        model, _, fingerprint = _frozen_model(self.backbone, self.weights, self.image_size, self.pooling,
+                                              self.seed, self.precision, self.fold_batch_norm)
+        if fingerprint != self.fingerprint:
+            raise WeightsChangedError(
+                f"the weights of backbone {self.backbone!r} changed since this estimator was fitted "
+                f"(weights={self.weights!r}); fit it again"
+            )
+        return model
+
+
+def _progress(total, verbose, desc):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False)
+
+
+class Trunk:
+    """Images -> backbone features, frozen (cached, maybe built on demand) or trainable.
+
+    Make one with :meth:`frozen`, :meth:`trainable` or :meth:`from_model`.
+
+    Attributes
+    ----------
+    recipe : TrunkRecipe or None
+        Set when the model can be rebuilt on demand (and is then never pickled).
+    is_frozen : bool
+    cache_key : str or None
+        Feature-cache key of a frozen trunk whose outputs are reproducible; None otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xrayest.trunk import Trunk
+    >>> from xrayest.inputs import as_image_source
+    >>> trunk = Trunk.frozen("small_cnn", None, (16, 16), pooling="avg", seed=0)
+    >>> trunk.recipe is not None, trunk.is_frozen          # nothing built yet
+    (True, True)
+    >>> images = as_image_source(np.zeros((3, 16, 16), np.uint8))
+    >>> trunk.features(images, batch_size=2).shape
+    (3, 128)
+    """
+
+    def __init__(self, model=None, *, recipe: TrunkRecipe | None = None, is_frozen: bool = True,
+                 cache_key: str | None = None):
+        if model is None and recipe is None:
+            raise ValueError("a Trunk needs a Keras model or a recipe to build one")
+        self._model = model
+        self.recipe = recipe
+        self.is_frozen = bool(is_frozen)
+        self.cache_key = cache_key if self.is_frozen else None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def frozen(cls, backbone, weights, image_size, *, pooling=None, seed=None, precision="float32",
+               fold_batch_norm=True, cache=True) -> "Trunk":
+        """A frozen trunk: a recipe when the backbone can be rebuilt identically, else built now.
+
+        ``fold_batch_norm=False`` keeps BatchNorm layers (for a backbone fine-tuned later);
+        ``cache=False`` gives no cache key (features are computed on every call).
+        """
+        recipe = TrunkRecipe.for_backbone(backbone, weights, image_size, pooling, seed, precision, fold_batch_norm)
+        if recipe is not None:
+            return cls(recipe=recipe, cache_key=recipe.cache_key if cache else None)
+        model, preprocess, fingerprint = _frozen_model(backbone, weights, image_size, pooling, seed, precision,
+                                                       fold_batch_norm)
+        key = _cache_key(backbone_spec_or_model(backbone), fingerprint, image_size, preprocess, pooling, seed,
+                         precision) if cache else None
+        return cls(model, cache_key=key)
+
+    @classmethod
+    def trainable(cls, backbone, weights, image_size, *, seed=None, precision="float32", fine_tune=None) -> "Trunk":
+        """A trunk that trains: the whole backbone, or only what ``fine_tune`` names (see :func:`unfreeze`)."""
+        from .trunk_graph import rewrite_backbone
+
+        with seeded(seed):
+            model, preprocess, _, _ = make_backbone(backbone, weights, image_size)
+        model = rewrite_backbone(model, fold_batch_norm=False, precision=precision)
+        if fine_tune is None:
+            model.trainable = True
+        else:
+            model.trainable = False
+            unfreeze(model, fine_tune)
+        return cls(build_trunk_model(model, image_size, preprocess), is_frozen=False)
+
+    @classmethod
+    def from_model(cls, model, *, is_frozen=True, cache_key=None) -> "Trunk":
+        """Wrap an existing trunk model (e.g. one loaded from a saved file)."""
+        return cls(model, is_frozen=is_frozen, cache_key=cache_key)
+
+    def unfrozen(self, fine_tune) -> "Trunk":
+        """This trunk's model with the layers ``fine_tune`` names made trainable (weights kept)."""
+        model = self.model
+        unfreeze(self.backbone, fine_tune)
+        return Trunk(model, is_frozen=False)
+
+    # ------------------------------------------------------------------ the model
+    @property
+    def model(self):
+        """The trunk as a ``keras.Model`` (built from the recipe on first access)."""
+        if self._model is None:
+            self._model = self.recipe.build()
+        return self._model
+
+    @property
+    def is_built(self) -> bool:
+        return self._model is not None
+
+    @property
+    def backbone(self):
+        """The backbone model inside the trunk."""
+        import keras
+
+        return next(layer for layer in self.model.layers if isinstance(layer, keras.Model))
+
+    def output_shape(self, cache=None) -> tuple:
+        """Per-image output shape; read from ``cache`` when it has seen these features, else built."""
+        if cache is not None and self.cache_key is not None and cache.shape(self.cache_key) is not None:
+            return cache.shape(self.cache_key)
+        return tuple(self.model.output_shape[1:])
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.recipe is not None:
+            state["_model"] = None  # rebuilt (weights checked) on first use: pickles stay small
+        return state
+
+    # ------------------------------------------------------------------ features
+    def features(self, source: ImageSource, *, batch_size=32, cache=None, verbose=0) -> np.ndarray:
+        """Run the trunk over every image of ``source`` once, reusing cached outputs.
+
+        Each distinct image missing from ``cache`` is computed once, even if it repeats
+        within ``source``; the model is only built when some image is missing.  Files are
+        read a chunk (eight batches) at a time, so memory stays bounded.
+
+        Returns
+        -------
+        ndarray of shape ``(len(source), *output_shape)``, float32
+        """
+        size = self.recipe.image_size if self.recipe is not None else None
+        if size is None:
+            size = tuple(self._image_size())
+        n = len(source)
+        use_cache = cache is not None and self.cache_key is not None
+        keys = source.keys(size) if use_cache else [str(i) for i in range(n)]
+        found: dict[str, np.ndarray] = {}
+        if use_cache:
+            for key in dict.fromkeys(keys):
+                value = cache.get(self.cache_key, key)
+                if value is not None:
+                    found[key] = value
+        first_index = {}
+        for i, key in enumerate(keys):
+            if key not in found and key not in first_index:
+                first_index[key] = i
+        todo = np.fromiter(first_index.values(), dtype=np.intp, count=len(first_index))
+        bar = _progress(len(todo), verbose if len(todo) >= 2 * batch_size else 0, "backbone features")
+        pending = source.subset(todo) if len(todo) else None
+        chunk = 8 * batch_size
+        for start in range(0, len(todo), chunk):
+            stop = min(start + chunk, len(todo))
+            out = np.asarray(self.model.predict(pending.batch(start, stop, size), batch_size=batch_size, verbose=0))
+            for offset, features in enumerate(out):
+                key = keys[todo[start + offset]]
+                found[key] = features
+                if use_cache:
+                    cache.put(self.cache_key, key, features)
+            if bar is not None:
+                bar.update(stop - start)
+        if bar is not None:
+            bar.close()
+        if n == 0:
+            return np.zeros((0, *self.output_shape(cache)), np.float32)
+        return np.stack([found[key] for key in keys])
+
+    def _image_size(self):
+        """``(height, width)`` of the trunk's preprocessing layer (images are read at it)."""
+        return self.model.get_layer("preprocess").size
