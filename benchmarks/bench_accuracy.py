@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from _common import BU_DATA, append_results, load_split, markdown_table, xception_weights
+from _common import append_results, load_split, markdown_table, xception_weights
 
 PUBLISHED = {
     "binary": "0.89 (VGG19 + 256/256/64) – 1.00 (VGG16 + BN + 256)",
@@ -65,7 +65,7 @@ def main():
             print(rows[-1], flush=True)
     table = markdown_table(["task", "precision", "model", "test accuracy", "test macro-F1", "fit+predict s", "published"], rows)
     append_results("bench_accuracy: BU CS542 test set (36 images, 18 for binary)", table,
-                   notes=f"Data: {BU_DATA}. Train 269 (binary 129) images, test 36 (binary 18): one test image is "
+                   notes="Data: ../shared/data/bu_cs542. Train 269 (binary 129) images, test 36 (binary 18): one test image is "
                          "2.8 points of 4-class accuracy. Known shortcut: covid films are adult, the rest pediatric.")
 
 

@@ -7,7 +7,7 @@ from sklearn.base import clone
 from conftest import make_images, require_bu_data, tiny_classifier, xception_weights
 from xrayest import FeatureExtractor
 from xrayest.cache import default_cache
-from xrayest.trunk_graph import foldable_batch_norms, rewrite_backbone
+from xrayest.trunk_graph import foldable_batch_norms, layer_graph, rewrite_backbone
 
 
 def _count(model, cls):
@@ -104,6 +104,21 @@ class TestBatchNormFolding:
 
         model = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
         assert rewrite_backbone(model) is model
+
+
+    def test_graph_is_read_from_the_public_config(self):
+        import keras
+
+        inputs = keras.Input((8, 8, 3))
+        a = keras.layers.Conv2D(2, 3, name="a")(inputs)
+        b = keras.layers.BatchNormalization(name="b")(a)
+        c = keras.layers.Add(name="c")([a, b])
+        model = keras.Model(inputs, [c, b])
+        calls, uses = layer_graph(model)
+        assert calls["a"] == [[model.layers[0].name]] and calls["c"] == [["a", "b"]]
+        assert uses["a"] == 2 and uses["b"] == 2 and uses["c"] == 1  # b feeds c and is an output
+        assert foldable_batch_norms(model) == {}  # a's output is used twice
+        assert layer_graph(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])) == (None, None)
 
 
 class TestBfloat16:
