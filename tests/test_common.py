@@ -14,9 +14,10 @@ EXPECTED_FAILURES = {
 
 
 def _estimators():
-    # small_cnn at 8 px keeps each of the ~70 checks to a fraction of a second of training.
-    return [XrayCNNClassifier("small_cnn", weights=None, image_size=8, hidden_units=(16,), dropout=0.0,
-                              epochs=5, batch_size=16, learning_rate=1e-2, random_state=0),
+    # A frozen, seeded small_cnn at 8 px: its features are cached and only the head trains (one graph
+    # per epoch), which keeps the ~110 checks to about 30 s instead of about 140 s with a trainable one.
+    return [XrayCNNClassifier("small_cnn", weights=None, image_size=8, hidden_units=(32,), dropout=0.0,
+                              freeze_backbone=True, epochs=40, batch_size=16, learning_rate=1e-2, random_state=0),
             FeatureExtractor("small_cnn", weights=None, image_size=8, random_state=0)]
 
 
