@@ -118,6 +118,10 @@ class TestBatchNormFolding:
         assert calls["a"] == [[model.layers[0].name]] and calls["c"] == [["a", "b"]]
         assert uses["a"] == 2 and uses["b"] == 2 and uses["c"] == 1  # b feeds c and is an output
         assert foldable_batch_norms(model) == {}  # a's output is used twice
+        conv_also_an_output = keras.Model(inputs, {"features": a, "normed": b})
+        assert layer_graph(conv_also_an_output)[1]["a"] == 2
+        assert foldable_batch_norms(conv_also_an_output) == {}  # folding would change the "features" output
+        assert foldable_batch_norms(keras.Model(inputs, b)) == {"b": "a"}
         assert layer_graph(keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])) == (None, None)
 
 

@@ -14,6 +14,7 @@ from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head
 from .inputs import as_image_source, check_labels, check_n_features
 from .optimizers import build_optimizer
+from .pipeline import ImageStore, image_dataset
 from .params import constraints_for, validate_params
 from .seeding import seeded
 from .training import EpochTimer, choose_loop, fit_callbacks, plan_training, run_phase, sample_weights, \
@@ -250,7 +251,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 trunk = Trunk.trainable(self.backbone, self.weights, image_size, seed=self.random_state,
                                         precision=self.precision,
                                         fine_tune=self.fine_tune if plan.trunk == "fine_tune" else None)
-            head, model = None, None
+            head, model, store = None, None, None
             for phase in plan.phases:
                 if phase.unfreeze:
                     trunk = trunk.unfrozen(self.fine_tune)
@@ -258,9 +259,11 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     inputs = trunk.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
                     val = validation and (trunk.features(validation[0], batch_size=self.batch_size, cache=cache),
                                           validation[1])
-                else:
-                    inputs = source.all(image_size)
-                    val = validation and (validation[0].all(image_size), validation[1])
+                else:  # images decoded once into a compact store, streamed in batches
+                    if store is None:
+                        store = ImageStore.from_source(source, image_size)
+                    inputs = store
+                    val = validation and (ImageStore.from_source(validation[0], image_size), validation[1])
                 if head is None:
                     with seeded(self.random_state):  # the head's weights do not depend on what was built before
                         head = build_head(inputs.shape[1:] if phase.on_features else trunk.model.output_shape[1:],
@@ -281,13 +284,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
         trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate), loss=loss,
                         metrics=["accuracy"], jit_compile=False)
-        if validation is None and self.validation_split:
-            train, val = stratified_split(y, float(self.validation_split), self.random_state)
-            validation = (inputs[val], y[val]) if weights is None else (inputs[val], y[val], weights[val])
-            inputs, y, weights = inputs[train], y[train], None if weights is None else weights[train]
-        y = y.reshape(-1, 1).astype(np.float32) if n_outputs == 1 else y
-        if validation is not None and n_outputs == 1:
-            validation = (validation[0], validation[1].reshape(-1, 1).astype(np.float32), *validation[2:])
+        x, y, weights, validation = self._phase_data(inputs, y, weights, validation, n_outputs)
         done = len(self.history_.get("loss", []))
         callbacks = [EpochTimer(),
                      *fit_callbacks(early_stopping=self.early_stopping, reduce_lr=self.reduce_lr,
@@ -295,12 +292,46 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                     epochs=done + phase.epochs),
                      *(self.callbacks or [])]
         loop = choose_loop(self.training_loop, phase, callbacks)
-        history = run_phase(trainee, inputs, y, loop=loop, epochs=phase.epochs, initial_epoch=done,
+        history = run_phase(trainee, x, y, loop=loop, epochs=phase.epochs, initial_epoch=done,
                             batch_size=self.batch_size, sample_weight=weights, validation=validation,
                             callbacks=callbacks, seed=self.random_state, verbose=self.verbose)
         self.training_loop_.append(loop)
         for key, values in history.items():
             self.history_.setdefault(key, []).extend(values)
+
+    def _phase_data(self, inputs, y, weights, validation, n_outputs):
+        """What one phase trains and validates on: feature arrays, or image batches streamed from a store.
+
+        ``inputs`` are feature rows (an array) or an :class:`~xrayest.pipeline.ImageStore`;
+        ``validation_split`` holds rows out, stratified, unless ``validation`` was given.
+
+        Returns
+        -------
+        x, y, sample_weight, validation
+            For a store, ``x`` and ``validation`` are ``tf.data`` datasets and ``y``, ``sample_weight`` None.
+        """
+        def targets(labels):
+            return labels.reshape(-1, 1).astype(np.float32) if n_outputs == 1 else labels
+
+        train_rows, val_rows = np.arange(len(y)), None
+        if validation is None and self.validation_split:
+            train_rows, val_rows = stratified_split(y, float(self.validation_split), self.random_state)
+        if isinstance(inputs, ImageStore):
+            stream = dict(batch_size=self.batch_size, seed=self.random_state)
+            x = image_dataset(inputs, train_rows, targets(y), weights, shuffle=True, **stream)
+            if val_rows is not None:
+                validation = image_dataset(inputs, val_rows, targets(y), weights, shuffle=False, **stream)
+            elif validation is not None:
+                val_store, val_y = validation
+                validation = image_dataset(val_store, np.arange(len(val_y)), targets(val_y), shuffle=False,
+                                           **stream)
+            return x, None, None, validation
+        if val_rows is not None:
+            validation = (inputs[val_rows], targets(y[val_rows]), *(() if weights is None else (weights[val_rows],)))
+        elif validation is not None:
+            validation = (validation[0], targets(validation[1]))
+        return (inputs[train_rows], targets(y[train_rows]), None if weights is None else weights[train_rows],
+                validation)
 
     # ------------------------------------------------------------------ the fitted network
     @property

@@ -190,7 +190,13 @@ def choose_loop(training_loop: str, phase: Phase, callbacks) -> str:
 
 def run_phase(trainee, x, y, *, loop, epochs, initial_epoch, batch_size, sample_weight=None, validation=None,
               callbacks=(), seed=None, verbose=0) -> dict:
-    """Train the compiled ``trainee`` for ``epochs`` more epochs; returns its per-epoch history."""
+    """Train the compiled ``trainee`` for ``epochs`` more epochs; returns its per-epoch history.
+
+    ``x`` is an array (with ``y`` and ``sample_weight``) or a ``tf.data.Dataset`` of ready batches
+    (:func:`xrayest.pipeline.image_dataset`; then ``y``, ``sample_weight`` and ``batch_size`` are unused).
+    """
+    import tensorflow as tf
+
     from .head_training import fit_head
     from .seeding import seeded
 
@@ -199,6 +205,9 @@ def run_phase(trainee, x, y, *, loop, epochs, initial_epoch, batch_size, sample_
             history = fit_head(trainee, x, y, batch_size=batch_size, epochs=initial_epoch + epochs,
                                initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
                                callbacks=callbacks, seed=seed, verbose=verbose)
+        elif isinstance(x, tf.data.Dataset):
+            history = trainee.fit(x, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
+                                  validation_data=validation, callbacks=list(callbacks), verbose=verbose)
         else:
             history = trainee.fit(x, y, batch_size=batch_size, epochs=initial_epoch + epochs,
                                   initial_epoch=initial_epoch, sample_weight=sample_weight,

@@ -82,8 +82,19 @@ def layer_graph(model):
         calls[layer["config"]["name"] if "name" not in layer else layer["name"]] = nodes
         for names in nodes:
             uses.update(names)
-    uses.update(h[0] for h in _keras_histories(config.get("output_layers", [])))
+    uses.update(_output_layer_names(config.get("output_layers", [])))
     return calls, uses
+
+
+def _output_layer_names(outputs):
+    """Layer names in a config's ``output_layers``: one ``[name, node, tensor]`` triple, or a list or dict of them."""
+    if isinstance(outputs, dict):
+        return [name for value in outputs.values() for name in _output_layer_names(value)]
+    if isinstance(outputs, (list, tuple)):
+        if len(outputs) == 3 and isinstance(outputs[0], str) and not isinstance(outputs[1], (list, tuple, dict)):
+            return [outputs[0]]
+        return [name for value in outputs for name in _output_layer_names(value)]
+    return []
 
 
 def foldable_batch_norms(model) -> dict[str, str]:
