@@ -49,3 +49,58 @@ def test_every_backbone_builds_at_its_minimum_size(name):
     model = build_backbone(spec, (size, size, 3), None)
     out = model(np.zeros((1, size, size, 3), np.float32))
     assert out.ndim == 4
+
+
+class TestFusedBatchNormalization:
+    @pytest.mark.parametrize("kwargs", [{}, {"momentum": 0.9, "center": False}, {"scale": False, "epsilon": 1e-5}])
+    def test_same_as_keras_batch_normalization(self, kwargs):
+        import keras
+        import tensorflow as tf
+
+        from xrayest.layers import FusedBatchNormalization
+
+        x = tf.constant(np.random.default_rng(0).normal(2, 3, (8, 6, 5, 4)).astype("float32"))
+        ours, theirs = FusedBatchNormalization(**kwargs), keras.layers.BatchNormalization(**kwargs)
+        for layer in (ours, theirs):
+            layer.build(x.shape)
+        ours.set_weights(theirs.get_weights())
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            outputs = [layer(x, training=True) for layer in (ours, theirs)]
+            losses = [tf.reduce_sum(out ** 2 * tf.range(4.0)) for out in outputs]
+        np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+        for a, b in zip(ours.get_weights(), theirs.get_weights()):  # moving statistics updated alike
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(tape.gradient(losses[0], x), tape.gradient(losses[1], x), rtol=1e-4, atol=1e-4)
+        for a, b in zip(tape.gradient(losses[0], ours.trainable_variables),
+                        tape.gradient(losses[1], theirs.trainable_variables)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)  # beta's gradient is ~0 +- float noise
+        np.testing.assert_allclose(ours(x, training=False), theirs(x, training=False), atol=1e-5)
+
+    def test_bfloat16_input_float32_statistics_and_fallbacks(self):
+        import keras
+        import tensorflow as tf
+
+        from xrayest.layers import FusedBatchNormalization
+
+        layer = FusedBatchNormalization(dtype="mixed_bfloat16")
+        out = layer(tf.ones((2, 4, 4, 3)), training=True)
+        assert out.dtype == "bfloat16" and layer.moving_mean.dtype == "float32"
+        flat = FusedBatchNormalization()  # 2-D input: Keras' own computation
+        np.testing.assert_allclose(flat(tf.ones((5, 3)) * 2.0, training=False), 2.0 / np.sqrt(1 + 1e-3), rtol=1e-5)
+        frozen = FusedBatchNormalization()
+        frozen.build((2, 4, 4, 3))
+        frozen.trainable = False  # a frozen layer runs in inference mode, as in Keras
+        np.testing.assert_allclose(frozen(tf.fill((2, 4, 4, 3), 3.0), training=True), 3.0 / np.sqrt(1 + 1e-3),
+                                   rtol=1e-5)
+        assert isinstance(layer, keras.layers.BatchNormalization)
+
+    def test_saved_models_load_it_in_safe_mode(self, tmp_path):
+        import keras
+
+        from xrayest.layers import FusedBatchNormalization
+
+        model = keras.Sequential([keras.Input((4, 4, 2)), FusedBatchNormalization(momentum=0.9)])
+        model.save(tmp_path / "m.keras")
+        loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+        assert type(loaded.layers[0]) is FusedBatchNormalization and loaded.layers[0].momentum == 0.9

@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ImagePreprocessing", "PREPROCESS_MODES"]
+__all__ = ["ImagePreprocessing", "FusedBatchNormalization", "PREPROCESS_MODES"]
 
 # The arithmetic of keras.applications.*.preprocess_input, one entry per mode, as data.
 # Unlike preprocess_input this never writes into the caller's array (it runs as graph ops).
@@ -65,3 +65,49 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": list(self.size), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="xrayest")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' ``BatchNormalization``, computed by TensorFlow's fused kernel where it applies.
+
+    Keras 3 applies batch normalization as separate elementwise passes in float32 (moments, then
+    normalisation, with casts around each under ``mixed_bfloat16``); in a small CNN trained from
+    scratch those passes cost more than the convolutions.  On the TensorFlow backend, for a 4-D
+    channels-last input without mask or renormalisation, this layer runs TensorFlow's fused
+    ``FusedBatchNormV3`` kernel instead (bfloat16 input with float32 statistics, forward and
+    gradient in one pass each).  Same parameters, weights, moving-statistics update (biased batch
+    variance, as Keras) and results as ``keras.layers.BatchNormalization`` (tested); any other case
+    is Keras' own computation.
+    """
+
+    def _fusable(self, inputs, mask):
+        axis = self.axis if isinstance(self.axis, int) else (self.axis[0] if len(self.axis) == 1 else None)
+        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
+                and not self.synchronized and len(inputs.shape) == 4 and axis in (-1, 3))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        x = tf.convert_to_tensor(inputs)
+        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            x = tf.cast(x, tf.float32)
+        gamma = self.gamma.value if self.scale else tf.ones((channels,), tf.float32)
+        beta = self.beta.value if self.center else tf.zeros((channels,), tf.float32)
+        if training and self.trainable:
+            y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=tf.constant([], tf.float32),
+                variance=tf.constant([], tf.float32), epsilon=self.epsilon, data_format="NHWC", is_training=True)
+            # The kernel returns the unbiased batch variance; Keras keeps the biased one.
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            y, *_ = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=gamma, offset=beta, mean=self.moving_mean.value, variance=self.moving_variance.value,
+                epsilon=self.epsilon, data_format="NHWC", is_training=False)
+        return tf.cast(y, self.compute_dtype)

@@ -112,7 +112,7 @@ def foldable_batch_norms(model) -> dict[str, str]:
         return {}
     pairs = {}
     for layer in model.layers:
-        if type(layer) is not keras.layers.BatchNormalization:
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.renorm or layer.synchronized:
             continue
         nodes = calls.get(layer.name, [])
         if len(nodes) != 1 or len(nodes[0]) != 1:
