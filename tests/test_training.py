@@ -181,3 +181,36 @@ class TestEnsembles:
                                 voting="soft").fit(X, y)
         members = np.mean([est.predict_proba(X) for est in vote.estimators_], axis=0)
         np.testing.assert_allclose(vote.predict_proba(X), members, atol=1e-6)
+
+
+class TestBatchNormRecalibration:
+    def test_moving_statistics_become_the_average_of_batch_statistics(self):
+        import keras
+
+        from xrayest.layers import FusedBatchNormalization
+        from xrayest.training import recalibrate_batch_norm
+
+        inputs = keras.Input((4, 4, 2))
+        frozen = keras.layers.BatchNormalization(name="frozen")
+        model = keras.Model(inputs, frozen(FusedBatchNormalization(momentum=0.99, name="trained")(inputs)))
+        frozen.trainable = False
+        batches = [np.random.default_rng(i).normal(i, 1 + i, (3, 4, 4, 2)).astype("float32") for i in range(4)]
+        before = [w.copy() for w in frozen.get_weights()]
+        assert recalibrate_batch_norm(model, batches) == 1
+        trained = model.get_layer("trained")
+        np.testing.assert_allclose(trained.moving_mean, np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0),
+                                   rtol=1e-5)
+        np.testing.assert_allclose(trained.moving_variance,
+                                   np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0), rtol=1e-4)
+        assert trained.momentum == 0.99
+        for a, b in zip(before, frozen.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+    def test_a_scratch_cnn_scores_on_its_training_images_as_it_trained(self):
+        from xrayest import make_synthetic_xrays
+
+        X, y = make_synthetic_xrays(90, 32, classes=("normal", "pneumonia"), random_state=0)
+        # seed 0 ended with training loss 0.02 but 0.71 accuracy on the same images in inference mode
+        # before recalibration (the moving averages lagged the weights)
+        clf = tiny_classifier(backbone="residual_cnn", epochs=15, hidden_units=(32,), learning_rate=3e-3).fit(X, y)
+        assert clf.score(X, y) >= 0.95

@@ -17,8 +17,8 @@ from .optimizers import build_optimizer
 from .pipeline import ImageStore, image_dataset
 from .params import constraints_for, validate_params
 from .seeding import seeded
-from .training import EpochTimer, choose_loop, fit_callbacks, plan_training, run_phase, sample_weights, \
-    stratified_split
+from .training import EpochTimer, choose_loop, fit_callbacks, plan_training, recalibrate_batch_norm, run_phase, \
+    sample_weights, stratified_split
 from .trunk import Trunk, backbone_spec_or_model, image_size_for
 
 __all__ = ["XrayCNNClassifier", "load"]
@@ -275,16 +275,19 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     with seeded(self.random_state):
                         model = _compose(trunk.model, head, augment, self.random_state)
                     trainee = model
-                self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs)
+                train_rows = self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs)
+                if not phase.on_features:  # moving BatchNorm statistics of the trained trunk, made exact
+                    recalibrate_batch_norm(trunk.model, (store.batch(train_rows[i:i + self.batch_size])
+                                                         for i in range(0, len(train_rows), self.batch_size)))
         self.trunk_, self.head_, self._model = trunk, head, model
         return self
 
     def _train(self, trainee, phase, inputs, y, weights, validation, n_outputs):
-        """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``."""
+        """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
         loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
         trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate), loss=loss,
                         metrics=["accuracy"], jit_compile=False)
-        x, y, weights, validation = self._phase_data(inputs, y, weights, validation, n_outputs)
+        x, y, weights, validation, train_rows = self._phase_data(inputs, y, weights, validation, n_outputs)
         done = len(self.history_.get("loss", []))
         callbacks = [EpochTimer(),
                      *fit_callbacks(early_stopping=self.early_stopping, reduce_lr=self.reduce_lr,
@@ -298,6 +301,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.training_loop_.append(loop)
         for key, values in history.items():
             self.history_.setdefault(key, []).extend(values)
+        return train_rows
 
     def _phase_data(self, inputs, y, weights, validation, n_outputs):
         """What one phase trains and validates on: feature arrays, or image batches streamed from a store.
@@ -307,7 +311,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        x, y, sample_weight, validation
+        x, y, sample_weight, validation, train_rows
             For a store, ``x`` and ``validation`` are ``tf.data`` datasets and ``y``, ``sample_weight`` None.
         """
         def targets(labels):
@@ -325,13 +329,13 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 val_store, val_y = validation
                 validation = image_dataset(val_store, np.arange(len(val_y)), targets(val_y), shuffle=False,
                                            **stream)
-            return x, None, None, validation
+            return x, None, None, validation, train_rows
         if val_rows is not None:
             validation = (inputs[val_rows], targets(y[val_rows]), *(() if weights is None else (weights[val_rows],)))
         elif validation is not None:
             validation = (validation[0], targets(validation[1]))
         return (inputs[train_rows], targets(y[train_rows]), None if weights is None else weights[train_rows],
-                validation)
+                validation, train_rows)
 
     # ------------------------------------------------------------------ the fitted network
     @property

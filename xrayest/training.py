@@ -30,8 +30,8 @@ import keras
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit, ShuffleSplit
 
-__all__ = ["Phase", "TrainingPlan", "plan_training", "choose_loop", "run_phase", "stratified_split", "EpochTimer",
-           "fit_callbacks", "sample_weights"]
+__all__ = ["Phase", "TrainingPlan", "plan_training", "choose_loop", "run_phase", "recalibrate_batch_norm",
+           "stratified_split", "EpochTimer", "fit_callbacks", "sample_weights"]
 
 
 def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None):
@@ -215,6 +215,49 @@ def run_phase(trainee, x, y, *, loop, epochs, initial_epoch, batch_size, sample_
                                   shuffle=True)
     return {("accuracy" if key == "compile_metrics" else key): [float(v) for v in values]
             for key, values in history.history.items()}
+
+
+def _layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def recalibrate_batch_norm(model, batches) -> int:
+    """Set the moving statistics of ``model``'s trainable BatchNorm layers to their average over ``batches``.
+
+    During training a BatchNorm layer normalises with the statistics of each batch and keeps an
+    exponential moving average of them for inference.  After a short training run that average still
+    remembers the early, very different weights, and inference-mode outputs drift from what training
+    saw: a residual_cnn with training loss 0.02 scored 0.71 on its own training images in inference
+    mode, 1.0 with batch statistics.  This pass runs ``model`` over ``batches`` (un-augmented training
+    images) in training mode with the momentum of batch ``k`` set to ``1 - 1/k``, so each layer ends
+    with the plain average of its batch statistics over the training set (then 1.0 above).  Weights
+    do not change; frozen BatchNorm layers (``trainable=False``, e.g. when fine-tuning) are left alone.
+
+    Returns
+    -------
+    int
+        The number of layers recalibrated.
+    """
+    import tensorflow as tf
+
+    norms = [layer for layer in _layers(model)
+             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and layer.built]
+    if not norms:
+        return 0
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for k, batch in enumerate(batches, 1):
+            for layer in norms:
+                layer.momentum = 1.0 - 1.0 / k
+            model(tf.constant(batch), training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+    return len(norms)
 
 
 def sample_weights(y, class_weight, sample_weight):
