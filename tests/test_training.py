@@ -214,3 +214,15 @@ class TestBatchNormRecalibration:
         # before recalibration (the moving averages lagged the weights)
         clf = tiny_classifier(backbone="residual_cnn", epochs=15, hidden_units=(32,), learning_rate=3e-3).fit(X, y)
         assert clf.score(X, y) >= 0.95
+
+    def test_validation_is_scored_with_recalibrated_statistics(self):
+        from xrayest import make_synthetic_xrays
+        from xrayest.training import stratified_split
+
+        X, y = make_synthetic_xrays(60, 32, classes=("normal", "pneumonia"), random_state=0)
+        clf = tiny_classifier(backbone="residual_cnn", epochs=4, hidden_units=(32,), learning_rate=3e-3,
+                              validation_split=0.25).fit(X, y)
+        assert len(clf.history_["val_accuracy"]) == len(clf.history_["val_loss"]) == 4
+        # the last epoch's score is the final model's (both recalibrated on all training rows)
+        _, val = stratified_split(np.searchsorted(clf.classes_, y), 0.25, 0)
+        assert clf.history_["val_accuracy"][-1] == pytest.approx(clf.score(X[val], y[val]))

@@ -17,8 +17,8 @@ from .optimizers import build_optimizer
 from .pipeline import ImageStore, image_dataset
 from .params import constraints_for, validate_params
 from .seeding import seeded
-from .training import EpochTimer, choose_loop, fit_callbacks, plan_training, recalibrate_batch_norm, run_phase, \
-    sample_weights, stratified_split
+from .training import EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm, \
+    plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split
 from .trunk import Trunk, backbone_spec_or_model, image_size_for
 
 __all__ = ["XrayCNNClassifier", "load"]
@@ -275,23 +275,34 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     with seeded(self.random_state):
                         model = _compose(trunk.model, head, augment, self.random_state)
                     trainee = model
-                train_rows = self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs)
+                train_rows = self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs,
+                                         trunk_model=None if phase.on_features else trunk.model)
                 if not phase.on_features:  # moving BatchNorm statistics of the trained trunk, made exact
                     recalibrate_batch_norm(trunk.model, (store.batch(train_rows[i:i + self.batch_size])
                                                          for i in range(0, len(train_rows), self.batch_size)))
         self.trunk_, self.head_, self._model = trunk, head, model
         return self
 
-    def _train(self, trainee, phase, inputs, y, weights, validation, n_outputs):
+    def _train(self, trainee, phase, inputs, y, weights, validation, n_outputs, trunk_model=None):
         """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
         loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
         trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate), loss=loss,
                         metrics=["accuracy"], jit_compile=False)
         x, y, weights, validation, train_rows = self._phase_data(inputs, y, weights, validation, n_outputs)
         done = len(self.history_.get("loss", []))
-        callbacks = [EpochTimer(),
+        scored = []
+        if validation is not None and trunk_model is not None and has_trainable_batch_norm(trunk_model):
+            # validation scored after recalibrating BatchNorm on up to 1,024 training images, not by Keras
+            sample = train_rows[np.random.default_rng(self.random_state).permutation(len(train_rows))[:1024]]
+            scored = [RecalibratedValidation(trunk_model, lambda: (inputs.batch(sample[i:i + self.batch_size])
+                                                                   for i in range(0, len(sample), self.batch_size)),
+                                             validation)]
+            has_validation, validation = True, None
+        else:
+            has_validation = validation is not None
+        callbacks = [EpochTimer(), *scored,
                      *fit_callbacks(early_stopping=self.early_stopping, reduce_lr=self.reduce_lr,
-                                    lr_schedule=self.lr_schedule, has_validation=validation is not None,
+                                    lr_schedule=self.lr_schedule, has_validation=has_validation,
                                     epochs=done + phase.epochs),
                      *(self.callbacks or [])]
         loop = choose_loop(self.training_loop, phase, callbacks)
