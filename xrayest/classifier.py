@@ -278,8 +278,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 train_rows = self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs,
                                          trunk_model=None if phase.on_features else trunk.model)
                 if not phase.on_features:  # moving BatchNorm statistics of the trained trunk, made exact
-                    recalibrate_batch_norm(trunk.model, (store.batch(train_rows[i:i + self.batch_size])
-                                                         for i in range(0, len(train_rows), self.batch_size)))
+                    recalibrate_batch_norm(trunk.model, store.batches(train_rows, self.batch_size))
         self.trunk_, self.head_, self._model = trunk, head, model
         return self
 
@@ -294,8 +293,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if validation is not None and trunk_model is not None and has_trainable_batch_norm(trunk_model):
             # validation scored after recalibrating BatchNorm on up to 1,024 training images, not by Keras
             sample = train_rows[np.random.default_rng(self.random_state).permutation(len(train_rows))[:1024]]
-            scored = [RecalibratedValidation(trunk_model, lambda: (inputs.batch(sample[i:i + self.batch_size])
-                                                                   for i in range(0, len(sample), self.batch_size)),
+            scored = [RecalibratedValidation(trunk_model, lambda: inputs.batches(sample, self.batch_size),
                                              validation)]
             has_validation, validation = True, None
         else:

@@ -72,6 +72,11 @@ class ImageStore:
         """Float32 RGB images (0-255) at ``indices``, a new array."""
         return to_rgb(self.array[np.asarray(indices, dtype=np.intp)])
 
+    def batches(self, rows, batch_size: int):
+        """The images at ``rows``, in order, as float32 RGB batches of ``batch_size``."""
+        for start in range(0, len(rows), batch_size):
+            yield self.batch(rows[start:start + batch_size])
+
 
 def image_dataset(store: ImageStore, indices, y, sample_weight=None, *, batch_size: int, shuffle: bool,
                   seed=None):
