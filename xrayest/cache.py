@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FeatureCache", "default_cache", "config_key"]
+__all__ = ["FeatureCache", "default_cache", "estimator_cache", "config_key"]
 
 DEFAULT_MAX_BYTES = int(float(os.environ.get("XRAYEST_FEATURE_CACHE_MB", "1024")) * 2**20)
 
@@ -135,6 +135,11 @@ def default_cache(directory=None) -> FeatureCache:
     if directory not in _DISK_CACHES:
         _DISK_CACHES[directory] = FeatureCache(directory=directory)
     return _DISK_CACHES[directory]
+
+
+def estimator_cache(estimator) -> FeatureCache | None:
+    """The cache an estimator's ``cache_features`` / ``cache_dir`` parameters ask for (None: no caching)."""
+    return default_cache(estimator.cache_dir) if estimator.cache_features else None
 
 
 def config_key(**config) -> str:

@@ -8,7 +8,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from .augmentation import augment_config, build_augmentation
-from .cache import default_cache
+from .cache import estimator_cache
 from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head
@@ -237,7 +237,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         self.classes_, self.image_size_, self.training_plan_ = classes, image_size, plan
         n_outputs = 1 if len(classes) == 2 else len(classes)
-        cache = default_cache(self.cache_dir) if self.cache_features else None
+        cache = estimator_cache(self)
         # A frozen trunk pools inside (smaller cached features) unless the head needs the map.
         pool_in_trunk = plan.trunk == "frozen" and not self.batch_norm and self.pooling != "flatten"
         self.history_, self.training_loop_ = {}, []
@@ -393,7 +393,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
             if self.trunk_.is_frozen:
-                cache = default_cache(self.cache_dir) if self.cache_features else None
+                cache = estimator_cache(self)
                 feats = self.trunk_.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
                 return predict_head(head, feats, self.batch_size)
             model = self.model_ if head is self.head_ else keras.Model(

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .cache import default_cache
+from .cache import estimator_cache
 from .device import device_scope, warn_if_bfloat16_emulated
 from .inputs import as_image_source, check_n_features
 from .params import constraints_for, validate_params
@@ -109,12 +109,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             self.trunk_ = Trunk.frozen(self.backbone, self.weights, self.image_size_,
                                        pooling=None if self.pooling == "flatten" else self.pooling,
                                        seed=self.random_state, precision=self.precision, cache=self.cache_features)
-            self.n_features_out_ = int(np.prod(self.trunk_.output_shape(self._cache())))
+            self.n_features_out_ = int(np.prod(self.trunk_.output_shape(estimator_cache(self))))
         check_n_features(self, source, reset=True)
         return self
-
-    def _cache(self):
-        return default_cache(self.cache_dir) if self.cache_features else None
 
     def transform(self, X):
         """Backbone features of X, shape ``(n_samples, n_features_out_)``, float32."""
@@ -122,7 +119,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         source = as_image_source(X)
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
-            feats = self.trunk_.features(source, batch_size=self.batch_size, cache=self._cache(),
+            feats = self.trunk_.features(source, batch_size=self.batch_size, cache=estimator_cache(self),
                                          verbose=self.verbose)
         return feats.reshape(len(feats), -1)
 

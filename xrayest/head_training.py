@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_head", "predict_head", "has_batch_hooks", "LOSSES"]
+__all__ = ["fit_head", "predict_head", "has_batch_hooks", "sample_hits", "LOSSES"]
 
 # The losses the estimator compiles heads with, as the Loss classes Keras wraps them in
 # (default reduction "sum_over_batch_size", like compile's).
@@ -44,11 +44,15 @@ def _targets(head, y):
     return y.reshape(len(y)).astype(np.int32)
 
 
-def _accuracy(head, y_true, y_pred):
-    """Per-sample hit (1.0/0.0), as Keras' "accuracy" metric for this head's loss computes it."""
+def sample_hits(y_true, y_pred):
+    """Per-sample hit (1.0/0.0), as Keras' "accuracy" metric computes it for xrayest's heads.
+
+    ``y_pred`` of one column is a sigmoid (``y_true`` of shape (n, 1), 0/1, hit at > 0.5);
+    otherwise a softmax (``y_true`` class indices of shape (n,)).
+    """
     import tensorflow as tf
 
-    if head.output_shape[-1] == 1:
+    if y_pred.shape[-1] == 1:
         return tf.cast(tf.equal(y_true, tf.cast(y_pred > 0.5, y_true.dtype)), tf.float32)[:, 0]
     return tf.cast(tf.equal(y_true, tf.cast(tf.argmax(y_pred, axis=-1), y_true.dtype)), tf.float32)
 
@@ -80,7 +84,7 @@ def _evaluate(head, loss_fn, x, y, w):
     pred = head(tf.constant(x), training=False)
     y = tf.constant(y)
     loss = loss_fn(y, pred, sample_weight=None if w is None else tf.constant(w)) + _regularization(head)
-    return float(loss), float(np.mean(_accuracy(head, y, pred).numpy()))
+    return float(loss), float(np.mean(sample_hits(y, pred).numpy()))
 
 
 def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=None, validation_data=None,
@@ -147,7 +151,7 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
             optimizer.apply_gradients(zip(grads, variables))
             size = tf.cast(tf.shape(rows)[0], tf.float32)
             loss_sum += loss * size
-            hits += tf.reduce_sum(_accuracy(head, yb, pred))
+            hits += tf.reduce_sum(sample_hits(yb, pred))
         return loss_sum / n, hits / n
 
     if validation_data is not None:

@@ -18,6 +18,11 @@ import keras
 __all__ = ["FusedAdam", "build_optimizer"]
 
 
+# Adam options FusedAdam does not reproduce (a Keras Adam using any of them stays a Keras Adam).
+_UNSUPPORTED = ("amsgrad", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+                "gradient_accumulation_steps", "loss_scale_factor")
+
+
 @keras.saving.register_keras_serializable(package="xrayest")
 class FusedAdam(keras.optimizers.Adam):
     """``keras.optimizers.Adam`` (no AMSGrad, weight decay, clipping or EMA) updated by one fused kernel.
@@ -34,8 +39,7 @@ class FusedAdam(keras.optimizers.Adam):
     """
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, name="adam", **kwargs):
-        for option in ("amsgrad", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
-                       "gradient_accumulation_steps", "loss_scale_factor"):
+        for option in _UNSUPPORTED:
             if kwargs.get(option) not in (None, False):
                 raise ValueError(f"FusedAdam does not support {option}={kwargs[option]!r}; use keras.optimizers.Adam")
             kwargs.pop(option, None)
@@ -81,12 +85,10 @@ def _plain_adam_config(optimizer) -> dict | None:
     if type(optimizer) is not keras.optimizers.Adam or keras.backend.backend() != "tensorflow":
         return None
     config = optimizer.get_config()
-    extras = ("amsgrad", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
-              "gradient_accumulation_steps", "loss_scale_factor")
-    if any(config.get(key) not in (None, False) for key in extras):
+    if any(config.get(key) not in (None, False) for key in _UNSUPPORTED):
         return None
-    return {key: value for key, value in config.items() if key not in extras and key != "ema_momentum"
-            and key != "ema_overwrite_frequency"}
+    dropped = {*_UNSUPPORTED, "ema_momentum", "ema_overwrite_frequency"}
+    return {key: value for key, value in config.items() if key not in dropped}
 
 
 def build_optimizer(optimizer, learning_rate):

@@ -101,8 +101,6 @@ def fit_callbacks(*, early_stopping=None, reduce_lr=None, lr_schedule=None, has_
     return callbacks
 
 
-
-
 @dataclass(frozen=True)
 class Phase:
     """One stretch of training.
@@ -294,6 +292,8 @@ class RecalibratedValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
+        from .head_training import sample_hits
+
         recalibrate_batch_norm(self.trunk, self.calibration())
         loss_fn = keras.losses.get(self.model.loss)
         total = hits = count = 0.0
@@ -303,11 +303,7 @@ class RecalibratedValidation(keras.callbacks.Callback):
             pred = self.model(x, training=False)
             per_sample = tf.reshape(loss_fn(y, pred), [-1])
             total += float(tf.reduce_sum(per_sample * tf.cast(w, per_sample.dtype)))
-            if pred.shape[-1] == 1:
-                hit = tf.equal(tf.cast(pred[:, 0] > 0.5, tf.float32), tf.cast(tf.reshape(y, [-1]), tf.float32))
-            else:
-                hit = tf.equal(tf.argmax(pred, axis=-1), tf.cast(tf.reshape(y, [-1]), tf.int64))
-            hits += float(tf.reduce_sum(tf.cast(hit, tf.float32)))
+            hits += float(tf.reduce_sum(sample_hits(y, pred)))
             count += float(tf.shape(x)[0])
         if logs is not None and count:
             regularization = float(sum(self.model.losses)) if self.model.losses else 0.0
