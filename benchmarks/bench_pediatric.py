@@ -34,6 +34,10 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--lr-schedule", default="cosine")
+    parser.add_argument("--pooling", default="avg")
+    parser.add_argument("--hidden", default="256", help="comma-separated hidden layer widths of the head")
+    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--class-weight", default="", help="'balanced' or empty")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
@@ -52,7 +56,8 @@ def main():
     clf = XrayCNNClassifier(args.recipe, weights=None, image_size=150, augment=args.augment or None,
                             epochs=args.epochs, batch_size=args.batch, learning_rate=args.learning_rate,
                             lr_schedule=args.lr_schedule or None, validation_split=0.1, precision=args.precision,
-                            random_state=0, verbose=1)
+                            pooling=args.pooling, hidden_units=tuple(int(u) for u in args.hidden.split(",")),
+                            dropout=args.dropout, class_weight=args.class_weight or None, random_state=0, verbose=1)
     start = time.perf_counter()
     clf.fit(list(train_p), train_y)
     fit_s = time.perf_counter() - start
@@ -65,7 +70,9 @@ def main():
                             "fit s", "img/s"], [row])
     append_results("bench_pediatric: pediatric_cxr, stratified hold-out", table,
                    notes=f"Validation accuracy per epoch (10% of the training part): {curve}. "
-                         f"Batch {args.batch}, Adam {args.learning_rate:g}, lr_schedule={args.lr_schedule!r}, seed 0. "
+                         f"Batch {args.batch}, Adam {args.learning_rate:g}, lr_schedule={args.lr_schedule!r}, "
+                         f"head: pooling={args.pooling!r}, hidden_units=({args.hidden}), dropout={args.dropout}, "
+                         f"class_weight={args.class_weight or None!r}, seed 0. "
                          f"Published: {PUBLISHED}.")
 
 

@@ -1,7 +1,8 @@
 """Training on images: speed (images/s) and peak memory, xrayest's streaming pipeline vs a plain Keras fit.
 
 The pediatric pneumonia images (../shared/data/pediatric_cxr, 150 px grayscale), a stratified subsample
-of --n images, the from-scratch residual_cnn at 150 px with the "light" augmentation, batch 64, Adam 1e-3:
+of --n images, a from-scratch CNN (--backbone, default residual_cnn) at 150 px with an augmentation
+preset (--augment, default "light"), batch 64, Adam 1e-3:
 
 - ``keras.Model.fit`` on the set decoded as a user would (``load_image_folder`` -> uint8 RGB array ->
   float32), with the same model (xrayest's trunk + head + augmentation layers);
@@ -11,7 +12,8 @@ of --n images, the from-scratch residual_cnn at 150 px with the "light" augmenta
 Each variant runs in its own process (peak resident memory is per process), one after the other, twice.
 Images/s counts the epochs after the first (the first pays for tracing and, for xrayest, decoding).
 
-    python benchmarks/bench_train_speed.py [--n 1024] [--epochs 3] [--rounds 2]
+    python benchmarks/bench_train_speed.py [--n 1024] [--epochs 3] [--rounds 2] [--backbone residual_cnn]
+                                           [--augment light] [--variants xrayest_stream_bfloat16,...]
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def subsample(n, seed=0):
     return list(paths), np.asarray(y)
 
 
-def run_variant(variant, n, epochs, batch):
+def run_variant(variant, n, epochs, batch, backbone, augment):
     import keras
     import numpy as np
 
@@ -53,7 +55,7 @@ def run_variant(variant, n, epochs, batch):
     times = []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
                                            on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
-    params = dict(weights=None, image_size=150, augment="light", batch_size=batch, epochs=epochs,
+    params = dict(weights=None, image_size=150, augment=augment, batch_size=batch, epochs=epochs,
                   learning_rate=1e-3, random_state=0, callbacks=[timer])
     start = time.perf_counter()
     if variant == "keras_float32_array":
@@ -63,18 +65,18 @@ def run_variant(variant, n, epochs, batch):
 
         classes, codes = np.unique(y, return_inverse=True)
         X = np.stack([read_image(p, (150, 150)) for p in paths])  # float32 RGB, as decoded by a user
-        trunk = Trunk.trainable("residual_cnn", None, (150, 150), seed=0)
+        trunk = Trunk.trainable(backbone, None, (150, 150), seed=0)
         head = build_head(trunk.model.output_shape[1:], len(classes), pooling="avg", hidden_units=(256,),
                           dropout=0.5)
         images = keras.Input((None, None, 3))
-        model = keras.Model(images, head(trunk.model(build_augmentation(augment_config("light"), seed=0)(images))))
+        model = keras.Model(images, head(trunk.model(build_augmentation(augment_config(augment), seed=0)(images))))
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         model.fit(X, codes, batch_size=batch, epochs=epochs, callbacks=[timer], verbose=0)
         held = f"float32 array {X.nbytes / 2**20:.0f}"
     else:
         precision = variant.rsplit("_", 1)[1]
-        XrayCNNClassifier("residual_cnn", precision=precision, **params).fit(paths, y)
+        XrayCNNClassifier(backbone, precision=precision, **params).fit(paths, y)
         held = f"uint8 store {len(paths) * 150 * 150 / 2**20:.0f}"  # grayscale X-rays: one channel
     total = time.perf_counter() - start
     later = [times[i + 1] - times[i] for i in range(2, len(times) - 1, 2)]  # epochs 2..E
@@ -90,18 +92,27 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--backbone", default="residual_cnn")
+    parser.add_argument("--augment", default="light")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print("RESULT " + json.dumps(run_variant(args.variant, args.n, args.epochs, args.batch)))
+        print("RESULT " + json.dumps(run_variant(args.variant, args.n, args.epochs, args.batch, args.backbone,
+                                                   args.augment)))
         return
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
-    results = {v: [] for v in VARIANTS}
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        sys.exit(f"unknown variants {sorted(unknown)}; valid: {', '.join(VARIANTS)}")
+    results = {v: [] for v in variants}
     for _ in range(args.rounds):
-        for variant in VARIANTS:
+        for variant in variants:
             out = subprocess.run([sys.executable, __file__, "--variant", variant, "--n", str(args.n), "--epochs",
-                                  str(args.epochs), "--batch", str(args.batch)], capture_output=True, text=True,
+                                  str(args.epochs), "--batch", str(args.batch), "--backbone", args.backbone,
+                                  "--augment", args.augment], capture_output=True, text=True,
                                  env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
             line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
             if not line:
@@ -113,7 +124,7 @@ def main():
         rows.append([variant, " / ".join(f"{r['img_per_s']:.0f}" for r in runs),
                      " / ".join(f"{r['total_s']:.0f}" for r in runs),
                      " / ".join(f"{r['peak_rss_mb']:.0f}" for r in runs), runs[0]["images_held_mb"]])
-    append_results(f"bench_train_speed: residual_cnn from scratch, 150 px, augment='light', batch {args.batch}, "
+    append_results(f"bench_train_speed: {args.backbone} from scratch, 150 px, augment={args.augment!r}, batch {args.batch}, "
                    f"{args.n} pediatric_cxr images, {args.epochs} epochs",
                    markdown_table(["variant", "img/s (epochs 2+)", "fit s", "peak RSS MB", "training images held as, MB"], rows),
                    notes="Each variant in its own process, in turn, per round. Peak RSS includes TensorFlow "

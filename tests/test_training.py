@@ -18,7 +18,7 @@ class TestAugmentation:
     def test_presets_and_dict_validation(self):
         assert augment_config("medium") == AUGMENT_PRESETS["medium"]
         assert augment_config(None) is None
-        with pytest.raises(ValueError, match="presets: light, medium, strong"):
+        with pytest.raises(ValueError, match="presets: light, medium, strong, xray"):
             augment_config("wild")
         with pytest.raises(ValueError, match="valid keys"):
             augment_config({"shear": 0.1})
@@ -38,6 +38,27 @@ class TestAugmentation:
         assert clf.training_plan_.phases[0].on_features is False  # augmented images go through the backbone every epoch
         full = clf.model_.predict(rgb(X), verbose=0)[:, 0]
         np.testing.assert_allclose(clf.predict_proba(X)[:, 1], full, atol=1e-6)
+
+    def test_xray_preset_never_flips(self):
+        assert "horizontal_flip" not in augment_config("xray") and augment_config("xray")["crop"] == 0.16
+
+    def test_test_time_augmentation_averages_augmented_copies(self, binary_images):
+        X, y = binary_images
+        clf = tiny_classifier(augment="strong", epochs=1, random_state=0).fit(X, y)
+        plain = clf.predict_proba(X)
+        clf.set_params(tta=3)
+        averaged = clf.predict_proba(X)
+        assert averaged.shape == plain.shape and np.allclose(averaged.sum(1), 1)
+        assert not np.allclose(averaged, plain, atol=1e-4)
+        np.testing.assert_allclose(clf.predict_proba(X), averaged, rtol=1e-5)  # seeded: the same copies each call
+        # the average is over the plain pass and 3 augmented ones: by hand with the same seeded layer
+        augment = build_augmentation(augment_config("strong"), seed=0)
+        images = rgb(X)
+        by_hand = clf.model_.predict(images, verbose=0)[:, 0].astype(np.float64)
+        for _ in range(3):
+            by_hand += clf.model_.predict(np.asarray(augment(images, training=True)), verbose=0)[:, 0]
+        np.testing.assert_allclose(averaged[:, 1], by_hand / 4, atol=1e-5)
+        np.testing.assert_allclose(clf.transform(X), clf.set_params(tta=0).transform(X))  # embeddings never augment
 
 
 class TestFineTuning:
@@ -132,8 +153,17 @@ class TestCallbacksAndValidation:
 
 
 class TestScratchCNNs:
+    @pytest.mark.parametrize("backbone, depth", [("sutd_cnn", 5), ("sutd_residual", 9)])
+    def test_sutd_recipes_map_150px_to_4x4(self, backbone, depth):
+        from xrayest.trunk import Trunk
+
+        model = Trunk.trainable(backbone, None, (150, 150), seed=0).backbone
+        assert model.output_shape[1:3] == (4, 4)
+        convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D" and layer.kernel_size == (3, 3)]
+        assert len(convs) == depth
+
     @pytest.mark.slow
-    @pytest.mark.parametrize("backbone", ["small_cnn", "residual_cnn"])
+    @pytest.mark.parametrize("backbone", ["small_cnn", "residual_cnn", "sutd_cnn", "sutd_residual"])
     def test_train_from_scratch_on_grayscale(self, backbone):
         from xrayest import make_synthetic_xrays
 

@@ -21,6 +21,9 @@ AUGMENT_PRESETS = {
     "light": {"rotation": 0.02, "zoom": 0.05, "shift": 0.03, "brightness": 0.1, "contrast": 0.1},
     "medium": {"rotation": 0.04, "zoom": 0.1, "shift": 0.06, "brightness": 0.15, "contrast": 0.2, "crop": 0.1},
     "strong": {"rotation": 0.06, "zoom": 0.15, "shift": 0.1, "brightness": 0.25, "contrast": 0.3, "crop": 0.2},
+    # The published SUTD recipe's RandomResizedCrop(scale 0.7-1.0 of the area: >= 0.84 of each side) with
+    # small rotations (+-10 degrees), shifts and exposure changes; no flips (the heart stays on the left).
+    "xray": {"crop": 0.16, "rotation": 0.028, "shift": 0.05, "brightness": 0.1, "contrast": 0.1},
 }
 _KEYS = ("rotation", "zoom", "shift", "horizontal_flip", "brightness", "contrast", "crop")
 

@@ -3,7 +3,9 @@
 A backbone maps RGB images (already resized and preprocessed by
 :class:`xrayest.layers.ImagePreprocessing`) to a spatial feature map.  Pretrained
 trunks come from ``keras.applications``; ``small_cnn`` and ``residual_cnn`` are built
-here and trained from scratch.
+here and trained from scratch; ``sutd_cnn`` and ``sutd_residual`` follow the two from-scratch
+models of the published SUTD pediatric-pneumonia study (a 5-conv CNN and a residual CNN that, with
+xrayest's two-dense-layer head, is 10 layers deep).
 """
 
 from __future__ import annotations
@@ -82,6 +84,34 @@ def residual_cnn(input_shape, filters=(16, 32, 64), name="residual_cnn"):
     return keras.Model(inputs, x, name=name)
 
 
+def sutd_cnn(input_shape, filters=(32, 64, 64, 128, 128), name="sutd_cnn"):
+    """Five conv-BN-ReLU-maxpool blocks (the SUTD study's plain CNN); 150 px in, 4x4 map out."""
+    return small_cnn(input_shape, filters=filters, name=name)
+
+
+def sutd_residual(input_shape, filters=(32, 64, 128, 256), name="sutd_residual"):
+    """A stem conv and four residual blocks of two 3x3 convs each (the SUTD study's residual CNN).
+
+    The stem pools once, so the first block runs at half resolution: 150 px in, a 4x4 map out,
+    about 0.35 GMAC per image.
+    """
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = FusedBatchNormalization(momentum=0.9, name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
+    for i, f in enumerate(filters):
+        shortcut = x if x.shape[-1] == f else keras.layers.Conv2D(f, 1, use_bias=False, name=f"res{i + 1}_proj")(x)
+        y = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"res{i + 1}_conv1")(x)
+        y = FusedBatchNormalization(momentum=0.9, name=f"res{i + 1}_bn1")(y)
+        y = keras.layers.ReLU(name=f"res{i + 1}_relu1")(y)
+        y = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"res{i + 1}_conv2")(y)
+        y = FusedBatchNormalization(momentum=0.9, name=f"res{i + 1}_bn2")(y)
+        x = keras.layers.ReLU(name=f"res{i + 1}_out")(keras.layers.Add(name=f"res{i + 1}_add")([shortcut, y]))
+        x = keras.layers.MaxPooling2D(2, name=f"res{i + 1}_pool")(x)
+    return keras.Model(inputs, x, name=name)
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in [
@@ -95,6 +125,8 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("efficientnetb0", "EfficientNetB0", "none", 224, 32),
         BackboneSpec("small_cnn", small_cnn, "unit", 128, 8, pretrained=False),
         BackboneSpec("residual_cnn", residual_cnn, "unit", 128, 8, pretrained=False),
+        BackboneSpec("sutd_cnn", sutd_cnn, "unit", 150, 32, pretrained=False),
+        BackboneSpec("sutd_residual", sutd_residual, "unit", 150, 32, pretrained=False),
     ]
 }
 

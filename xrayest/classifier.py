@@ -70,9 +70,15 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Fraction of the training data held out, stratified by class, to report
         ``val_loss``/``val_accuracy`` in ``history_``.
     class_weight : "balanced", dict or None, default=None
-    augment : None, "light", "medium", "strong" or dict, default=None
+    augment : None, "light", "medium", "strong", "xray" or dict, default=None
         Training-time augmentation (see :mod:`xrayest.augmentation`); identity at inference.
         With augmentation the backbone must see every augmented image, so features are not cached.
+    tta : int, default=0
+        Test-time augmentation: ``predict_proba`` (and ``predict``) average the probabilities
+        of each image and ``tta`` randomly augmented copies of it (``augment``'s settings, or
+        the "xray" preset when ``augment`` is None), seeded by ``random_state``.  0: off.
+        ``transform`` never augments.  Each copy costs one more forward pass through the
+        whole network (no cached features).
     freeze_backbone : "auto" or bool, default="auto"
         "auto" freezes pretrained-family backbones and trains the from-scratch CNNs.
     fine_tune : int or str, optional
@@ -152,14 +158,15 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         "backbone", "weights", "image_size", "pooling", "hidden_units", "dropout", "batch_norm", "l2", "optimizer",
         "learning_rate", "epochs", "batch_size", "validation_split", "class_weight", "augment", "freeze_backbone",
         "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate", "early_stopping", "reduce_lr", "lr_schedule",
-        "callbacks", "training_loop", "cache_features", "cache_dir", "device", "precision", "random_state", "verbose")
+        "tta", "callbacks", "training_loop", "cache_features", "cache_dir", "device", "precision", "random_state",
+        "verbose")
 
     def __init__(self, backbone="vgg16", *, weights="imagenet", image_size=None, pooling="avg",
                  hidden_units=(256,), dropout=0.5, batch_norm=False, l2=0.0, optimizer="adam",
                  learning_rate=1e-3, epochs=20, batch_size=32, validation_split=0.0, class_weight=None,
                  augment=None, freeze_backbone="auto", fine_tune=None, fine_tune_epochs=0,
                  fine_tune_learning_rate=None, early_stopping=None, reduce_lr=None, lr_schedule=None,
-                 callbacks=None, training_loop="auto", cache_features=True, cache_dir=None, device="auto",
+                 tta=0, callbacks=None, training_loop="auto", cache_features=True, cache_dir=None, device="auto",
                  precision="float32", random_state=None, verbose=0):
         self.backbone = backbone
         self.weights = weights
@@ -183,6 +190,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.early_stopping = early_stopping
         self.reduce_lr = reduce_lr
         self.lr_schedule = lr_schedule
+        self.tta = tta
         self.callbacks = callbacks
         self.training_loop = training_loop
         self.cache_features = cache_features
@@ -384,14 +392,19 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ prediction
-    def _outputs(self, X, head):
-        """``head`` applied to the trunk's features of X: from the cache for a frozen trunk, else through model_."""
+    def _outputs(self, X, head, tta=0):
+        """``head`` applied to the trunk's features of X: from the cache for a frozen trunk, else through model_.
+
+        ``tta`` > 0 averages the outputs over the images and ``tta`` augmented copies (full forward passes).
+        """
         import keras
 
         check_is_fitted(self, "head_")
         source = as_image_source(X)
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
+            if tta:
+                return self._tta_outputs(source, tta)
             if self.trunk_.is_frozen:
                 cache = estimator_cache(self)
                 feats = self.trunk_.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
@@ -404,10 +417,24 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                    for i in range(0, len(source), chunk)]
             return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
 
+    def _tta_outputs(self, source, copies):
+        """Mean of ``model_``'s outputs over each image and ``copies`` augmented versions of it."""
+        augment = build_augmentation(augment_config(self.augment) or augment_config("xray"), seed=self.random_state)
+        chunk = 8 * self.batch_size
+        out = []
+        for i in range(0, len(source), chunk):
+            images = source.batch(i, i + chunk, self.image_size_)
+            total = np.asarray(self.model_.predict(images, batch_size=self.batch_size, verbose=0), np.float64)
+            for _ in range(copies):
+                augmented = np.asarray(augment(images, training=True))
+                total += self.model_.predict(augmented, batch_size=self.batch_size, verbose=0)
+            out.append(total / (copies + 1))
+        return np.concatenate(out) if out else np.zeros((0, *self.model_.output_shape[1:]))
+
     def predict_proba(self, X):
         """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_`` order."""
         check_is_fitted(self, "head_")
-        raw = self._outputs(X, self.head_).astype(np.float64)
+        raw = self._outputs(X, self.head_, tta=self.tta).astype(np.float64)
         if raw.shape[1] == 1:
             raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
         return raw

@@ -174,6 +174,7 @@ PARAMETERS = {
     "early_stopping": [_NoneConstraint(), _POSITIVE_INT],
     "reduce_lr": [_NoneConstraint(), _POSITIVE_INT],
     "lr_schedule": [_NoneConstraint(), Options("cosine", "step"), Callable()],
+    "tta": [Interval(Integral, 0, None)],
     "callbacks": [_NoneConstraint(), InstanceOf((list, tuple), "a list of keras callbacks")],
     "training_loop": [Options("auto", "graph", "keras")],
     "cache_features": [InstanceOf(bool, "a bool")],
