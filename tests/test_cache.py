@@ -24,7 +24,7 @@ class TestFeatureCache:
     def test_damaged_disk_entry_is_recomputed(self, tmp_path):
         cache = FeatureCache(directory=tmp_path)
         cache.put("cfg", "k", np.arange(3.0))
-        next(tmp_path.rglob("*.npy")).write_bytes(b"garbage")
+        next(tmp_path.rglob("*.npz")).write_bytes(b"garbage")
         assert FeatureCache(directory=tmp_path).get("cfg", "k") is None
 
     def test_cached_features_are_read_only(self):

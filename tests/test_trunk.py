@@ -114,7 +114,7 @@ class TestClassifierComputesOnce:
         grid = GridSearchCV(tiny_classifier(epochs=1, cache_dir=str(tmp_path)), {"dropout": [0.0, 0.5]}, cv=2,
                             n_jobs=2)
         grid.fit(X, y)
-        assert len(list(tmp_path.rglob("*.npy"))) == len(X)
+        assert len(list(tmp_path.rglob("*.npz"))) == len(X)
 
 
 class TestTrunk:

@@ -400,7 +400,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         import keras
 
         check_is_fitted(self, "head_")
-        source = as_image_source(X)
+        source = as_image_source(X, warn_unit_range=True)
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
             if tta:

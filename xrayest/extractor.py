@@ -116,7 +116,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Backbone features of X, shape ``(n_samples, n_features_out_)``, float32."""
         check_is_fitted(self, "n_features_out_")
-        source = as_image_source(X)
+        source = as_image_source(X, warn_unit_range=True)
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
             feats = self.trunk_.features(source, batch_size=self.batch_size, cache=estimator_cache(self),

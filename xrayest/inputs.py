@@ -3,12 +3,26 @@
 Accepted forms (never modified in place; every batch handed on is a fresh array):
 
 * ``(n, h, w)`` grayscale images, or ``(n, h, w, c)`` with ``c`` in 1 (grayscale),
-  3 (RGB) or 4 (RGBA: alpha dropped); any numeric dtype.  ``uint16`` is scaled to 0-255,
-  every other dtype is taken to be on the 0-255 scale already.
-* a 1-D sequence of image file paths (JPEG/PNG/BMP/TIFF...), read in batches.
+  3 (RGB) or 4 (RGBA: alpha dropped); any numeric dtype.  How pixel values are scaled
+  to xrayest's 0-255 scale (see :func:`pixel_scale`):
+
+  - ``uint8``/``int8``/``bool``: as they are;
+  - wider integers (``uint16``, ``int32``...), per image, by the bit depth its brightest
+    pixel needs, rounded up to 8, 10, 12, 14 or 16 bits: a 12-bit X-ray holding 0..4095
+    becomes 0..255 whatever its container.  Negative values and values above 16 bits
+    are errors;
+  - floats: taken to be on the 0-255 scale; values outside [0, 255] are an error, and
+    floats that all lie in [0, 1] give a warning (probably images scaled to [0, 1]).
+* a 1-D sequence of image file paths (JPEG/PNG/BMP/TIFF...), read in batches; 16-bit
+  PNG/TIFF files are scaled by the same bit-depth rule.
 * ``(n, p)`` rows: each row is read as a 1-pixel-high grayscale strip.  This exists so that
   tabular tools (scikit-learn's own estimator checks) can drive the estimators; images
-  should be passed with their height and width.
+  should be passed with their height and width.  A fitted model that was trained on
+  images refuses 2-D X (one image, not a batch: pass ``X[None]``), and a 3-D array whose
+  last axis is 1, 3 or 4 is always refused as ambiguous (one ``(h, w, c)`` image?).
+
+Arrays are resized one image at a time to the model's input size, so the memory of a
+prediction is set by the batch, not by the size of the caller's images.
 """
 
 from __future__ import annotations
@@ -25,17 +39,44 @@ __all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_
            "check_n_features"]
 
 
-def to_rgb(images: np.ndarray) -> np.ndarray:
-    """Return a new float32 ``(..., h, w, 3)`` array on the 0-255 scale."""
-    scale = 255.0 / 65535.0 if images.dtype == np.uint16 else 1.0
-    out = images.astype(np.float32, copy=True)
-    if scale != 1.0:
-        out *= scale
-    if out.shape[-1] == 1:
-        out = np.repeat(out, 3, axis=-1)
-    elif out.shape[-1] == 4:
-        out = out[..., :3].copy()
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
+def pixel_scale(peak) -> float:
+    """The factor taking integer pixels whose brightest value is ``peak`` to the 0-255 scale.
+
+    The bit depth is the smallest of 8, 10, 12, 14 and 16 bits that holds ``peak``: 255 (or
+    less) -> 1.0, 1023 -> 255/1023, 4095 -> 255/4095, 65535 -> 255/65535.  A 12-bit image whose
+    brightest pixel is below 256 is therefore read as 8-bit (no real X-ray is that dark).
+
+    >>> pixel_scale(200), round(pixel_scale(4095) * 4095, 6), round(pixel_scale(4096) * 16383, 6)
+    (1.0, 255.0, 255.0)
+    """
+    peak = float(peak)
+    for bits in BIT_DEPTHS:
+        if peak <= 2**bits - 1:
+            return 1.0 if bits == 8 else 255.0 / (2**bits - 1)
+    raise ValueError(f"pixel values up to {peak:g} need more than 16 bits; X-ray pixels are 8 to 16 bit")
+
+
+def _is_wide_int(dtype) -> bool:
+    return dtype.kind in "iu" and dtype.itemsize > 1
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """A new float32 array of ``images`` ``(..., h, w, c)`` on the 0-255 scale, alpha dropped, channels kept."""
+    out = images[..., :3].astype(np.float32, copy=True) if images.shape[-1] == 4 else images.astype(np.float32, copy=True)
+    if _is_wide_int(images.dtype) and images.ndim >= 3 and images.size:
+        flat = images.reshape(-1, *images.shape[-3:]) if images.ndim > 3 else images[None]
+        scales = np.array([pixel_scale(img.max()) for img in flat], np.float32)
+        out.reshape(-1, *out.shape[-3:])[...] *= scales[:, None, None, None]
     return out
+
+
+def to_rgb(images: np.ndarray) -> np.ndarray:
+    """Return a new float32 ``(..., h, w, 3)`` array on the 0-255 scale (wide integers scaled per image)."""
+    out = to_float(images)
+    return np.repeat(out, 3, axis=-1) if out.shape[-1] == 1 else out
 
 
 def read_image(path, size=None) -> np.ndarray:
@@ -51,13 +92,15 @@ def read_image(path, size=None) -> np.ndarray:
             img = ImageOps.exif_transpose(img)
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
                 arr = np.asarray(img, dtype=np.float32)
-                peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                img = Image.fromarray(np.clip(arr * (255.0 / peak), 0, 255).astype(np.uint8), mode="L")
+                if arr.size and (arr.min() < 0 or not np.isfinite(arr).all()):
+                    raise ValueError(f"pixel values must be finite and non-negative; found {arr.min():g}")
+                scale = pixel_scale(arr.max()) if arr.size else 1.0  # 16-bit files holding 12-bit X-rays: by bit depth
+                img = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), mode="L")
             img = img.convert("RGB")
             if size is not None:
                 img = img.resize((int(size[1]), int(size[0])), Image.BILINEAR)
             return np.asarray(img, dtype=np.float32).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot read image file {os.fspath(path)}: {exc}") from exc
 
 
@@ -105,7 +148,19 @@ class ArrayImages(ImageSource):
         return self.array.shape[1:]
 
     def batch(self, start, stop, size=None):
-        return to_rgb(self.array[start:stop])
+        images = self.array[start:stop]
+        if size is None or self.tabular or tuple(images.shape[1:3]) == (int(size[0]), int(size[1])):
+            return to_rgb(images)
+        # one image at a time to the model's size (the resize the model itself would do, so the same
+        # result): memory is set by the batch, not by the size of the caller's images
+        import keras
+
+        size = (int(size[0]), int(size[1]))
+        out = np.empty((len(images), *size, 3), np.float32)
+        for i in range(len(images)):
+            small = np.asarray(keras.ops.image.resize(to_float(images[i:i + 1]), size, interpolation="bilinear"))
+            out[i] = small[0]  # broadcasts one gray channel to three
+        return out
 
     def keys(self, size=None):
         prefix = f"{self.array.dtype.str}{self.array.shape[1:]}".encode()
@@ -171,8 +226,32 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
         return X
     if isinstance(X, (str, os.PathLike)):
         raise ValueError(f"X must be a collection of images or image paths, not a single path ({X!r}); wrap it in a list")
+    if isinstance(X, (bytes, bytearray, memoryview)):
+        raise ValueError(f"X is {type(X).__name__} ({len(X)} bytes); pass decoded image arrays or a list of image "
+                         "file paths")
     if _is_path_list(X):
         return PathImages(list(X))
+    if isinstance(X, (list, tuple)):
+        if len(X) == 0:
+            raise ValueError("X is empty (0 images); pass at least one image")
+        shapes = {np.shape(x) for x in X}
+        if len(shapes) > 1:
+            raise ValueError(f"X is a list of {len(X)} images of different shapes ({', '.join(map(str, sorted(shapes)[:3]))}"
+                             f"{', ...' if len(shapes) > 3 else ''}); resize them to one shape, or pass image file paths")
+        kinds = {type(x).__name__ for x in X if isinstance(x, (str, bytes, os.PathLike))}
+        if kinds:
+            raise ValueError(f"X mixes image paths with other values ({', '.join(sorted(kinds))} and arrays or numbers); "
+                             "pass only paths or only arrays")
+    shape = np.shape(X) if not isinstance(X, np.ndarray) else X.shape
+    if len(shape) >= 1 and shape[0] == 0:
+        raise ValueError(f"X is empty (0 images, shape {shape}); pass at least one image")
+    if len(shape) == 1:
+        raise ValueError(f"X is 1-D (shape {shape}): images are (n, h, w[, c]) arrays or a list of image file paths")
+    if len(shape) == 3 and shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"X has shape {shape}, which reads as ONE image (height, width, channels), not a batch; pass X[None] "
+            f"(shape {(1, *shape)}) or [X] for a single image, and (n, h, w) or (n, h, w, c) for n images"
+        )
     array = check_array(X, allow_nd=True, dtype="numeric", ensure_2d=True, ensure_min_features=1,
                         input_name="X", copy=False)
     image_like = array.ndim >= 3
@@ -187,6 +266,8 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
             f"X has {array.shape[-1]} channels (shape {array.shape}); images need 1 (grayscale), 3 (RGB) or 4 (RGBA) "
             "channels, channels last"
         )
+    if image_like and array.size:
+        _check_pixel_range(array)
     if warn_unit_range and image_like and array.dtype.kind == "f" and array.size and float(np.max(array)) <= 1.0 and float(np.min(array)) >= 0.0:
         warnings.warn(
             "X holds floats in [0, 1]; xrayest reads pixel values on the 0-255 scale. "
@@ -195,6 +276,28 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
             stacklevel=3,
         )
     return ArrayImages(array, tabular=not image_like)
+
+
+def _check_pixel_range(array: np.ndarray) -> None:
+    """Pixel values xrayest can put on its 0-255 scale (see the module docstring), or an error naming the image."""
+    if array.dtype.kind == "b" or array.dtype == np.uint8:
+        return
+    flat = array.reshape(len(array), -1)
+    low, high = flat.min(axis=1), flat.max(axis=1)
+    bad = np.flatnonzero(low < 0)
+    if len(bad):
+        raise ValueError(f"X image {bad[0]} has negative pixel values (min {low[bad[0]]:g}); {len(bad)} image(s) do. "
+                         "Pixels must be on the 0-255 scale (floats) or non-negative integers of 8-16 bits")
+    if array.dtype.kind == "f":
+        bad = np.flatnonzero(high > 255)
+        if len(bad):
+            raise ValueError(f"X image {bad[0]} has float pixel values up to {high[bad[0]]:g}; floats are read on the "
+                             "0-255 scale. Pass 12/16-bit images as integer arrays (uint16: scaled by their bit depth) "
+                             "or rescale them to 0-255")
+    else:
+        bad = np.flatnonzero(high > 65535)
+        if len(bad):
+            raise ValueError(f"X image {bad[0]} has pixel values up to {high[bad[0]]:g}: more than 16 bits")
 
 
 def check_n_features(estimator, source: ImageSource, reset: bool) -> None:
@@ -213,6 +316,10 @@ def check_n_features(estimator, source: ImageSource, reset: bool) -> None:
             estimator.__dict__.pop("n_features_in_", None)
         return
     expected = getattr(estimator, "n_features_in_", None)
+    if tabular and expected is None:
+        raise ValueError(
+            f"{type(estimator).__name__} was fitted on images, and a 2-D X reads as ONE grayscale image, not a batch; "
+            "pass X[None] (shape (1, h, w)) or [X] for a single image, and (n, h, w[, c]) for n images")
     if tabular and expected is not None and n_features != expected:
         raise ValueError(f"X has {n_features} features, but {type(estimator).__name__} "
                          f"is expecting {expected} features as input")
@@ -242,6 +349,11 @@ def check_labels(y, n_images: int):
 
     if y is None:
         raise ValueError("XrayCNNClassifier requires y to be passed, but the target y is None")
+    if isinstance(y, (list, tuple)) or (isinstance(y, np.ndarray) and y.dtype == object):
+        kinds = {"text" if isinstance(v, (str, bytes)) else "number" for v in np.ravel(np.asarray(y, dtype=object))
+                 if v is not None and not (isinstance(v, (float, np.floating)) and np.isnan(v))}
+        if len(kinds) > 1:
+            raise ValueError("y mixes text and numeric labels (e.g. 'covid' and 1); use one type for every label")
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = column_or_1d(y, warn=True)

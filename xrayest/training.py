@@ -330,6 +330,14 @@ def sample_weights(y, class_weight, sample_weight):
                    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0}
             if bad:
                 raise ValueError(f"class_weight values must be finite, non-negative numbers; got {bad}")
-        per_class = compute_sample_weight(class_weight=class_weight, y=y)
+            labels = set(np.unique(y).tolist())
+            unknown = sorted((k for k in class_weight if k not in labels), key=str)
+            if unknown:
+                raise ValueError(f"class_weight names {unknown}, which are not classes of y "
+                                 f"(classes: {', '.join(map(str, sorted(labels, key=str)))})")
+            # classes not named in the dict weigh 1, as in scikit-learn
+            per_class = np.array([float(class_weight.get(label, 1.0)) for label in np.asarray(y).tolist()])
+        else:
+            per_class = compute_sample_weight(class_weight=class_weight, y=y)
         weights = per_class if weights is None else weights * per_class
     return weights
