@@ -500,21 +500,37 @@ def load(path, device="auto") -> XrayCNNClassifier:
     XrayCNNClassifier
         Fitted, ready to ``predict``; ``fit`` retrains from its saved parameters.
     """
-    from .persistence import read_model
+    from .persistence import CorruptModelError, read_model
 
     with device_scope(device):
         model, meta = read_model(path)
+
+    def bad(problem):
+        raise CorruptModelError(f"corrupt or incompatible model file {path}: {problem}")
+
     params = dict(meta["params"])
+    unknown = sorted(set(params) - set(XrayCNNClassifier._parameter_constraints))
+    if unknown:
+        bad(f"unknown parameters {unknown}")
     for key in ("hidden_units", "image_size", "dropout"):
         if isinstance(params.get(key), list):
             params[key] = tuple(params[key])
     if params.get("backbone") is None:
         params["backbone"] = "custom"
     params["device"] = device
-    params = {k: v for k, v in params.items() if k in XrayCNNClassifier._parameter_constraints}
     estimator = XrayCNNClassifier(**params)
+    try:
+        validate_params(estimator)
+    except ValueError as exc:
+        bad(exc)
     state = meta["state"]
     estimator.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+    names = [layer.name for layer in model.layers]
+    if "trunk" not in names or "head" not in names:
+        bad(f"the network has no 'trunk' and 'head' (layers: {names})")
+    n_outputs = 1 if len(estimator.classes_) == 2 else len(estimator.classes_)
+    if tuple(model.output_shape[1:]) != (n_outputs,):
+        bad(f"{len(estimator.classes_)} classes but the network has {model.output_shape[-1]} outputs")
     estimator.image_size_ = tuple(state["image_size_"])
     estimator.history_ = state.get("history_", {})
     estimator.training_loop_ = state.get("training_loop_", [])

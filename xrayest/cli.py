@@ -180,10 +180,33 @@ def _estimator(args, extra=None):
                   device=args.device, precision=args.precision, random_state=args.random_state,
                   verbose=_keras_verbosity(args))
     params.update(_parse_params(args.param) if extra is None else extra)
-    try:
-        return XrayCNNClassifier(**params)
-    except TypeError as exc:
-        raise UserError(f"unknown parameter: {exc}") from None
+    _check_param_names(params)
+    return XrayCNNClassifier(**params)
+
+
+def _check_param_names(names):
+    from .classifier import XrayCNNClassifier
+
+    valid = XrayCNNClassifier._parameter_constraints
+    unknown = sorted(set(names) - set(valid))
+    if unknown:
+        raise UserError(f"unknown parameter {', '.join(map(repr, unknown))}; XrayCNNClassifier's parameters are: "
+                        f"{', '.join(valid)}")
+
+
+def _check_grid_values(clf, grid_params):
+    """Every candidate value is a valid parameter value, checked before any image is read."""
+    from sklearn.base import clone
+
+    from .params import validate_params
+
+    _check_param_names(grid_params)
+    for name, values in grid_params.items():
+        for value in values:
+            try:
+                validate_params(clone(clf).set_params(**{name: value}))
+            except ValueError as exc:
+                raise UserError(f"--param {name}: value {value!r} is not valid: {exc}") from None
 
 
 def _load_folder(path, classes):
@@ -194,6 +217,7 @@ def _load_folder(path, classes):
 
 def cmd_fit(args):
     X, y = _load_folder(args.data_dir, _classes(args.classes))
+    _check_output(args.out, X)
     clf = _estimator(args)
     _say(args, f"fitting {clf.backbone} on {len(X)} images, classes {_class_list(y)}")
     start = time.perf_counter()
@@ -211,7 +235,7 @@ def _expand_inputs(inputs):
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise UserError(f"no images found in folder {path}")
             files += found
@@ -222,19 +246,52 @@ def _expand_inputs(inputs):
     return [str(p) for p in files]
 
 
+def _check_output(output, protected):
+    """Refuse an output path that is one of the files being read (the model, an input image)."""
+    if output is None:
+        return
+    target = Path(output).resolve()
+    for path in protected:
+        if Path(path).resolve() == target:
+            raise UserError(f"--output {output} is one of the files being read ({path}); choose another path")
+    if target.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file path such as predictions.csv")
+
+
+def _write_atomically(path, write):
+    """Write through ``write(fh)`` to a temporary file beside ``path``, renamed over it when complete."""
+    import tempfile
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def cmd_predict(args):
     from .classifier import load
 
-    clf = load(args.model, device=args.device)
     files = _expand_inputs(args.inputs)
+    _check_output(args.output, [args.model, *files])
+    clf = load(args.model, device=args.device)
     proba = clf.predict_proba(files)
     labels = clf.classes_[proba.argmax(axis=1)]
     header = ["path", "label", *[f"p_{c}" for c in clf.classes_]]
     rows = [[f, str(label), *[repr(float(p)) for p in row]] for f, label, row in zip(files, labels, proba)]
-    with (open(args.output, "w", newline="") if args.output else contextlib.nullcontext(sys.stdout)) as fh:
+    def write(fh):
         writer = csv.writer(fh)
         writer.writerow(header)
         writer.writerows(rows)
+
+    if args.output:
+        _write_atomically(args.output, write)
+    else:
+        write(sys.stdout)
     if args.output:
         _say(args, f"wrote {len(rows)} predictions to {args.output}")
     return 0
@@ -262,9 +319,10 @@ def cmd_grid(args):
     grid_params = _parse_params(args.param, grid=True)
     if not grid_params:
         raise UserError("give at least one --param NAME=V1,V2,... to search over")
-    X, y = _load_folder(args.data_dir, _classes(args.classes))
     clf = _estimator(args, extra={})
     clf.set_params(verbose=0)
+    _check_grid_values(clf, grid_params)
+    X, y = _load_folder(args.data_dir, _classes(args.classes))
     try:
         search = GridSearchCV(clf, grid_params, cv=args.cv, refit=bool(args.out), error_score="raise")
     except ValueError as exc:
@@ -297,6 +355,9 @@ def cmd_demo(args):
 
     start = time.perf_counter()
     size = args.image_size
+    for name, low in (("n_images", 8), ("image_size", 8), ("epochs", 1)):
+        if getattr(args, name) < low:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {low}; got {getattr(args, name)}")
     if args.data:
         root = Path(args.data)
         classes = _classes(args.classes)

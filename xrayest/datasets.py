@@ -121,8 +121,19 @@ def load_image_folder(root, classes=None, image_size=None, color="rgb", return_p
         raise ValueError(f"color must be 'rgb' or 'grayscale'; got {color!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
+    if image_size is not None:
+        sides = (image_size,) * 2 if np.isscalar(image_size) else tuple(image_size)
+        if len(sides) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                      for v in sides):
+            raise ValueError(f"image_size must be a positive int or (height, width) of positive ints; got {image_size!r}")
+    if isinstance(classes, (str, bytes, Path)):
+        raise ValueError(f"classes must be a list of class folder names; got the single string {classes!r} "
+                         f"(pass [{str(classes)!r}] for one folder)")
     available = sorted(p.name for p in root.iterdir() if p.is_dir())
     classes = list(classes) if classes is not None else available
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ValueError(f"classes names {repeated} more than once; each class folder is read once")
     missing = [c for c in classes if c not in available]
     if missing:
         raise ValueError(f"class folders {missing} not found in {root}; it has {available}")
@@ -169,7 +180,7 @@ def _readable(files, labels, on_error):
     for path, label in zip(files, labels):
         try:
             with Image.open(path) as img:
-                img.verify()
+                img.load()  # decode every pixel: verify() alone passes a truncated JPEG
         except Exception as exc:  # PIL raises many types for corrupt files
             if on_error == "raise":
                 raise ValueError(f"cannot read image file {path}: {exc}") from exc

@@ -242,11 +242,15 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
         if kinds:
             raise ValueError(f"X mixes image paths with other values ({', '.join(sorted(kinds))} and arrays or numbers); "
                              "pass only paths or only arrays")
-    shape = np.shape(X) if not isinstance(X, np.ndarray) else X.shape
+    try:
+        shape = np.asarray(X).shape
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"X cannot be read as an array of images ({type(X).__name__}: {exc})") from exc
     if len(shape) >= 1 and shape[0] == 0:
         raise ValueError(f"X is empty (0 images, shape {shape}); pass at least one image")
     if len(shape) == 1:
-        raise ValueError(f"X is 1-D (shape {shape}): images are (n, h, w[, c]) arrays or a list of image file paths")
+        raise ValueError(f"X is 1-D (shape {shape}), neither images nor image paths. Reshape your data: images are "
+                         "(n, h, w[, c]) arrays or a list of image file paths")
     if len(shape) == 3 and shape[-1] in (1, 3, 4):
         raise ValueError(
             f"X has shape {shape}, which reads as ONE image (height, width, channels), not a batch; pass X[None] "

@@ -18,7 +18,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-__all__ = ["write_model", "read_model", "plain_params", "FORMAT_VERSION"]
+import numpy as np
+
+__all__ = ["write_model", "read_model", "check_meta", "CorruptModelError", "plain_params", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 2  # 2: state holds "frozen" and "cache_key" (1 named them backbone_frozen_, _feature_config)
 _META_ENTRY = "xrayest.json"
@@ -93,7 +95,47 @@ def read_model(path):
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
     meta = _read_meta(path)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} was written by a newer xrayest (format {meta['format_version']}); upgrade xrayest")
-    model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    check_meta(meta, path)
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        raise ValueError(f"corrupt or incompatible model file {path}: Keras cannot rebuild the network ({exc})") from exc
     return model, meta
+
+
+class CorruptModelError(ValueError):
+    """A model file whose metadata or network is damaged, edited or from an incompatible version."""
+
+
+def check_meta(meta, path) -> None:
+    """Check the metadata's structure and types; raise :class:`CorruptModelError` naming the first problem."""
+    def bad(problem):
+        raise CorruptModelError(f"corrupt or incompatible model file {path}: {problem}")
+
+    if not isinstance(meta, dict):
+        bad("its metadata is not a JSON object")
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        bad(f"format_version must be an integer; got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer xrayest (format {version}); upgrade xrayest")
+    if not isinstance(meta.get("params"), dict):
+        bad("'params' is missing or not an object")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or len(set(map(str, classes))) != len(classes):
+        bad(f"'classes' must list at least two distinct labels; got {classes!r}")
+    try:
+        np.asarray(classes, dtype=np.dtype(meta.get("classes_dtype")))
+    except (TypeError, ValueError):
+        bad(f"'classes_dtype' {meta.get('classes_dtype')!r} does not fit the classes {classes!r}")
+    state = meta.get("state")
+    if not isinstance(state, dict):
+        bad("'state' is missing or not an object")
+    size = state.get("image_size_")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                              for v in size)):
+        bad(f"state.image_size_ must be [height, width] of positive integers; got {size!r}")
+    if not isinstance(state.get("frozen", state.get("backbone_frozen_", True)), bool):
+        bad("state.frozen must be true or false")
+    if not isinstance(state.get("history_", {}), dict):
+        bad("state.history_ must be an object")
