@@ -27,6 +27,7 @@ import os
 import tempfile
 import threading
 import warnings
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -110,14 +111,14 @@ class FeatureCache:
     def _read_disk(self, config: str, path: Path):
         """The features in ``path`` if they pass every check, else None (counted, warned about once)."""
         try:
-            with np.load(path, allow_pickle=False) as entry:
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as entry:
                 features, checksum = entry["features"], entry["checksum"]
             expected = self._shapes.get(config)
             problem = ("checksum mismatch" if not np.array_equal(checksum, _checksum(features)) else
                        f"shape {features.shape}, expected {expected}" if expected and features.shape != expected else
                        "values that are not finite" if features.dtype.kind == "f" and not np.isfinite(features).all()
                        else None)
-        except (OSError, ValueError, KeyError, EOFError) as exc:  # truncated, not a zip, missing arrays
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, not a zip, missing arrays
             problem = f"unreadable ({type(exc).__name__})"
         if problem is None:
             return features

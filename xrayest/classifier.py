@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
@@ -408,6 +410,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             if self.trunk_.is_frozen:
                 cache = estimator_cache(self)
                 feats = self.trunk_.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
+                if feats.shape[1:] != tuple(head.input_shape[1:]):  # cached entries of another shape: recompute
+                    warnings.warn(f"cached features of shape {feats.shape[1:]} do not fit the head "
+                                  f"{tuple(head.input_shape[1:])}; recomputing them", RuntimeWarning, stacklevel=3)
+                    feats = self.trunk_.features(source, batch_size=self.batch_size, cache=None)
                 return predict_head(head, feats, self.batch_size)
             model = self.model_ if head is self.head_ else keras.Model(
                 self.model_.input, head(self.trunk_.model(self.model_.input)))

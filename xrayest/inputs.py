@@ -248,6 +248,10 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
         raise ValueError(f"X cannot be read as an array of images ({type(X).__name__}: {exc})") from exc
     if len(shape) >= 1 and shape[0] == 0:
         raise ValueError(f"X is empty (0 images, shape {shape}); pass at least one image")
+    if len(shape) == 2 and shape[1] == 0:
+        raise ValueError(f"X holds empty rows: 0 feature(s) (shape={shape}) while a minimum of 1 is required.")
+    if len(shape) >= 3 and 0 in shape[1:]:
+        raise ValueError(f"X holds images of zero height, width or channels (shape {shape})")
     if len(shape) == 1:
         raise ValueError(f"X is 1-D (shape {shape}), neither images nor image paths. Reshape your data: images are "
                          "(n, h, w[, c]) arrays or a list of image file paths")
@@ -365,6 +369,8 @@ def check_labels(y, n_images: int):
         raise ValueError(f"y must be a 1-D array of class labels; got shape {y.shape}")
     if len(y) != n_images:
         raise ValueError(f"X has {n_images} images but y has {len(y)} labels")
+    if len(y) == 0:
+        raise ValueError("y is empty (0 labels); a classifier needs labelled images of at least 2 classes")
     if y.dtype.kind in "fO":
         missing = np.flatnonzero([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) for v in y])
         if len(missing):

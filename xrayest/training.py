@@ -248,11 +248,21 @@ def recalibrate_batch_norm(model, batches) -> int:
     if not norms:
         return 0
     momenta = [layer.momentum for layer in norms]
+    sums, count = None, 0
     try:
-        for k, batch in enumerate(batches, 1):
-            for layer in norms:
-                layer.momentum = 1.0 - 1.0 / k
-            model(tf.constant(batch), training=True)
+        # Momentum 0: each training-mode call leaves one batch's statistics in the moving variables;
+        # they are summed here and averaged at the end (one traced graph, not eager calls per layer).
+        for layer in norms:
+            layer.momentum = 0.0
+        step = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+        for batch in batches:
+            step(tf.constant(batch))
+            stats = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
+            sums = stats if sums is None else [(m0 + m, v0 + v) for (m0, v0), (m, v) in zip(sums, stats)]
+            count += 1
+        for layer, (mean, variance) in zip(norms, sums or []):
+            layer.moving_mean.assign(mean / count)
+            layer.moving_variance.assign(variance / count)
     finally:
         for layer, momentum in zip(norms, momenta):
             layer.momentum = momentum
@@ -288,6 +298,7 @@ class RecalibratedValidation(keras.callbacks.Callback):
     def __init__(self, trunk, calibration, validation):
         super().__init__()
         self.trunk, self.calibration, self.validation = trunk, calibration, validation
+        self._predict = None
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
@@ -295,12 +306,14 @@ class RecalibratedValidation(keras.callbacks.Callback):
         from .head_training import sample_hits
 
         recalibrate_batch_norm(self.trunk, self.calibration())
+        if self._predict is None:  # one traced graph for every epoch's validation batches
+            self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
         loss_fn = keras.losses.get(self.model.loss)
         total = hits = count = 0.0
         for batch in self.validation:
             x, y = batch[0], batch[1]
             w = batch[2] if len(batch) > 2 else tf.ones(tf.shape(y)[:1])
-            pred = self.model(x, training=False)
+            pred = self._predict(x)
             per_sample = tf.reshape(loss_fn(y, pred), [-1])
             total += float(tf.reduce_sum(per_sample * tf.cast(w, per_sample.dtype)))
             hits += float(tf.reduce_sum(sample_hits(y, pred)))

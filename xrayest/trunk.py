@@ -383,6 +383,7 @@ class Trunk:
                 value = cache.get(self.cache_key, key)
                 if value is not None:
                     found[key] = value
+            found = self._consistent(found)
         first_index = {}
         for i, key in enumerate(keys):
             if key not in found and key not in first_index:
@@ -406,6 +407,20 @@ class Trunk:
         if n == 0:
             return np.zeros((0, *self.output_shape(cache)), np.float32)
         return np.stack([found[key] for key in keys])
+
+    def _consistent(self, found: dict) -> dict:
+        """Cached features of the trunk's output shape only; entries of another shape are dropped (recomputed)."""
+        shapes = {value.shape for value in found.values()}
+        if not shapes or (len(shapes) == 1 and not self.is_built):
+            return found
+        expected = tuple(self.model.output_shape[1:])
+        kept = {key: value for key, value in found.items() if value.shape == expected}
+        if len(kept) < len(found):
+            import warnings
+
+            warnings.warn(f"{len(found) - len(kept)} cached feature entries had a shape other than the trunk's "
+                          f"{expected}; recomputing them", RuntimeWarning, stacklevel=3)
+        return kept
 
     def _image_size(self):
         """``(height, width)`` of the trunk's preprocessing layer (images are read at it)."""

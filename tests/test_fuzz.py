@@ -1,0 +1,116 @@
+"""Property-based tests: over shapes, dtypes, value ranges, label types, parameter values and files,
+the only outcomes are a correct result or a ValueError whose message names the input."""
+
+import numpy as np
+import pytest
+
+hypothesis = pytest.importorskip("hypothesis", reason="the fuzz suite needs hypothesis (pip install '.[test]')")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from conftest import make_images, tiny_classifier  # noqa: E402
+from xrayest.inputs import as_image_source, check_labels  # noqa: E402
+from xrayest.params import PARAMETERS, validate_params  # noqa: E402
+
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                       HealthCheck.function_scoped_fixture])
+DTYPES = st.sampled_from([np.uint8, np.uint16, np.int16, np.int32, np.int64, np.float32, np.float64, np.bool_])
+
+
+def arrays():
+    shapes = hnp.array_shapes(min_dims=1, max_dims=5, min_side=0, max_side=6)
+    return DTYPES.flatmap(lambda dtype: hnp.arrays(dtype, shapes, elements=_elements(dtype)))
+
+
+def _elements(dtype):
+    if np.dtype(dtype).kind == "f":
+        finite = st.floats(-1e6, 1e6, width=np.dtype(dtype).itemsize * 8)
+        return st.one_of(finite, finite.map(abs), st.sampled_from([np.nan, np.inf, 255.0, 0.0]))
+    if np.dtype(dtype).kind == "b":
+        return st.booleans()
+    info = np.iinfo(dtype)
+    return st.integers(max(info.min, -2**40), min(info.max, 2**40))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    X, y = make_images(12, 8, 2)
+    return tiny_classifier(backbone="small_cnn", image_size=8, epochs=1, hidden_units=(4,)).fit(X, y)
+
+
+@FAST
+@given(X=arrays())
+def test_any_array_is_accepted_onto_the_0_255_scale_or_named(X):
+    before = X.copy()
+    try:
+        source = as_image_source(X)
+    except ValueError as exc:
+        assert "X" in str(exc) or "pixel" in str(exc), str(exc)
+        return
+    finally:
+        np.testing.assert_array_equal(X, before)  # never modified
+    batch = source.batch(0, len(source), None)
+    assert batch.dtype == np.float32 and batch.shape[-1] == 3 and len(batch) == len(X)
+    if X.ndim >= 3:  # images (2-D rows are scikit-learn's tabular checks, any finite value)
+        assert np.isfinite(batch).all() and batch.min() >= 0 and batch.max() <= 255.0 + 1e-3
+
+
+@FAST
+@given(X=arrays())
+def test_predict_answers_one_row_per_image_or_names_the_input(fitted, X):
+    try:
+        proba = fitted.predict_proba(X)
+    except ValueError as exc:
+        assert "X" in str(exc) or "pixel" in str(exc) or "image" in str(exc), str(exc)
+        return
+    assert proba.shape == (len(X), 2) and np.allclose(proba.sum(1), 1) and np.isfinite(proba).all()
+
+
+LABEL = st.one_of(st.text(max_size=4), st.integers(-3, 3), st.floats(allow_nan=True), st.none(), st.booleans())
+
+
+@FAST
+@given(y=st.lists(LABEL, min_size=0, max_size=12))
+def test_labels_give_classes_or_a_named_error(y):
+    try:
+        classes, encoded = check_labels(y, len(y))
+    except ValueError as exc:
+        assert "y" in str(exc) or "label" in str(exc) or "class" in str(exc), str(exc)
+        return
+    assert len(classes) >= 2 and len(encoded) == len(y) and (classes[encoded] == np.asarray(y)).all()
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True),
+                   st.text(max_size=6), st.tuples(st.integers(-2, 64)), st.tuples(st.floats(-1, 2)),
+                   st.just("imagenet"), st.just("balanced"), st.just("xray"), st.dictionaries(st.text(max_size=2),
+                                                                                                 st.floats(), max_size=2))
+
+
+@FAST
+@given(name=st.sampled_from(sorted(PARAMETERS)), value=VALUES)
+def test_every_parameter_value_is_accepted_or_named(name, value):
+    from xrayest import XrayCNNClassifier
+
+    if name not in XrayCNNClassifier._parameter_constraints:
+        return
+    clf = XrayCNNClassifier().set_params(**{name: value})
+    try:
+        validate_params(clf)
+    except ValueError as exc:
+        assert f": {name} must be" in str(exc), str(exc)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=300), suffix=st.sampled_from([".png", ".jpg", ".bmp", ".tif"]))
+def test_any_file_reads_or_names_the_file(tmp_path, content, suffix):
+    from xrayest.inputs import read_image
+
+    path = tmp_path / f"fuzzed{suffix}"
+    path.write_bytes(content)
+    try:
+        image = read_image(path, (8, 8))
+    except ValueError as exc:
+        assert "fuzzed" in str(exc), str(exc)
+        return
+    assert image.shape == (8, 8, 3) and np.isfinite(image).all()
