@@ -104,6 +104,34 @@ class TestFineTuning:
         full = clf.model_.predict(rgb(X), verbose=0)[:, 0]
         np.testing.assert_allclose(clf.predict_proba(X)[:, 1], full, atol=1e-6)
 
+    def test_fine_tuning_trains_on_the_cached_cut_like_on_images(self, binary_images, clean_cache):
+        X, y = binary_images
+        # one batch per epoch (batch_size >= n): the order of rows cannot differ between the two paths
+        params = dict(fine_tune="block4_pool", fine_tune_epochs=2, epochs=2, batch_size=32)
+        cut = tiny_classifier(**params).fit(X, y)
+        full = tiny_classifier(cache_features=False, **params).fit(X, y)
+        assert cut.training_inputs_ == ["features", "cut"] and full.training_inputs_ == ["features", "images"]
+        np.testing.assert_allclose(cut.predict_proba(X), full.predict_proba(X), atol=2e-4)
+        np.testing.assert_allclose(cut.predict_proba(X)[:, 1], cut.model_.predict(rgb(X), verbose=0)[:, 0], atol=1e-6)
+        misses = clean_cache.misses
+        tiny_classifier(**params).fit(X, y)  # a refit reads the cut activations from the cache
+        assert clean_cache.misses == misses
+
+    def test_augmentation_or_a_cut_inside_a_block_trains_on_images(self, binary_images):
+        from xrayest.trunk import Trunk
+
+        X, y = binary_images
+        clf = tiny_classifier(fine_tune="block4_pool", fine_tune_epochs=1, epochs=1, augment="light").fit(X, y)
+        assert clf.training_inputs_ == ["images", "images"]
+        # residual_cnn: unfreezing after res3_conv1 leaves the block's shortcut reading an earlier tensor
+        trunk = Trunk.trainable("residual_cnn", None, (32, 32), seed=0, fine_tune="res3_conv1")
+        assert trunk.cut() is None
+        trunk = Trunk.trainable("residual_cnn", None, (32, 32), seed=0, fine_tune="res2_pool")
+        front, back = trunk.cut()
+        images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
+        np.testing.assert_allclose(back.predict(front.model.predict(images, verbose=0), verbose=0),
+                                   trunk.model.predict(images, verbose=0), atol=1e-5)
+
     def test_fine_tune_epochs_needs_fine_tune(self, binary_images):
         with pytest.raises(ValueError, match="fine_tune_epochs needs fine_tune"):
             tiny_classifier(fine_tune_epochs=2).fit(*binary_images)

@@ -86,6 +86,11 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     fine_tune : int or str, optional
         Unfreeze the last N backbone layers (int) or every layer after the named one (str,
         e.g. InceptionV3's ``"mixed7"``); BatchNorm layers stay frozen in inference mode.
+        Without ``augment`` (and with ``cache_features``), the activation where the frozen part
+        ends is computed once per image and cached, and each epoch runs only the unfrozen
+        layers and the head (``training_inputs_`` says "cut"); this needs the unfrozen layers
+        to read one tensor of the frozen part (a block boundary such as Xception's
+        ``"add_10"``), else every epoch runs the whole network.
     fine_tune_epochs : int, default=0
         0: fine-tune from the start for ``epochs``.  >0: two phases, the head first for
         ``epochs`` on cached features, then the unfrozen layers for ``fine_tune_epochs``.
@@ -104,7 +109,9 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Training on images always uses ``keras.Model.fit``.  ``training_loop_`` records
         the loop of each phase.
     cache_features : bool, default=True
-        Share frozen-backbone features across fits through the feature cache.
+        Share frozen-backbone features (and the activations at a fine-tuning cut, see
+        ``fine_tune``) across fits through the feature cache.  False: computed anew every
+        fit, and fine-tuning runs the whole network every epoch.
     cache_dir : path, optional
         Keep cached features on disk there too (shared by parallel workers).
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
@@ -139,6 +146,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     training_plan_ : xrayest.training.TrainingPlan
     training_loop_ : list of str
         "graph" or "keras", one per phase of the plan.
+    training_inputs_ : list of str
+        What each phase trained on: "features" (cached frozen-backbone features), "cut" (fine-tuning
+        on the cached activation where the frozen part of the backbone ends; each epoch runs only the
+        unfrozen layers and the head) or "images" (the whole network, every epoch).
     image_size_ : tuple
     n_features_in_ : int
         Only when fitted on 2-D ``(n, p)`` rows.
@@ -250,7 +261,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         cache = estimator_cache(self)
         # A frozen trunk pools inside (smaller cached features) unless the head needs the map.
         pool_in_trunk = plan.trunk == "frozen" and not self.batch_norm and self.pooling != "flatten"
-        self.history_, self.training_loop_ = {}, []
+        self.history_, self.training_loop_, self.training_inputs_ = {}, [], []
         with device_scope(self.device):
             if plan.trunk == "frozen":
                 trunk = Trunk.frozen(self.backbone, self.weights, image_size,
@@ -262,12 +273,18 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                         precision=self.precision,
                                         fine_tune=self.fine_tune if plan.trunk == "fine_tune" else None)
             head, model, store = None, None, None
+            frozen_key = trunk.cache_key if cache is not None else None
             for phase in plan.phases:
                 if phase.unfreeze:
                     trunk = trunk.unfrozen(self.fine_tune)
-                if phase.on_features:
-                    inputs = trunk.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
-                    val = validation and (trunk.features(validation[0], batch_size=self.batch_size, cache=cache),
+                # Fine-tuning without augmentation: the frozen part's output at the cut is as fixed as
+                # frozen features, so it is computed once (and cached) and each epoch runs the rest only.
+                cut = trunk.cut(frozen_key) if (self.fine_tune is not None and not phase.on_features
+                                                and augment is None and self.cache_features) else None
+                if phase.on_features or cut:
+                    front = trunk if phase.on_features else cut[0]
+                    inputs = front.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
+                    val = validation and (front.features(validation[0], batch_size=self.batch_size, cache=cache),
                                           validation[1])
                 else:  # images decoded once into a compact store, streamed in batches
                     if store is None:
@@ -281,14 +298,18 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                           dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2)
                 if phase.on_features:
                     trainee = head
+                elif cut:
+                    trainee = _stack(cut[1], head)
                 else:
                     with seeded(self.random_state):
                         model = _compose(trunk.model, head, augment, self.random_state)
                     trainee = model
+                on_images = not (phase.on_features or cut)
                 train_rows = self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs,
-                                         trunk_model=None if phase.on_features else trunk.model)
-                if not phase.on_features:  # moving BatchNorm statistics of the trained trunk, made exact
+                                         trunk_model=trunk.model if on_images else None)
+                if on_images:  # moving BatchNorm statistics of the trained trunk, made exact
                     recalibrate_batch_norm(trunk.model, store.batches(train_rows, self.batch_size))
+                self.training_inputs_.append("images" if on_images else "cut" if cut else "features")
         self.trunk_, self.head_, self._model = trunk, head, model
         return self
 
@@ -481,9 +502,16 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             "classes_dtype": classes.dtype.str,
             "state": {"image_size_": list(self.image_size_), "history_": self.history_,
                       "frozen": self.trunk_.is_frozen, "cache_key": self.trunk_.cache_key,
-                      "training_loop_": self.training_loop_},
+                      "training_loop_": self.training_loop_, "training_inputs_": self.training_inputs_},
         }
         return write_model(path, self.model_, meta)
+
+
+def _stack(bottom, head):
+    """``head`` on top of ``bottom`` as one Keras model."""
+    import keras
+
+    return keras.Model(bottom.input, head(bottom.output), name="cut_and_head")
 
 
 def _compose(trunk_model, head, augment=None, seed=None):
@@ -540,6 +568,7 @@ def load(path, device="auto") -> XrayCNNClassifier:
     estimator.image_size_ = tuple(state["image_size_"])
     estimator.history_ = state.get("history_", {})
     estimator.training_loop_ = state.get("training_loop_", [])
+    estimator.training_inputs_ = state.get("training_inputs_", [])
     estimator.training_plan_ = None  # not saved: the file holds the trained network, not how it trained
     # Files of format 1 named these backbone_frozen_ and _feature_config.
     frozen = state.get("frozen", state.get("backbone_frozen_", True))

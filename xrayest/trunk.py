@@ -322,6 +322,38 @@ class Trunk:
         """Wrap an existing trunk model (e.g. one loaded from a saved file)."""
         return cls(model, is_frozen=is_frozen, cache_key=cache_key)
 
+    def cut(self, cache_key=None):
+        """Split a partly-unfrozen trunk where its frozen part ends: ``(front, back)``, or None.
+
+        ``front`` is a frozen :class:`Trunk` (images -> the activation at the cut, float32) whose outputs
+        can be cached like any frozen features, keyed by ``cache_key`` (the frozen trunk's key) and the
+        cut; ``back`` is a ``keras.Model`` (activation -> this trunk's output) sharing its layers with
+        this trunk, so training it trains this trunk.  The frozen part runs in inference mode, as a
+        frozen trunk always does.  None when the backbone cannot be cut at one tensor
+        (:func:`xrayest.trunk_graph.split_at_trainable`).
+        """
+        import keras
+
+        from .cache import config_key
+        from .trunk_graph import split_at_trainable
+
+        backbone = self.backbone
+        parts = split_at_trainable(backbone)
+        if parts is None:
+            return None
+        front, back = parts
+        images = keras.Input((None, None, 3), name="images")
+        activation = front(self.model.get_layer("preprocess")(images))
+        activation = keras.layers.Activation("linear", dtype="float32", name="cut_float32")(activation)
+        front_trunk = keras.Model(images, activation, name="trunk_front")
+        cut_input = keras.Input(tuple(front.output.shape[1:]), name="cut")
+        x = back(cut_input)
+        after = self.model.layers[[layer.name for layer in self.model.layers].index(backbone.name) + 1:]
+        for layer in after:  # pooling or the float32 cast that follow the backbone in the trunk
+            x = layer(x)
+        key = None if cache_key is None else config_key(trunk=cache_key, cut=front.layers[-1].name)
+        return Trunk(front_trunk, cache_key=key), keras.Model(cut_input, x, name="trunk_back")
+
     def unfrozen(self, fine_tune) -> "Trunk":
         """This trunk's model with the layers ``fine_tune`` names made trainable (weights kept)."""
         model = self.model

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PRECISIONS", "rewrite_backbone", "foldable_batch_norms", "layer_graph"]
+__all__ = ["split_at_trainable", "PRECISIONS", "rewrite_backbone", "foldable_batch_norms", "layer_graph"]
 
 # Estimator ``precision=`` values -> Keras dtype policy of the rewritten backbone.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -220,3 +220,33 @@ def rewrite_backbone(model, *, fold_batch_norm: bool = True, precision: str = "f
             new.set_weights(layer.get_weights())
     new_model.trainable = model.trainable
     return new_model
+
+
+def split_at_trainable(model):
+    """``(front, back)``: ``model`` cut before its first trainable layer, or None where it cannot be.
+
+    ``front`` maps the model's input to the one tensor every later layer depends on (e.g. the output
+    of Xception's block 12 when blocks 13-14 are unfrozen); ``back`` maps that tensor to the model's
+    output.  Both share their layers (and weights) with ``model``, so training ``back`` trains
+    ``model``.  None when nothing trains, when everything trains, when the later layers read more
+    than one earlier tensor (a cut inside a residual block) or when ``model`` is not functional.
+
+    Uses the public functional API only: the graph is read from ``get_config()``
+    (:func:`layer_graph`), and ``keras.Model`` accepts intermediate tensors as inputs.
+    """
+    import keras
+
+    calls, _ = layer_graph(model)
+    if calls is None:
+        return None
+    names = [layer.name for layer in model.layers]
+    first = next((i for i, layer in enumerate(model.layers) if layer.trainable and layer.weights), None)
+    if first is None or first <= 1:
+        return None
+    later = set(names[first:])
+    frontier = {src for name in later for node in calls.get(name, []) for src in node if src not in later}
+    if len(frontier) != 1:
+        return None
+    cut = model.get_layer(frontier.pop()).output
+    return (keras.Model(model.inputs, cut, name=f"{model.name}_front"),
+            keras.Model(cut, model.output, name=f"{model.name}_back"))
