@@ -98,9 +98,14 @@ class TestFineTuning:
 
     def test_two_phase_schedule(self, binary_images):
         X, y = binary_images
-        clf = tiny_classifier(fine_tune=2, fine_tune_epochs=2, epochs=3, learning_rate=1e-3).fit(X, y)
+        import keras
+
+        rates = []
+        seen = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: rates.append(float(seen.model.optimizer.learning_rate)))
+        clf = tiny_classifier(fine_tune=2, fine_tune_epochs=2, epochs=3, learning_rate=1e-3, callbacks=[seen]).fit(X, y)
         assert len(clf.history_["loss"]) == 5
-        assert float(clf.model_.optimizer.learning_rate) == pytest.approx(1e-4)  # phase two at learning_rate / 10
+        assert rates == pytest.approx([1e-3] * 3 + [1e-4] * 2)  # phase two at learning_rate / 10
         full = clf.model_.predict(rgb(X), verbose=0)[:, 0]
         np.testing.assert_allclose(clf.predict_proba(X)[:, 1], full, atol=1e-6)
 

@@ -243,10 +243,17 @@ def split_at_trainable(model):
     first = next((i for i, layer in enumerate(model.layers) if layer.trainable and layer.weights), None)
     if first is None or first <= 1:
         return None
-    later = set(names[first:])
-    frontier = {src for name in later for node in calls.get(name, []) for src in node if src not in later}
-    if len(frontier) != 1:
-        return None
+    # Weightless layers just before the first trainable one (an activation, say) may sit on either
+    # side: take the latest start whose later layers read a single earlier tensor.
+    start = first
+    while True:
+        later = set(names[start:])
+        frontier = {src for name in later for node in calls.get(name, []) for src in node if src not in later}
+        if len(frontier) == 1:
+            break
+        start -= 1
+        if start <= 1 or model.layers[start].weights:
+            return None
     cut = model.get_layer(frontier.pop()).output
     return (keras.Model(model.inputs, cut, name=f"{model.name}_front"),
             keras.Model(cut, model.output, name=f"{model.name}_back"))

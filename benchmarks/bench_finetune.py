@@ -1,0 +1,103 @@
+"""Fine-tuning speed and memory: training on the cached cut vs the full forward pass every epoch.
+
+Genuine ImageNet Xception (../shared/tools), 150 px, a stratified subsample of --n pediatric_cxr
+images, blocks 13-14 unfrozen (``fine_tune="add_10"``: every layer after block 12's output), batch
+32, Adam 1e-4, no augmentation, in --precision (default bfloat16):
+
+- ``cut``: xrayest's default: block 12's output is computed once per image, then each epoch runs
+  blocks 13-14 and the head only;
+- ``full_forward``: ``cache_features=False``: every epoch runs the whole network on the images.
+
+Each variant runs in its own process (peak resident memory is per process), in turn, per round.
+Images/s counts the epochs after the first (the first pays for tracing and, for ``cut``, for
+computing the activations: its time is reported separately).
+
+    python benchmarks/bench_finetune.py [--n 1024] [--epochs 3] [--rounds 2] [--precision bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from _common import SHARED, append_results, markdown_table, xception_weights
+
+DATA = SHARED / "data" / "pediatric_cxr" / "train"
+VARIANTS = ("cut", "full_forward")
+
+
+def run_variant(variant, n, epochs, precision, weights):
+    import keras
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from xrayest import XrayCNNClassifier, load_image_folder
+
+    paths, y = load_image_folder(DATA, return_paths=True)
+    if n < len(paths):
+        paths, _, y, _ = train_test_split(paths, y, train_size=n, stratify=y, random_state=0)
+    times = []
+    timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
+                                           on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
+    clf = XrayCNNClassifier("xception", weights=weights, image_size=150, fine_tune="add_10", epochs=epochs,
+                            batch_size=32, learning_rate=1e-4, precision=precision, random_state=0,
+                            cache_features=variant == "cut", callbacks=[timer])
+    start = time.perf_counter()
+    clf.fit(list(paths), np.asarray(y))
+    total = time.perf_counter() - start
+    later = [times[i + 1] - times[i] for i in range(2, len(times) - 1, 2)]
+    return {"variant": variant, "inputs": clf.training_inputs_, "total_s": total,
+            "before_epoch_1_s": times[0] - start, "epoch_1_s": times[1] - times[0],
+            "img_per_s": len(paths) * len(later) / sum(later) if later else float("nan"),
+            "train_accuracy": clf.history_["accuracy"][-1],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precision", default="bfloat16")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--weights", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        print("RESULT " + json.dumps(run_variant(args.variant, args.n, args.epochs, args.precision, args.weights)))
+        return
+    if not DATA.is_dir():
+        sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
+    weights = xception_weights()
+    results = {v: [] for v in VARIANTS}
+    for _ in range(args.rounds):
+        for variant in VARIANTS:
+            out = subprocess.run([sys.executable, __file__, "--variant", variant, "--n", str(args.n), "--epochs",
+                                  str(args.epochs), "--precision", args.precision, "--weights", weights],
+                                 capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+            line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+            if not line:
+                sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
+            results[variant].append(json.loads(line[0][7:]))
+            print(results[variant][-1], flush=True)
+
+    def joined(runs, key, fmt="{:.0f}"):
+        return " / ".join(fmt.format(r[key]) for r in runs)
+
+    rows = [[variant, "+".join(runs[0]["inputs"]), joined(runs, "img_per_s"), joined(runs, "before_epoch_1_s"),
+             joined(runs, "epoch_1_s"), joined(runs, "total_s"), joined(runs, "peak_rss_mb"),
+             joined(runs, "train_accuracy", "{:.3f}")] for variant, runs in results.items()]
+    append_results(f"bench_finetune: Xception (ImageNet) blocks 13-14 fine-tuned, 150 px, {args.precision}, batch 32, "
+                   f"{args.n} pediatric_cxr images, {args.epochs} epochs",
+                   markdown_table(["variant", "trained on", "img/s (epochs 2+)", "s before epoch 1", "epoch 1 s",
+                                   "fit s", "peak RSS MB", "final training accuracy"], rows),
+                   notes="Each variant in its own process, in turn, per round. 'cut' computes block 12's output "
+                         "once per image (before epoch 1), then trains blocks 13-14 and the head on it.")
+
+
+if __name__ == "__main__":
+    main()
