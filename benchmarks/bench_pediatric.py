@@ -38,6 +38,9 @@ def main():
     parser.add_argument("--hidden", default="256", help="comma-separated hidden layer widths of the head")
     parser.add_argument("--dropout", type=float, default=0.5)
     parser.add_argument("--class-weight", default="", help="'balanced' or empty")
+    parser.add_argument("--cascade", action="store_true",
+                        help="the SUTD cascade: normal vs infected, then bacterial vs viral, each a classifier with "
+                             "these settings")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
@@ -58,13 +61,21 @@ def main():
                             lr_schedule=args.lr_schedule or None, validation_split=0.1, precision=args.precision,
                             pooling=args.pooling, hidden_units=tuple(int(u) for u in args.hidden.split(",")),
                             dropout=args.dropout, class_weight=args.class_weight or None, random_state=0, verbose=1)
+    if args.cascade:
+        from sklearn.base import clone
+
+        from xrayest import CascadeClassifier
+
+        clf = CascadeClassifier([("root", clf, {"normal": ["normal"], "infected": ["bacterial", "viral"]}),
+                                 ("infected", clone(clf), None)])
     start = time.perf_counter()
     clf.fit(list(train_p), train_y)
     fit_s = time.perf_counter() - start
     pred = clf.predict(list(test_p))
     acc, f1 = accuracy_score(test_y, pred), f1_score(test_y, pred, average="macro")
-    curve = " ".join(f"{v:.2f}" for v in clf.history_.get("val_accuracy", []))
-    row = [args.recipe, len(train_p), len(test_p), args.epochs, args.augment, args.precision, f"{acc:.3f}", f"{f1:.3f}",
+    stages = clf.estimators_.values() if args.cascade else [clf]
+    curve = "; ".join(" ".join(f"{v:.2f}" for v in stage.history_.get("val_accuracy", [])) for stage in stages)
+    row = [args.recipe + (" cascade" if args.cascade else ""), len(train_p), len(test_p), args.epochs, args.augment, args.precision, f"{acc:.3f}", f"{f1:.3f}",
            f"{fit_s:.0f}", f"{len(train_p) * args.epochs / fit_s:.0f}"]
     table = markdown_table(["recipe", "train", "held out", "epochs", "augment", "precision", "accuracy", "macro-F1",
                             "fit s", "img/s"], [row])

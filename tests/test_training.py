@@ -195,6 +195,20 @@ class TestScratchCNNs:
         convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D" and layer.kernel_size == (3, 3)]
         assert len(convs) == depth
 
+    def test_sutd_cascade_recipe(self):
+        from xrayest import make_recipe
+
+        X, y_num = make_images(24, 32, 3)
+        y = np.array(["normal", "bacterial", "viral"])[y_num]
+        cascade = make_recipe("sutd_cascade", image_size=32, epochs=1, batch_size=8, validation_split=0.0,
+                              precision="float32", random_state=0).fit(X, y)
+        proba = cascade.predict_proba(X)
+        assert list(cascade.classes_) == ["bacterial", "normal", "viral"] and np.allclose(proba.sum(1), 1)
+        assert cascade.estimators_["root"].backbone == "sutd_cnn"
+        assert list(cascade.estimators_["root"].classes_) == ["infected", "normal"]
+        with pytest.raises(ValueError, match="unknown recipe 'vgg'"):
+            make_recipe("vgg")
+
     @pytest.mark.slow
     @pytest.mark.parametrize("backbone", ["small_cnn", "residual_cnn", "sutd_cnn", "sutd_residual"])
     def test_train_from_scratch_on_grayscale(self, backbone):

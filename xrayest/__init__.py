@@ -19,6 +19,8 @@ _EXPORTS = {
     "load_image_folder": "datasets",
     "make_synthetic_xrays": "datasets",
     "CascadeClassifier": "cascade",
+    "RECIPES": "recipes",
+    "make_recipe": "recipes",
     "TSNEEmbedding": "manifold",
     "plot_gradcam": "explain",
     "plot_feature_maps": "explain",

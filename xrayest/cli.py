@@ -69,7 +69,7 @@ def _add_model_options(p):
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default="xception",
                    help="vgg16, vgg19, resnet50, densenet121, inceptionv3, xception, mobilenetv2, efficientnetb0, "
-                        "small_cnn, residual_cnn (default: %(default)s)")
+                        "small_cnn, residual_cnn, sutd_cnn, sutd_residual (default: %(default)s)")
     g.add_argument("--weights", default="imagenet",
                    help="imagenet, none, or a .weights.h5 file (default: %(default)s; offline: set "
                         "XRAYEST_WEIGHTS_DIR or pass a file)")
