@@ -274,8 +274,8 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
             f"X has {array.shape[-1]} channels (shape {array.shape}); images need 1 (grayscale), 3 (RGB) or 4 (RGBA) "
             "channels, channels last"
         )
-    if image_like and array.size:
-        _check_pixel_range(array)
+    if array.size:
+        _check_pixel_range(array, image_like)
     if warn_unit_range and image_like and array.dtype.kind == "f" and array.size and float(np.max(array)) <= 1.0 and float(np.min(array)) >= 0.0:
         warnings.warn(
             "X holds floats in [0, 1]; xrayest reads pixel values on the 0-255 scale. "
@@ -286,13 +286,17 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
     return ArrayImages(array, tabular=not image_like)
 
 
-def _check_pixel_range(array: np.ndarray) -> None:
-    """Pixel values xrayest can put on its 0-255 scale (see the module docstring), or an error naming the image."""
-    if array.dtype.kind == "b" or array.dtype == np.uint8:
+def _check_pixel_range(array: np.ndarray, image_like: bool = True) -> None:
+    """Pixel values xrayest can put on its 0-255 scale (see the module docstring), or an error naming the image.
+
+    Tabular rows (``image_like=False``, scikit-learn's checks) may hold any finite values, except wide
+    integers beyond 16 bits (they are scaled by bit depth like images).
+    """
+    if array.dtype.kind == "b" or array.dtype == np.uint8 or (not image_like and not _is_wide_int(array.dtype)):
         return
     flat = array.reshape(len(array), -1)
     low, high = flat.min(axis=1), flat.max(axis=1)
-    bad = np.flatnonzero(low < 0)
+    bad = np.flatnonzero(low < 0) if image_like else []
     if len(bad):
         raise ValueError(f"X image {bad[0]} has negative pixel values (min {low[bad[0]]:g}); {len(bad)} image(s) do. "
                          "Pixels must be on the 0-255 scale (floats) or non-negative integers of 8-16 bits")
