@@ -35,7 +35,7 @@ def recipes(weights, precision):
             learning_rate=1e-3, precision=precision, class_weight="balanced", random_state=0),
         "XrayCNNClassifier(xception, 40 epochs head, then blocks 13-14 fine-tuned 10 epochs at 1e-4)":
             lambda: XrayCNNClassifier("xception", weights=weights, hidden_units=(256,), dropout=0.5, epochs=40,
-                                      batch_size=10, learning_rate=1e-3, fine_tune="add_10", fine_tune_epochs=10,
+                                      batch_size=10, learning_rate=1e-3, fine_tune=16, fine_tune_epochs=10,
                                       fine_tune_learning_rate=1e-4, precision=precision, random_state=0),
         "FeatureExtractor(xception) + StandardScaler + LogisticRegression(C=0.1)": lambda: make_pipeline(
             FeatureExtractor("xception", weights=weights, precision=precision), StandardScaler(),

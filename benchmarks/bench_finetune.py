@@ -1,7 +1,7 @@
 """Fine-tuning speed and memory: training on the cached cut vs the full forward pass every epoch.
 
 Genuine ImageNet Xception (../shared/tools), 150 px, a stratified subsample of --n pediatric_cxr
-images, blocks 13-14 unfrozen (``fine_tune="add_10"``: every layer after block 12's output), batch
+images, blocks 13-14 unfrozen (``fine_tune=16``: the 16 layers after block 12's output), batch
 32, Adam 1e-4, no augmentation, in --precision (default bfloat16):
 
 - ``cut``: xrayest's default: block 12's output is computed once per image, then each epoch runs
@@ -44,7 +44,7 @@ def run_variant(variant, n, epochs, precision, weights):
     times = []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
                                            on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
-    clf = XrayCNNClassifier("xception", weights=weights, image_size=150, fine_tune="add_10", epochs=epochs,
+    clf = XrayCNNClassifier("xception", weights=weights, image_size=150, fine_tune=16, epochs=epochs,
                             batch_size=32, learning_rate=1e-4, precision=precision, random_state=0,
                             cache_features=variant == "cut", callbacks=[timer])
     start = time.perf_counter()

@@ -89,8 +89,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Without ``augment`` (and with ``cache_features``), the activation where the frozen part
         ends is computed once per image and cached, and each epoch runs only the unfrozen
         layers and the head (``training_inputs_`` says "cut"); this needs the unfrozen layers
-        to read one tensor of the frozen part (a block boundary such as Xception's
-        ``"add_10"``), else every epoch runs the whole network.
+        to read one tensor of the frozen part (a block boundary: Xception's last 16 layers
+        are its blocks 13-14), else every epoch runs the whole network.
     fine_tune_epochs : int, default=0
         0: fine-tune from the start for ``epochs``.  >0: two phases, the head first for
         ``epochs`` on cached features, then the unfrozen layers for ``fine_tune_epochs``.

@@ -39,7 +39,7 @@ RECIPES: dict[str, dict] = {
                             hidden_units=(256,), dropout=0.5, epochs=40, batch_size=32, learning_rate=1e-3),
     "xception_finetune": dict(backbone="xception", weights="imagenet", image_size=150, precision="bfloat16",
                               hidden_units=(256,), dropout=0.5, epochs=20, batch_size=32, learning_rate=1e-3,
-                              fine_tune="add_10", fine_tune_epochs=10, fine_tune_learning_rate=1e-4),
+                              fine_tune=16, fine_tune_epochs=10, fine_tune_learning_rate=1e-4),
 }
 
 

@@ -134,7 +134,8 @@ def unfreeze(backbone, fine_tune) -> int:
     if isinstance(fine_tune, str):
         names = [layer.name for layer in layers]
         if fine_tune not in names:
-            raise ValueError(f"fine_tune layer {fine_tune!r} not found in backbone {backbone.name!r}")
+            raise ValueError(f"fine_tune layer {fine_tune!r} not found in backbone {backbone.name!r} (Keras numbers "
+                             "unnamed layers such as 'add_10' per process; pass a number of layers instead)")
         start = names.index(fine_tune) + 1
     elif isinstance(fine_tune, (int, np.integer)) and not isinstance(fine_tune, bool) and fine_tune > 0:
         start = max(len(layers) - int(fine_tune), 0)
@@ -351,7 +352,9 @@ class Trunk:
         after = self.model.layers[[layer.name for layer in self.model.layers].index(backbone.name) + 1:]
         for layer in after:  # pooling or the float32 cast that follow the backbone in the trunk
             x = layer(x)
-        key = None if cache_key is None else config_key(trunk=cache_key, cut=front.layers[-1].name)
+        # the cut's position, not its name: Keras numbers unnamed layers ("add_10") per process
+        position = next(i for i, layer in enumerate(backbone.layers) if layer is front.layers[-1])
+        key = None if cache_key is None else config_key(trunk=cache_key, cut_after_layer=position)
         return Trunk(front_trunk, cache_key=key), keras.Model(cut_input, x, name="trunk_back")
 
     def unfrozen(self, fine_tune) -> "Trunk":
