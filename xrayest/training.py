@@ -205,8 +205,12 @@ def run_phase(trainee, x, y, *, loop, epochs, initial_epoch, batch_size, sample_
                                initial_epoch=initial_epoch, sample_weight=sample_weight, validation_data=validation,
                                callbacks=callbacks, seed=seed, verbose=verbose)
         elif isinstance(x, tf.data.Dataset):
-            history = trainee.fit(x, epochs=initial_epoch + epochs, initial_epoch=initial_epoch,
-                                  validation_data=validation, callbacks=list(callbacks), verbose=verbose)
+            # One iterator over the repeated dataset for the whole phase: Keras' per-epoch iterator
+            # restarts stalled the first step of about half the epochs by the time of a whole epoch.
+            steps = int(x.cardinality())
+            history = trainee.fit(x.repeat(), steps_per_epoch=steps, epochs=initial_epoch + epochs,
+                                  initial_epoch=initial_epoch, validation_data=validation, callbacks=list(callbacks),
+                                  verbose=verbose)
         else:
             history = trainee.fit(x, y, batch_size=batch_size, epochs=initial_epoch + epochs,
                                   initial_epoch=initial_epoch, sample_weight=sample_weight,
