@@ -31,7 +31,7 @@ _SCRATCH = dict(weights=None, image_size=150, augment="xray", epochs=35, batch_s
 RECIPES: dict[str, dict] = {
     # The SUTD study's from-scratch CNNs: 150 px grayscale X-rays, random resized crop + rotation,
     # Adam 1e-3, batch 64, 35 epochs (cosine decay added), two dense layers.
-    "sutd_cnn": {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.5},
+    "sutd_cnn": {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.2},
     "sutd_residual": {"backbone": "sutd_residual", **_SCRATCH, "dropout": 0.3},
     # Pretrained ImageNet Xception: frozen (features cached), or its blocks 13-14 fine-tuned on the
     # cached block-12 activation after the head has trained.
