@@ -17,6 +17,26 @@ BU_DATA = SHARED / "data" / "bu_cs542"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def report_result(result: dict):
+    """In a child process of :func:`run_child`: hand ``result`` back to the parent."""
+    import json
+
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def run_child(script, args, what) -> dict:
+    """Run ``script`` with ``args`` in a fresh Python process (its own peak memory) and return the dict
+    it printed with :func:`report_result`; exit naming ``what`` with the child's stderr when it failed."""
+    import json
+
+    out = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if not line:
+        sys.exit(f"{what} failed:\n{out.stderr[-3000:]}")
+    return json.loads(line[0][len("RESULT "):])
+
+
 def require_bu_data():
     if not BU_DATA.is_dir():
         sys.exit(f"skipped: the real BU CS542 X-rays are not at {BU_DATA} (they live in ../shared beside the repo)")

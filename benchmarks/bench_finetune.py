@@ -18,14 +18,11 @@ computing the activations: its time is reported separately).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
-import subprocess
 import sys
 import time
 
-from _common import SHARED, append_results, markdown_table, xception_weights
+from _common import SHARED, append_results, markdown_table, report_result, run_child, xception_weights
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 VARIANTS = ("cut", "full_forward")
@@ -68,7 +65,7 @@ def main():
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print("RESULT " + json.dumps(run_variant(args.variant, args.n, args.epochs, args.precision, args.weights)))
+        report_result(run_variant(args.variant, args.n, args.epochs, args.precision, args.weights))
         return
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
@@ -76,13 +73,8 @@ def main():
     results = {v: [] for v in VARIANTS}
     for _ in range(args.rounds):
         for variant in VARIANTS:
-            out = subprocess.run([sys.executable, __file__, "--variant", variant, "--n", str(args.n), "--epochs",
-                                  str(args.epochs), "--precision", args.precision, "--weights", weights],
-                                 capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-            if not line:
-                sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-            results[variant].append(json.loads(line[0][7:]))
+            results[variant].append(run_child(__file__, ["--variant", variant, "--n", args.n, "--epochs", args.epochs,
+                                                         "--precision", args.precision, "--weights", weights], variant))
             print(results[variant][-1], flush=True)
 
     def joined(runs, key, fmt="{:.0f}"):

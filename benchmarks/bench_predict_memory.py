@@ -10,14 +10,10 @@ the batch, not by the caller's image size. Runs in a fresh process (peak RSS is 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
-import subprocess
-import sys
 import time
 
-from _common import append_results, markdown_table
+from _common import append_results, markdown_table, report_result, run_child
 
 
 def measure(side, count):
@@ -43,14 +39,9 @@ def main():
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(measure(args.side, args.count)))
+        report_result(measure(args.side, args.count))
         return
-    out = subprocess.run([sys.executable, __file__, "--child", "--side", str(args.side), "--count", str(args.count)],
-                         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-    if not line:
-        sys.exit(out.stderr[-3000:])
-    r = json.loads(line[0][7:])
+    r = run_child(__file__, ["--child", "--side", args.side, "--count", args.count], "the measurement")
     print(r)
     row = [f"{args.count} x {args.side}x{args.side} uint8", f"{r['input_mb']:.0f}", f"{r['rss_before_mb']:.0f}",
            f"{r['peak_rss_mb']:.0f}", f"{r['seconds']:.1f}"]

@@ -19,14 +19,11 @@ Images/s counts the epochs after the first (the first pays for tracing and, for 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
-import subprocess
 import sys
 import time
 
-from _common import SHARED, append_results, markdown_table
+from _common import SHARED, append_results, markdown_table, report_result, run_child
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 VARIANTS = ("keras_float32_array", "xrayest_stream_float32", "xrayest_stream_bfloat16")
@@ -98,8 +95,7 @@ def main():
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
-        print("RESULT " + json.dumps(run_variant(args.variant, args.n, args.epochs, args.batch, args.backbone,
-                                                   args.augment)))
+        report_result(run_variant(args.variant, args.n, args.epochs, args.batch, args.backbone, args.augment))
         return
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
@@ -110,14 +106,9 @@ def main():
     results = {v: [] for v in variants}
     for _ in range(args.rounds):
         for variant in variants:
-            out = subprocess.run([sys.executable, __file__, "--variant", variant, "--n", str(args.n), "--epochs",
-                                  str(args.epochs), "--batch", str(args.batch), "--backbone", args.backbone,
-                                  "--augment", args.augment], capture_output=True, text=True,
-                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-            line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-            if not line:
-                sys.exit(f"{variant} failed:\n{out.stderr[-3000:]}")
-            results[variant].append(json.loads(line[0][7:]))
+            results[variant].append(run_child(__file__, ["--variant", variant, "--n", args.n, "--epochs", args.epochs,
+                                                         "--batch", args.batch, "--backbone", args.backbone,
+                                                         "--augment", args.augment], variant))
             print(results[variant][-1], flush=True)
     rows = []
     for variant, runs in results.items():

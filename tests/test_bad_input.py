@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import make_images, require_bu_data, tiny_classifier
-from xrayest import XrayCNNClassifier, load_image_folder
+from xrayest import load_image_folder
 from xrayest.cache import FeatureCache, default_max_bytes
 from xrayest.inputs import as_image_source, pixel_scale, read_image
 

@@ -426,9 +426,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         source = as_image_source(X, warn_unit_range=True)
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
-            if tta:
-                return self._tta_outputs(source, tta)
-            if self.trunk_.is_frozen:
+            if self.trunk_.is_frozen and not tta:
                 cache = estimator_cache(self)
                 feats = self.trunk_.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
                 if feats.shape[1:] != tuple(head.input_shape[1:]):  # cached entries of another shape: recompute
@@ -438,25 +436,19 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 return predict_head(head, feats, self.batch_size)
             model = self.model_ if head is self.head_ else keras.Model(
                 self.model_.input, head(self.trunk_.model(self.model_.input)))
+            augment = tta and build_augmentation(augment_config(self.augment) or augment_config("xray"),
+                                                 seed=self.random_state)
             chunk = 8 * self.batch_size  # files are read a chunk at a time: bounded memory
-            out = [np.asarray(model.predict(source.batch(i, i + chunk, self.image_size_),
-                                            batch_size=self.batch_size, verbose=0))
-                   for i in range(0, len(source), chunk)]
+            out = []
+            for i in range(0, len(source), chunk):
+                images = source.batch(i, i + chunk, self.image_size_)
+                total = np.asarray(model.predict(images, batch_size=self.batch_size, verbose=0),
+                                   np.float64 if tta else None)
+                for _ in range(tta):  # test-time augmentation: the mean over the image and its augmented copies
+                    total = total + model.predict(np.asarray(augment(images, training=True)),
+                                                  batch_size=self.batch_size, verbose=0)
+                out.append(total / (tta + 1) if tta else total)
             return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
-
-    def _tta_outputs(self, source, copies):
-        """Mean of ``model_``'s outputs over each image and ``copies`` augmented versions of it."""
-        augment = build_augmentation(augment_config(self.augment) or augment_config("xray"), seed=self.random_state)
-        chunk = 8 * self.batch_size
-        out = []
-        for i in range(0, len(source), chunk):
-            images = source.batch(i, i + chunk, self.image_size_)
-            total = np.asarray(self.model_.predict(images, batch_size=self.batch_size, verbose=0), np.float64)
-            for _ in range(copies):
-                augmented = np.asarray(augment(images, training=True))
-                total += self.model_.predict(augmented, batch_size=self.batch_size, verbose=0)
-            out.append(total / (copies + 1))
-        return np.concatenate(out) if out else np.zeros((0, *self.model_.output_shape[1:]))
 
     def predict_proba(self, X):
         """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_`` order."""

@@ -283,6 +283,7 @@ def cmd_predict(args):
     labels = clf.classes_[proba.argmax(axis=1)]
     header = ["path", "label", *[f"p_{c}" for c in clf.classes_]]
     rows = [[f, str(label), *[repr(float(p)) for p in row]] for f, label, row in zip(files, labels, proba)]
+
     def write(fh):
         writer = csv.writer(fh)
         writer.writerow(header)
@@ -290,10 +291,9 @@ def cmd_predict(args):
 
     if args.output:
         _write_atomically(args.output, write)
+        _say(args, f"wrote {len(rows)} predictions to {args.output}")
     else:
         write(sys.stdout)
-    if args.output:
-        _say(args, f"wrote {len(rows)} predictions to {args.output}")
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .inputs import read_image
+from .inputs import check_image_size, read_image
 
 __all__ = ["make_synthetic_xrays", "load_image_folder", "IMAGE_SUFFIXES", "SYNTHETIC_CLASSES"]
 
@@ -121,11 +121,7 @@ def load_image_folder(root, classes=None, image_size=None, color="rgb", return_p
         raise ValueError(f"color must be 'rgb' or 'grayscale'; got {color!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
-    if image_size is not None:
-        sides = (image_size,) * 2 if np.isscalar(image_size) else tuple(image_size)
-        if len(sides) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-                                      for v in sides):
-            raise ValueError(f"image_size must be a positive int or (height, width) of positive ints; got {image_size!r}")
+    size = None if image_size is None else check_image_size(image_size)
     if isinstance(classes, (str, bytes, Path)):
         raise ValueError(f"classes must be a list of class folder names; got the single string {classes!r} "
                          f"(pass [{str(classes)!r}] for one folder)")
@@ -146,7 +142,6 @@ def load_image_folder(root, classes=None, image_size=None, color="rgb", return_p
             raise ValueError(f"class folder {root / label} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += found
         labels += [label] * len(found)
-    size = None if image_size is None else ((image_size, image_size) if np.isscalar(image_size) else tuple(image_size))
     if return_paths:
         kept = files
         if on_error == "skip":

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import check_array
 
-__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb", "take_rows", "check_labels",
+__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb", "take_rows", "check_labels", "check_image_size",
            "check_n_features"]
 
 
@@ -310,6 +310,14 @@ def _check_pixel_range(array: np.ndarray, image_like: bool = True) -> None:
         bad = np.flatnonzero(high > 65535)
         if len(bad):
             raise ValueError(f"X image {bad[0]} has pixel values up to {high[bad[0]]:g}: more than 16 bits")
+
+
+def check_image_size(image_size) -> tuple:
+    """``image_size`` as ``(height, width)`` of positive ints (an int means a square), or an error naming it."""
+    size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size):
+        raise ValueError(f"image_size must be a positive int or (height, width) of positive ints; got {image_size!r}")
+    return tuple(int(s) for s in size)
 
 
 def check_n_features(estimator, source: ImageSource, reset: bool) -> None:

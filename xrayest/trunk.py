@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inputs import ImageSource
+from .inputs import ImageSource, check_image_size
 from .seeding import seeded
 
 __all__ = ["Trunk", "TrunkRecipe", "WeightsChangedError", "image_size_for", "make_backbone", "build_trunk_model",
@@ -57,14 +57,12 @@ def image_size_for(spec_or_model, image_size) -> tuple:
         if None in shape:
             raise ValueError("image_size is required with a keras.Model backbone whose input size is not fixed")
         return tuple(int(s) for s in shape)
-    size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
-        raise ValueError(f"image_size must be a positive int or (height, width); got {image_size!r}")
+    size = check_image_size(image_size)
     min_size = getattr(spec_or_model, "min_size", 1)
     if min(size) < min_size:
         raise ValueError(f"image_size {size} is below the smallest input backbone {spec_or_model.name!r} "
                          f"accepts ({min_size} px)")
-    return tuple(int(s) for s in size)
+    return size
 
 
 def make_backbone(backbone, weights, size):
