@@ -9,6 +9,7 @@ every epoch (how steadily it converges), and appends them to RESULTS.md. --n sub
 
     python benchmarks/bench_pediatric.py [--recipe residual_cnn] [--epochs 30] [--n 4947]
                                          [--precision bfloat16] [--augment medium] [--batch 64]
+                                         [--tta 8] [--cascade]
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main():
     parser.add_argument("--hidden", default="256", help="comma-separated hidden layer widths of the head")
     parser.add_argument("--dropout", type=float, default=0.5)
     parser.add_argument("--class-weight", default="", help="'balanced' or empty")
+    parser.add_argument("--tta", type=int, default=0,
+                        help="also score with test-time augmentation: the mean over each image and N augmented copies")
     parser.add_argument("--cascade", action="store_true",
                         help="the SUTD cascade: normal vs infected, then bacterial vs viral, each a classifier with "
                              "these settings")
@@ -46,7 +49,7 @@ def main():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
 
     import numpy as np
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
     from sklearn.model_selection import train_test_split
 
     from xrayest import XrayCNNClassifier, load_image_folder
@@ -71,19 +74,31 @@ def main():
     start = time.perf_counter()
     clf.fit(list(train_p), train_y)
     fit_s = time.perf_counter() - start
-    pred = clf.predict(list(test_p))
-    acc, f1 = accuracy_score(test_y, pred), f1_score(test_y, pred, average="macro")
-    stages = clf.estimators_.values() if args.cascade else [clf]
+    stages = list(clf.estimators_.values()) if args.cascade else [clf]
+    name = args.recipe + (" cascade" if args.cascade else "")
+    rows, matrices = [], []
+    for tta in sorted({0, args.tta}):
+        for stage in stages:
+            stage.set_params(tta=tta)
+        start = time.perf_counter()
+        pred = clf.predict(list(test_p))
+        predict_s = time.perf_counter() - start
+        acc, f1 = accuracy_score(test_y, pred), f1_score(test_y, pred, average="macro")
+        labels = sorted(set(y))
+        matrix = confusion_matrix(test_y, pred, labels=labels)
+        matrices.append(f"tta={tta}: rows true, columns predicted ({', '.join(labels)}): "
+                        + " / ".join(" ".join(str(v) for v in r) for r in matrix))
+        rows.append([name, len(train_p), len(test_p), args.epochs, args.augment, args.precision, tta, f"{acc:.3f}",
+                     f"{f1:.3f}", f"{fit_s:.0f}", f"{len(train_p) * args.epochs / fit_s:.0f}", f"{predict_s:.0f}"])
     curve = "; ".join(" ".join(f"{v:.2f}" for v in stage.history_.get("val_accuracy", [])) for stage in stages)
-    row = [args.recipe + (" cascade" if args.cascade else ""), len(train_p), len(test_p), args.epochs, args.augment, args.precision, f"{acc:.3f}", f"{f1:.3f}",
-           f"{fit_s:.0f}", f"{len(train_p) * args.epochs / fit_s:.0f}"]
-    table = markdown_table(["recipe", "train", "held out", "epochs", "augment", "precision", "accuracy", "macro-F1",
-                            "fit s", "img/s"], [row])
+    table = markdown_table(["recipe", "train", "held out", "epochs", "augment", "precision", "tta", "accuracy",
+                            "macro-F1", "fit s", "img/s", "predict s"], rows)
     append_results("bench_pediatric: pediatric_cxr, stratified hold-out", table,
                    notes=f"Validation accuracy per epoch (10% of the training part): {curve}. "
                          f"Batch {args.batch}, Adam {args.learning_rate:g}, lr_schedule={args.lr_schedule!r}, "
                          f"head: pooling={args.pooling!r}, hidden_units=({args.hidden}), dropout={args.dropout}, "
                          f"class_weight={args.class_weight or None!r}, seed 0. "
+                         f"Confusion matrices: {'; '.join(matrices)}. "
                          f"Published: {PUBLISHED}.")
 
 

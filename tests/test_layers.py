@@ -46,9 +46,32 @@ def test_every_backbone_builds_at_its_minimum_size(name):
 
     spec = BACKBONES[name]
     size = max(spec.min_size, 32)
-    model = build_backbone(spec, (size, size, 3), None)
-    out = model(np.zeros((1, size, size, 3), np.float32))
+    model = build_backbone(spec, (size, size, spec.channels), None)
+    out = model(np.zeros((1, size, size, spec.channels), np.float32))
     assert out.ndim == 4
+
+
+def test_grayscale_preprocessing_is_the_channel_mean():
+    images = np.random.default_rng(1).uniform(0, 255, (2, 10, 10, 3)).astype(np.float32)
+    gray = np.asarray(ImagePreprocessing((10, 10), "unit", channels=1)(images))
+    assert gray.shape == (2, 10, 10, 1)
+    np.testing.assert_allclose(gray[..., 0], images.mean(axis=-1) / 255.0, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="channels must be 1 or 3"):
+        ImagePreprocessing((10, 10), "unit", channels=2)
+
+
+def test_from_scratch_cnns_take_one_gray_channel():
+    """The first convolution of a from-scratch trunk sees one channel; a colour image is read as its gray mean."""
+    from conftest import tiny_classifier
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    y = np.array([0, 1] * 6)
+    clf = tiny_classifier(backbone="sutd_cnn", epochs=1, cache_features=False).fit(X, y)
+    first_conv = next(layer for layer in clf.model_.get_layer("trunk").layers[-1].layers if "conv" in layer.name)
+    assert first_conv.kernel.shape[2] == 1
+    gray = np.repeat(np.rint(X.mean(axis=-1, keepdims=True)), 3, axis=-1).astype(np.float32)
+    np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(gray), atol=2e-2)
 
 
 class TestFusedBatchNormalization:

@@ -1,7 +1,8 @@
 """The backbone registry: plain data naming each supported CNN trunk.
 
-A backbone maps RGB images (already resized and preprocessed by
-:class:`xrayest.layers.ImagePreprocessing`) to a spatial feature map.  Pretrained
+A backbone maps images (already resized and preprocessed by
+:class:`xrayest.layers.ImagePreprocessing`: RGB for the ImageNet trunks, one gray channel for the
+from-scratch CNNs) to a spatial feature map.  Pretrained
 trunks come from ``keras.applications``; ``small_cnn`` and ``residual_cnn`` are built
 here and trained from scratch; ``sutd_cnn`` and ``sutd_residual`` follow the two from-scratch
 models of the published SUTD pediatric-pneumonia study (a 5-conv CNN and a residual CNN that, with
@@ -39,6 +40,10 @@ class BackboneSpec:
         Smallest input side the architecture accepts.
     pretrained : bool
         Whether ImageNet weights exist (``weights="imagenet"``).
+    channels : int
+        Input channels of the network: 3 (RGB, the ImageNet backbones) or 1 (grayscale: the
+        from-scratch CNNs, whose first convolution then sees the X-ray's one channel, as in the
+        published SUTD models; colour images are averaged to gray in the model).
     """
 
     name: str
@@ -47,6 +52,7 @@ class BackboneSpec:
     default_size: int
     min_size: int
     pretrained: bool = True
+    channels: int = 3
 
 
 def _conv_block(x, filters, name):
@@ -123,10 +129,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("xception", "Xception", "tf", 299, 71),
         BackboneSpec("mobilenetv2", "MobileNetV2", "tf", 224, 32),
         BackboneSpec("efficientnetb0", "EfficientNetB0", "none", 224, 32),
-        BackboneSpec("small_cnn", small_cnn, "unit", 128, 8, pretrained=False),
-        BackboneSpec("residual_cnn", residual_cnn, "unit", 128, 8, pretrained=False),
-        BackboneSpec("sutd_cnn", sutd_cnn, "unit", 150, 32, pretrained=False),
-        BackboneSpec("sutd_residual", sutd_residual, "unit", 150, 32, pretrained=False),
+        BackboneSpec("small_cnn", small_cnn, "unit", 128, 8, pretrained=False, channels=1),
+        BackboneSpec("residual_cnn", residual_cnn, "unit", 128, 8, pretrained=False, channels=1),
+        BackboneSpec("sutd_cnn", sutd_cnn, "unit", 150, 32, pretrained=False, channels=1),
+        BackboneSpec("sutd_residual", sutd_residual, "unit", 150, 32, pretrained=False, channels=1),
     ]
 }
 

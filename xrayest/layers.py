@@ -37,14 +37,20 @@ class ImagePreprocessing(keras.layers.Layer):
         ``(height, width)`` the backbone expects.
     mode : str
         A key of :data:`PREPROCESS_MODES`.
+    channels : {3, 1}
+        Output channels: 3 (RGB) or 1 (the mean of R, G and B: a gray X-ray's one channel, for
+        backbones with grayscale input).
     """
 
-    def __init__(self, size, mode="none", **kwargs):
+    def __init__(self, size, mode="none", channels=3, **kwargs):
         super().__init__(**kwargs)
         if mode not in PREPROCESS_MODES:
             raise ValueError(f"unknown preprocessing mode {mode!r}; valid: {sorted(PREPROCESS_MODES)}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3; got {channels!r}")
         self.size = (int(size[0]), int(size[1]))
         self.mode = mode
+        self.channels = int(channels)
         self._resize = keras.layers.Resizing(*self.size, interpolation="bilinear", dtype=self.dtype_policy)
 
     def build(self, input_shape):
@@ -53,18 +59,21 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def call(self, images):
         x = ops.cast(images, self.compute_dtype)
+        if self.channels == 1:  # gray before resizing: one channel to resize, not three
+            x = ops.mean(x, axis=-1, keepdims=True)
         x = self._resize(x)
         spec = PREPROCESS_MODES[self.mode]
         if spec["bgr"]:
             x = ops.flip(x, axis=-1)
-        x = x * spec["scale"] - ops.convert_to_tensor(spec["mean"], dtype=x.dtype)
-        return x / ops.convert_to_tensor(spec["std"], dtype=x.dtype)
+        mean, std = spec["mean"][:self.channels], spec["std"][:self.channels]
+        x = x * spec["scale"] - ops.convert_to_tensor(mean, dtype=x.dtype)
+        return x / ops.convert_to_tensor(std, dtype=x.dtype)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.size, input_shape[-1])
+        return (input_shape[0], *self.size, self.channels)
 
     def get_config(self):
-        return {**super().get_config(), "size": list(self.size), "mode": self.mode}
+        return {**super().get_config(), "size": list(self.size), "mode": self.mode, "channels": self.channels}
 
 
 @keras.saving.register_keras_serializable(package="xrayest")

@@ -94,7 +94,7 @@ def make_backbone(backbone, weights, size):
             digest.update(np.ascontiguousarray(w).tobytes())
         return model, "none", f"model:{digest.hexdigest()}", True
     spec = get_backbone_spec(backbone)
-    model = load_backbone(spec, (*size, 3), weights)
+    model = load_backbone(spec, (*size, spec.channels), weights)
     return model, spec.preprocess, weights_fingerprint(spec, weights), spec.pretrained
 
 
@@ -106,7 +106,8 @@ def build_trunk_model(backbone, size, preprocess: str, pooling=None, name="trunk
     from .layers import ImagePreprocessing
 
     inputs = keras.Input((None, None, 3), name="images")
-    x = ImagePreprocessing(size, preprocess, name="preprocess")(inputs)
+    channels = 1 if backbone.input_shape[-1] == 1 else 3  # grayscale-input backbones get the mean of R, G, B
+    x = ImagePreprocessing(size, preprocess, channels=channels, name="preprocess")(inputs)
     x = backbone(x)
     if pooling is not None:
         x = pooling_layer(pooling, name="trunk_pool")(x)  # float32 layer: casts a bfloat16 map up
@@ -163,7 +164,8 @@ def _cache_key(spec_or_model, fingerprint, size, preprocess, pooling, seed, prec
         return None
     return config_key(backbone=getattr(spec_or_model, "name", "custom"), weights=fingerprint, size=tuple(size),
                       preprocess=preprocess, pooling=pooling, seed=None if fingerprint else seed,
-                      precision=precision, keras=keras.__version__)
+                      precision=precision, keras=keras.__version__,
+                      **({"channels": 1} if getattr(spec_or_model, "channels", 3) == 1 else {}))
 
 
 def _frozen_model(backbone, weights, size, pooling, seed, precision, fold_batch_norm):
