@@ -1,4 +1,5 @@
 """Image folders, synthetic X-rays, metrics, report and figures."""
+import warnings
 
 import json
 
@@ -138,3 +139,26 @@ class TestFigures:
         assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a (3)", "b (3)"]
         with pytest.raises(ValueError, match=r"\(n, 2\)"):
             plot_embedding(np.zeros(5), [0] * 5)
+
+
+def test_load_image_folder_warns_about_repeated_files(tmp_path):
+    """The same bytes under two labels (or twice) are named in a warning; distinct files are not."""
+    from PIL import Image
+
+    from xrayest import load_image_folder
+    from xrayest.datasets import find_duplicates
+
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (8, 8), dtype=np.uint8) for _ in range(3)]
+    Image.fromarray(images[0]).save(tmp_path / "a" / "0.png")
+    Image.fromarray(images[1]).save(tmp_path / "a" / "1.png")
+    Image.fromarray(images[2]).save(tmp_path / "b" / "2.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image_folder(tmp_path, return_paths=True)
+    (tmp_path / "b" / "copy.png").write_bytes((tmp_path / "a" / "0.png").read_bytes())
+    with pytest.warns(UserWarning, match=r"1 file\(s\) repeat .*0.png = .*copy.png"):
+        load_image_folder(tmp_path, return_paths=True)
+    assert find_duplicates([tmp_path / "a" / "1.png"], [tmp_path / "b" / "2.png"]) == []

@@ -9,9 +9,9 @@ import numpy as np
 
 from .inputs import check_image_size, read_image
 
-__all__ = ["make_synthetic_xrays", "load_image_folder", "IMAGE_SUFFIXES", "SYNTHETIC_CLASSES"]
+__all__ = ["make_synthetic_xrays", "load_image_folder", "find_duplicates", "IMAGE_SUFFIXES", "SYNTHETIC_CLASSES"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom")
 SYNTHETIC_CLASSES = ("normal", "pneumonia", "covid")
 
 
@@ -142,6 +142,7 @@ def load_image_folder(root, classes=None, image_size=None, color="rgb", return_p
             raise ValueError(f"class folder {root / label} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += found
         labels += [label] * len(found)
+    _warn_duplicates(files)
     if return_paths:
         kept = files
         if on_error == "skip":
@@ -169,22 +170,57 @@ def load_image_folder(root, classes=None, image_size=None, color="rgb", return_p
 
 
 def _readable(files, labels, on_error):
-    from PIL import Image
-
     kept, kept_labels, skipped = [], [], []
     for path, label in zip(files, labels):
         try:
-            with Image.open(path) as img:
-                img.load()  # decode every pixel: verify() alone passes a truncated JPEG
-        except Exception as exc:  # PIL raises many types for corrupt files
+            read_image(path)  # decodes every pixel (a truncated JPEG fails here; verify() alone passes it)
+        except ValueError as exc:
             if on_error == "raise":
-                raise ValueError(f"cannot read image file {path}: {exc}") from exc
-            skipped.append(f"{path} ({exc})")
+                raise
+            skipped.append(f"{path} ({exc.__cause__ or exc})")
             continue
         kept.append(path)
         kept_labels.append(label)
     _warn_skipped(skipped)
     return kept, kept_labels
+
+
+def find_duplicates(paths, other=None) -> list[tuple[str, str]]:
+    """Pairs of files with the same bytes: within ``paths``, or between ``paths`` and ``other``.
+
+    The same X-ray in a training and a test folder (or under two labels) inflates every score;
+    :func:`load_image_folder` warns about repeats within one folder with this.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, data in [("a.png", b"1"), ("b.png", b"2"), ("c.png", b"1")]:
+    ...     _ = (d / name).write_bytes(data)
+    >>> [(pathlib.Path(a).name, pathlib.Path(b).name) for a, b in find_duplicates([d / "a.png", d / "b.png"], [d / "c.png"])]
+    [('a.png', 'c.png')]
+    """
+    import hashlib
+
+    def digests(files):
+        out = {}
+        for f in files:
+            out.setdefault(hashlib.blake2b(Path(f).read_bytes(), digest_size=16).hexdigest(), []).append(str(f))
+        return out
+
+    first = digests(paths)
+    if other is None:
+        return [(group[0], dup) for group in first.values() for dup in group[1:]]
+    second = digests(other)
+    return [(a, b) for key, group in first.items() for a in group for b in second.get(key, [])]
+
+
+def _warn_duplicates(files):
+    pairs = find_duplicates(files)
+    if pairs:
+        shown = "; ".join(f"{a} = {b}" for a, b in pairs[:5]) + (" ..." if len(pairs) > 5 else "")
+        warnings.warn(f"{len(pairs)} file(s) repeat another file's content byte for byte ({shown}); a repeated "
+                      "image on both sides of a split inflates scores", UserWarning, stacklevel=3)
 
 
 def _warn_skipped(skipped):

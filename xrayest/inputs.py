@@ -82,11 +82,19 @@ def to_rgb(images: np.ndarray) -> np.ndarray:
 def read_image(path, size=None) -> np.ndarray:
     """Read one image file as float32 ``(h, w, 3)`` RGB on the 0-255 scale.
 
-    EXIF orientation is applied; modes L, RGB, RGBA, P, I;16 and I are handled.
+    EXIF orientation is applied; modes L, RGB, RGBA, P, I;16 and I are handled.  DICOM files
+    (``.dcm``, or the DICOM preamble) are read by :func:`xrayest.dicom.read_dicom`.
     ``size=(height, width)`` resizes with bilinear filtering.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from .dicom import is_dicom, read_dicom
+
+    if is_dicom(path):
+        gray = Image.fromarray(read_dicom(path), mode="F")  # float: a 12-bit X-ray keeps its grey levels here
+        if size is not None:
+            gray = gray.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+        return np.repeat(np.asarray(gray, dtype=np.float32)[..., None], 3, axis=-1)
     try:
         with Image.open(path) as img:
             img = ImageOps.exif_transpose(img)
