@@ -15,6 +15,8 @@ from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head
 from .inputs import as_image_source, check_labels, check_n_features
+from .multilabel import MaskedBinaryCrossentropy, accuracy_metric as multilabel_accuracy, check_multilabel, \
+    is_multilabel
 from .optimizers import build_optimizer
 from .pipeline import ImageStore, image_dataset
 from .params import constraints_for, validate_params
@@ -150,6 +152,13 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         What each phase trained on: "features" (cached frozen-backbone features), "cut" (fine-tuning
         on the cached activation where the frozen part of the backbone ends; each epoch runs only the
         unfrozen layers and the head) or "images" (the whole network, every epoch).
+    multilabel_ : bool
+        True when fitted on an ``(n, k)`` indicator matrix: ``classes_`` is then a list of k
+        arrays ``[0, 1]`` (scikit-learn's multi-output convention), ``predict`` returns the
+        indicator matrix and ``predict_proba`` the ``(n, k)`` finding probabilities.
+    findings_ : list of str
+        Multi-label only: the name of each column of ``y`` (a DataFrame's columns, else "0",
+        "1", ...); saved with the model and used by the CLI.  Assign a list to name them.
     image_size_ : tuple
     n_features_in_ : int
         Only when fitted on 2-D ``(n, p)`` rows.
@@ -220,19 +229,24 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y, sample_weight=None, validation_data=None):
+    def fit(self, X, y, sample_weight=None, validation_data=None, groups=None):
         """Fit the head (and an unfrozen backbone) on images X and labels y.
 
         Parameters
         ----------
         X : array of images ``(n, h, w[, c])`` or sequence of image paths
-        y : array-like of shape (n,)
-            String or integer labels, at least two classes.
+        y : array-like of shape (n,) or (n, k)
+            String or integer labels, at least two classes; or an ``(n, k)`` 0/1 indicator matrix
+            of findings (multi-label: one sigmoid per column, per-finding binary cross-entropy;
+            entries of -1 are left out of the loss, see :func:`xrayest.load_label_table`).
         sample_weight : array-like of shape (n,), optional
             Non-negative; multiplied by ``class_weight``'s weights (the caller's array is
             never modified).
         validation_data : (X_val, y_val), optional
             Scored every epoch into ``history_`` instead of a ``validation_split``.
+        groups : array-like of shape (n,), optional
+            Patient (or study) of each image: ``validation_split`` then holds whole groups out
+            (stratified by class where the groups allow), so no patient is on both sides.
         """
         validate_params(self)
         warn_if_bfloat16_emulated(self.precision, self.device)
@@ -244,20 +258,38 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                              augmented=augment is not None, epochs=self.epochs, learning_rate=self.learning_rate,
                              fine_tune_learning_rate=self.fine_tune_learning_rate)
         source = as_image_source(X, warn_unit_range=True)
-        classes, y_encoded = check_labels(y, len(source))
-        weights = sample_weights(np.asarray(y), self.class_weight, sample_weight)
+        multilabel = is_multilabel(y)
+        if multilabel:
+            classes, y_encoded = check_multilabel(y, len(source))
+            if self.class_weight is not None:
+                raise ValueError("class_weight weighs the classes of a single-label y; with a multi-label y "
+                                 "pass per-image sample_weight instead")
+            weights = sample_weights(y_encoded, None, sample_weight)
+        else:
+            classes, y_encoded = check_labels(y, len(source))
+            weights = sample_weights(np.asarray(y), self.class_weight, sample_weight)
+        groups = None if groups is None else _check_groups(groups, len(source))
         check_n_features(self, source, reset=True)
         validation = None
         if validation_data is not None:
             val_source = as_image_source(validation_data[0])
             val_labels = np.asarray(validation_data[1])
-            unknown = sorted(set(val_labels.tolist()) - set(classes.tolist()), key=str)
-            if unknown:
-                raise ValueError(f"validation_data has labels {unknown} that are not in y")
-            validation = (val_source, np.searchsorted(classes, val_labels))
+            if multilabel:
+                if val_labels.shape != (len(val_source), len(classes)):
+                    raise ValueError(f"validation_data's y has shape {val_labels.shape}; expected "
+                                     f"({len(val_source)}, {len(classes)}) like y")
+                validation = (val_source, val_labels.astype(np.float32))
+            else:
+                unknown = sorted(set(val_labels.tolist()) - set(classes.tolist()), key=str)
+                if unknown:
+                    raise ValueError(f"validation_data has labels {unknown} that are not in y")
+                validation = (val_source, np.searchsorted(classes, val_labels))
 
         self.classes_, self.image_size_, self.training_plan_ = classes, image_size, plan
-        n_outputs = 1 if len(classes) == 2 else len(classes)
+        self.multilabel_ = multilabel
+        if multilabel:  # a DataFrame's column names, else the column numbers
+            self.findings_ = [str(c) for c in getattr(y, "columns", range(len(classes)))]
+        n_outputs = len(classes) if multilabel or len(classes) != 2 else 1
         cache = estimator_cache(self)
         # A frozen trunk pools inside (smaller cached features) unless the head needs the map.
         pool_in_trunk = plan.trunk == "frozen" and not self.batch_norm and self.pooling != "flatten"
@@ -295,7 +327,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     with seeded(self.random_state):  # the head's weights do not depend on what was built before
                         head = build_head(inputs.shape[1:] if phase.on_features else trunk.model.output_shape[1:],
                                           n_outputs, pooling=self.pooling, hidden_units=self.hidden_units,
-                                          dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2)
+                                          dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2,
+                                          multilabel=multilabel)
                 if phase.on_features:
                     trainee = head
                 elif cut:
@@ -306,19 +339,23 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     trainee = model
                 on_images = not (phase.on_features or cut)
                 train_rows = self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs,
-                                         trunk_model=trunk.model if on_images else None)
+                                         trunk_model=trunk.model if on_images else None, groups=groups)
                 if on_images:  # moving BatchNorm statistics of the trained trunk, made exact
                     recalibrate_batch_norm(trunk.model, store.batches(train_rows, self.batch_size))
                 self.training_inputs_.append("images" if on_images else "cut" if cut else "features")
         self.trunk_, self.head_, self._model = trunk, head, model
         return self
 
-    def _train(self, trainee, phase, inputs, y, weights, validation, n_outputs, trunk_model=None):
+    def _train(self, trainee, phase, inputs, y, weights, validation, n_outputs, trunk_model=None, groups=None):
         """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
-        loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
+        if self.multilabel_:
+            loss, metrics = MaskedBinaryCrossentropy(), [multilabel_accuracy()]
+        else:
+            loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
+            metrics = ["accuracy"]
         trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate), loss=loss,
-                        metrics=["accuracy"], jit_compile=False)
-        x, y, weights, validation, train_rows = self._phase_data(inputs, y, weights, validation, n_outputs)
+                        metrics=metrics, jit_compile=False)
+        x, y, weights, validation, train_rows = self._phase_data(inputs, y, weights, validation, n_outputs, groups)
         done = len(self.history_.get("loss", []))
         scored = []
         if validation is not None and trunk_model is not None and has_trainable_batch_norm(trunk_model):
@@ -343,11 +380,12 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self.history_.setdefault(key, []).extend(values)
         return train_rows
 
-    def _phase_data(self, inputs, y, weights, validation, n_outputs):
+    def _phase_data(self, inputs, y, weights, validation, n_outputs, groups=None):
         """What one phase trains and validates on: feature arrays, or image batches streamed from a store.
 
         ``inputs`` are feature rows (an array) or an :class:`~xrayest.pipeline.ImageStore`;
-        ``validation_split`` holds rows out, stratified, unless ``validation`` was given.
+        ``validation_split`` holds rows out, stratified (whole ``groups`` when given), unless
+        ``validation`` was given.
 
         Returns
         -------
@@ -359,7 +397,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         train_rows, val_rows = np.arange(len(y)), None
         if validation is None and self.validation_split:
-            train_rows, val_rows = stratified_split(y, float(self.validation_split), self.random_state)
+            train_rows, val_rows = stratified_split(y, float(self.validation_split), self.random_state,
+                                                    groups=groups)
         if isinstance(inputs, ImageStore):
             stream = dict(batch_size=self.batch_size, seed=self.random_state)
             x = image_dataset(inputs, train_rows, targets(y), weights, shuffle=True, **stream)
@@ -451,20 +490,28 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
 
     def predict_proba(self, X):
-        """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_`` order."""
+        """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_`` order.
+
+        Multi-label: the probability of each finding, ``(n_samples, n_findings)`` (rows need not sum to 1).
+        """
         check_is_fitted(self, "head_")
         raw = self._outputs(X, self.head_, tta=self.tta).astype(np.float64)
-        if raw.shape[1] == 1:
+        if raw.shape[1] == 1 and not getattr(self, "multilabel_", False):
             raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
         return raw
 
     def predict(self, X):
-        """Predicted class labels (the same type as the ``y`` passed to ``fit``)."""
+        """Predicted class labels (the same type as the ``y`` passed to ``fit``).
+
+        Multi-label: the ``(n_samples, n_findings)`` 0/1 indicator matrix (probability >= 0.5).
+        """
         proba = self.predict_proba(X)
+        if getattr(self, "multilabel_", False):
+            return (proba >= 0.5).astype(np.int64)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy on ``(X, y)``."""
+        """Mean accuracy on ``(X, y)`` (multi-label: subset accuracy, every finding of an image right)."""
         return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
 
     def transform(self, X):
@@ -486,7 +533,9 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         from .persistence import plain_params, write_model
 
         check_is_fitted(self, "head_")
-        classes = np.asarray(self.classes_)
+        multilabel = bool(getattr(self, "multilabel_", False))
+        # multi-label: the file lists the findings' column numbers; classes_ is rebuilt at load
+        classes = np.arange(len(self.classes_)) if multilabel else np.asarray(self.classes_)
         meta = {
             "estimator": type(self).__name__,
             "params": plain_params(self.get_params(deep=False)),
@@ -494,9 +543,20 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             "classes_dtype": classes.dtype.str,
             "state": {"image_size_": list(self.image_size_), "history_": self.history_,
                       "frozen": self.trunk_.is_frozen, "cache_key": self.trunk_.cache_key,
-                      "training_loop_": self.training_loop_, "training_inputs_": self.training_inputs_},
+                      "training_loop_": self.training_loop_, "training_inputs_": self.training_inputs_,
+                      "multilabel_": multilabel,
+                      **({"findings_": list(self.findings_)} if multilabel else {})},
         }
         return write_model(path, self.model_, meta)
+
+
+def _check_groups(groups, n_images: int) -> np.ndarray:
+    """``groups`` as an array of one group per image, or a ValueError naming the mismatch."""
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != n_images:
+        raise ValueError(f"groups must hold one group (patient) per image: {n_images} images, groups of shape "
+                         f"{groups.shape}")
+    return groups
 
 
 def _stack(bottom, head):
@@ -551,10 +611,14 @@ def load(path, device="auto") -> XrayCNNClassifier:
         bad(exc)
     state = meta["state"]
     estimator.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+    if state.get("multilabel_", False):  # one array of classes per finding, as fit sets it
+        estimator.classes_ = [np.array([0, 1]) for _ in estimator.classes_]
+        estimator.findings_ = [str(f) for f in state.get("findings_", range(len(estimator.classes_)))]
     names = [layer.name for layer in model.layers]
     if "trunk" not in names or "head" not in names:
         bad(f"the network has no 'trunk' and 'head' (layers: {names})")
-    n_outputs = 1 if len(estimator.classes_) == 2 else len(estimator.classes_)
+    estimator.multilabel_ = bool(state.get("multilabel_", False))
+    n_outputs = len(estimator.classes_) if estimator.multilabel_ or len(estimator.classes_) != 2 else 1
     if tuple(model.output_shape[1:]) != (n_outputs,):
         bad(f"{len(estimator.classes_)} classes but the network has {model.output_shape[-1]} outputs")
     estimator.image_size_ = tuple(state["image_size_"])

@@ -19,8 +19,11 @@ __all__ = ["main", "build_parser"]
 DESCRIPTION = """\
 Chest X-ray classifiers from the command line.
 
-A data folder holds one sub-folder per class:  DATA_DIR/<class>/<image>.{png,jpg,...}
+A data folder holds one sub-folder per class:  DATA_DIR/<class>/<image>.{png,jpg,dcm,...}
 (for example ../shared/data/bu_cs542/train with covid, normal, pneumonia_bac, pneumonia_vir).
+Or a label table names the images: --labels table.csv (NIH-style "Finding Labels" A|B, or one column
+per finding with --label-columns); several findings per image train a multi-label classifier, and a
+patient column keeps each patient on one side of every split.
 """
 
 EXAMPLES = """\
@@ -31,6 +34,8 @@ examples:
   xrayest predict model.keras data/test/covid scan1.png --output preds.csv
   xrayest evaluate model.keras data/test --report report/
   xrayest grid data/train --param dropout=0.2,0.5,0.8 --param learning_rate=1e-3,1e-4 --cv 3
+  xrayest fit --labels nih/labels.csv --param validation_split=0.2 --out findings.keras
+  xrayest evaluate findings.keras --labels nih/test.csv --report report/
 """
 
 
@@ -87,6 +92,25 @@ def _add_model_options(p):
     p.add_argument("--classes", help="comma-separated class folders to use, e.g. covid,normal (default: all)")
 
 
+def _add_table_options(p):
+    p.add_argument("data_dir", metavar="DATA_DIR", nargs="?",
+                   help="folder with one sub-folder of images per class (or, with --labels, the folder the "
+                        "table's relative paths start from; default: the table's folder)")
+    g = p.add_argument_group("label table (instead of class folders)")
+    g.add_argument("--labels", metavar="CSV", help="a table of image paths and labels")
+    g.add_argument("--path-column", default="Image Index", help="default: %(default)s")
+    g.add_argument("--label-column", default="Finding Labels",
+                   help="labels, findings joined by --sep (default: %(default)s)")
+    g.add_argument("--label-columns", help="comma-separated columns of 1/0/-1/blank, one per finding (CheXpert)")
+    g.add_argument("--sep", default="|", help="separator of findings in --label-column (default: %(default)s); "
+                                             "'none' for one class per image")
+    g.add_argument("--none-label", default="No Finding", help="default: %(default)s")
+    g.add_argument("--uncertain", default="zeros", choices=["zeros", "ones", "ignore"],
+                   help="what -1 in --label-columns becomes (default: %(default)s)")
+    g.add_argument("--patient-column", default="Patient ID",
+                   help="patient IDs for group splits, used when the table has it (default: %(default)s)")
+
+
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or training logs")
@@ -97,7 +121,7 @@ def build_parser():
 
     p = sub.add_parser("fit", parents=[common], help="train a classifier on DATA_DIR/<class>/<image>",
                        description="Train a classifier on a folder of class sub-folders and save it.")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
+    _add_table_options(p)
     _add_model_options(p)
     p.add_argument("--out", required=True, metavar="MODEL", help="where to save the model (.keras)")
 
@@ -111,16 +135,17 @@ def build_parser():
     p = sub.add_parser("evaluate", parents=[common], help="score a saved model on a labelled folder",
                        description="Accuracy, per-class report, confusion matrix; --report writes Markdown + PNGs.")
     p.add_argument("model", metavar="MODEL", help="a model saved by 'xrayest fit' (.keras)")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
+    _add_table_options(p)
     p.add_argument("--report", metavar="DIR", help="write report.md, metrics.json and PNGs here")
     p.add_argument("--classes", help="comma-separated class folders (default: the model's classes)")
     p.add_argument("--device", default="auto", help="auto, cpu, gpu or gpu:N (default: %(default)s)")
 
     p = sub.add_parser("grid", parents=[common], help="grid-search parameters with cross-validation",
                        description="GridSearchCV over --param NAME=V1,V2,... (backbone features computed once).")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="folder with one sub-folder of images per class")
+    _add_table_options(p)
     _add_model_options(p)
-    p.add_argument("--cv", type=int, default=3, help="folds (stratified; default: %(default)s)")
+    p.add_argument("--cv", type=int, default=3,
+                   help="folds (stratified; by patient with a patient column; default: %(default)s)")
     p.add_argument("--out", metavar="MODEL", help="save the refitted best model here")
 
     p = sub.add_parser("demo", parents=[common], help="fit + evaluate end to end (offline, synthetic X-rays)",
@@ -215,13 +240,43 @@ def _load_folder(path, classes):
     return load_image_folder(path, classes=classes, return_paths=True)
 
 
+def _load_data(args, classes=None):
+    """``(X, y, groups, findings)`` from DATA_DIR's class folders, or from the --labels table."""
+    if not args.labels:
+        if args.data_dir is None:
+            raise UserError("give DATA_DIR (class sub-folders) or --labels TABLE.csv")
+        X, y = _load_folder(args.data_dir, classes)
+        return X, y, None, None
+    import csv as csv_module
+
+    from .labels import load_label_table
+
+    with open(args.labels, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv_module.reader(fh), [])
+    multi = args.label_columns or (args.sep and args.sep.lower() != "none")
+    table = load_label_table(
+        args.labels, args.path_column,
+        label_column=None if args.label_columns else args.label_column,
+        label_columns=_classes(args.label_columns), sep=args.sep if multi and not args.label_columns else None,
+        none_label=args.none_label, uncertain=args.uncertain,
+        patient_column=args.patient_column if args.patient_column in header else None, root=args.data_dir)
+    return list(table.paths), table.y, table.groups, table.labels if table.y.ndim == 2 else None
+
+
+def _describe(y, findings, groups):
+    what = f"findings {', '.join(findings)}" if findings else f"classes {_class_list(y)}"
+    return what + ("" if groups is None else f", {len(set(groups.tolist()))} patients")
+
+
 def cmd_fit(args):
-    X, y = _load_folder(args.data_dir, _classes(args.classes))
+    X, y, groups, findings = _load_data(args, _classes(args.classes))
     _check_output(args.out, X)
     clf = _estimator(args)
-    _say(args, f"fitting {clf.backbone} on {len(X)} images, classes {_class_list(y)}")
+    _say(args, f"fitting {clf.backbone} on {len(X)} images, {_describe(y, findings, groups)}")
     start = time.perf_counter()
-    clf.fit(X, y)
+    clf.fit(X, y, groups=groups)
+    if findings:
+        clf.findings_ = findings
     path = clf.save(args.out)
     acc = clf.history_.get("accuracy", [float("nan")])[-1]
     _say(args, f"done in {time.perf_counter() - start:.1f} s; final training accuracy {acc:.3f}; saved {path}")
@@ -280,8 +335,13 @@ def cmd_predict(args):
     _check_output(args.output, [args.model, *files])
     clf = load(args.model, device=args.device)
     proba = clf.predict_proba(files)
-    labels = clf.classes_[proba.argmax(axis=1)]
-    header = ["path", "label", *[f"p_{c}" for c in clf.classes_]]
+    if clf.multilabel_:  # the findings at p >= 0.5, joined as in NIH tables
+        names = clf.findings_
+        labels = ["|".join(n for n, hit in zip(names, row >= 0.5) if hit) or "none" for row in proba]
+    else:
+        names = clf.classes_
+        labels = clf.classes_[proba.argmax(axis=1)]
+    header = ["path", "label", *[f"p_{c}" for c in names]]
     rows = [[f, str(label), *[repr(float(p)) for p in row]] for f, label, row in zip(files, labels, proba)]
 
     def write(fh):
@@ -303,10 +363,17 @@ def cmd_evaluate(args):
     from .report import write_evaluation_report
 
     clf = load(args.model, device=args.device)
-    classes = _classes(args.classes) or [str(c) for c in clf.classes_]
-    X, y = _load_folder(args.data_dir, classes)
-    y = y.astype(clf.classes_.dtype) if clf.classes_.dtype.kind != "U" else y
-    result = write_evaluation_report(clf, X, y, args.report) if args.report else evaluate(clf, X, y)
+    if clf.multilabel_:
+        X, y, _, findings = _load_data(args)
+        if findings is None or list(findings) != list(clf.findings_):
+            raise UserError(f"the table's findings {findings} are not the model's {clf.findings_}")
+        result = (write_evaluation_report(clf, X, y, args.report, findings=findings) if args.report
+                  else evaluate(clf, X, y, findings=findings))
+    else:
+        classes = _classes(args.classes) or [str(c) for c in clf.classes_]
+        X, y, _, _ = _load_data(args, classes)
+        y = y.astype(clf.classes_.dtype) if clf.classes_.dtype.kind != "U" else y
+        result = write_evaluation_report(clf, X, y, args.report) if args.report else evaluate(clf, X, y)
     print(result)
     if args.report:
         _say(args, f"\nreport written to {Path(args.report) / 'report.md'}")
@@ -322,9 +389,15 @@ def cmd_grid(args):
     clf = _estimator(args, extra={})
     clf.set_params(verbose=0)
     _check_grid_values(clf, grid_params)
-    X, y = _load_folder(args.data_dir, _classes(args.classes))
+    X, y, groups, findings = _load_data(args, _classes(args.classes))
+    cv = args.cv
+    if groups is not None:  # whole patients per fold
+        from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+        cv = GroupKFold(args.cv) if findings else StratifiedGroupKFold(args.cv)
+    scoring = "roc_auc" if findings else None  # multi-label: macro ROC AUC over the findings
     try:
-        search = GridSearchCV(clf, grid_params, cv=args.cv, refit=bool(args.out), error_score="raise")
+        search = GridSearchCV(clf, grid_params, cv=cv, scoring=scoring, refit=bool(args.out), error_score="raise")
     except ValueError as exc:
         raise UserError(str(exc)) from None
     n = 1
@@ -332,16 +405,20 @@ def cmd_grid(args):
         n *= len(values)
     _say(args, f"searching {n} candidates x {args.cv} folds on {len(X)} images")
     start = time.perf_counter()
-    search.fit(X, y)
+    search.fit(X, y, groups=groups)
     results = search.cv_results_
     order = sorted(range(len(results["params"])), key=lambda i: results["rank_test_score"][i])
-    print(f"{'rank':>4}  {'mean acc':>8}  {'std':>6}  params")
+    metric = "mean AUC" if findings else "mean acc"
+    print(f"{'rank':>4}  {metric:>8}  {'std':>6}  params")
     for i in order:
         print(f"{results['rank_test_score'][i]:>4}  {results['mean_test_score'][i]:>8.3f}  "
               f"{results['std_test_score'][i]:>6.3f}  {results['params'][i]}")
-    _say(args, f"\nbest: {search.best_params_} (mean accuracy {search.best_score_:.3f}) "
+    _say(args, f"\nbest: {search.best_params_} ({'mean ROC AUC' if findings else 'mean accuracy'} "
+               f"{search.best_score_:.3f}) "
                f"in {time.perf_counter() - start:.1f} s")
     if args.out:
+        if findings:
+            search.best_estimator_.findings_ = findings
         _say(args, f"saved best model to {search.best_estimator_.save(args.out)}")
     return 0
 

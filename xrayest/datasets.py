@@ -9,7 +9,8 @@ import numpy as np
 
 from .inputs import check_image_size, read_image
 
-__all__ = ["make_synthetic_xrays", "load_image_folder", "find_duplicates", "IMAGE_SUFFIXES", "SYNTHETIC_CLASSES"]
+__all__ = ["make_synthetic_xrays", "make_synthetic_findings", "load_image_folder", "find_duplicates",
+           "IMAGE_SUFFIXES", "SYNTHETIC_CLASSES", "SYNTHETIC_FINDINGS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom")
 SYNTHETIC_CLASSES = ("normal", "pneumonia", "covid")
@@ -19,7 +20,7 @@ def _blob(yy, xx, cy, cx, ry, rx):
     return np.exp(-(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2))
 
 
-def _one_xray(rng, size, label):
+def _one_xray(rng, size, label, findings=()):
     yy, xx = np.mgrid[0:size, 0:size] / size
     # Soft tissue: a bright torso fading to the dark background at the edges.
     img = 0.55 * _blob(yy, xx, 0.55, 0.5, 0.65, 0.48) ** 0.5
@@ -48,6 +49,15 @@ def _one_xray(rng, size, label):
             for _ in range(rng.integers(3, 6)):
                 img += rng.uniform(0.08, 0.14) * _blob(yy, xx, rng.uniform(0.55, 0.72), periphery + rng.normal(0, 0.02),
                                                        rng.uniform(0.05, 0.08), rng.uniform(0.03, 0.05))
+    if "Consolidation" in findings:  # as pneumonia: a dense patch in one lung
+        cx, _ = lungs[rng.integers(2)]
+        img += rng.uniform(0.28, 0.4) * _blob(yy, xx, rng.uniform(0.45, 0.62), cx, 0.09, 0.07)
+    if "Effusion" in findings:  # fluid: the lower part of one lung turns white, a flat meniscus above
+        cx, lung = lungs[rng.integers(2)]
+        level = rng.uniform(0.54, 0.6)
+        img += 0.6 * np.clip(lung * 2.5, 0, 1) * (1 / (1 + np.exp(-(yy - level) * 60)))
+    if "Cardiomegaly" in findings:  # an enlarged heart shadow
+        img += 0.25 * _blob(yy, xx, 0.63, 0.55, 0.2, rng.uniform(0.2, 0.24))
     img += rng.normal(0, 0.025, img.shape)  # quantum noise
     img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.05, 0.05)  # exposure differences
     return np.clip(img * 255, 0, 255).astype(np.uint8)
@@ -84,6 +94,58 @@ def make_synthetic_xrays(n_samples=120, image_size=64, classes=SYNTHETIC_CLASSES
     X = np.stack([_one_xray(rng, int(image_size), label) for label in y]) if n_samples else np.zeros(
         (0, image_size, image_size), np.uint8)
     return X, y
+
+
+SYNTHETIC_FINDINGS = ("Cardiomegaly", "Consolidation", "Effusion")
+
+
+def make_synthetic_findings(out_dir, n_patients=24, images_per_patient=3, image_size=64, random_state=None):
+    """Write an NIH-style multi-label set offline: PNGs, and a ``labels.csv`` naming findings and patients.
+
+    Like NIH ChestX-ray14: columns ``Image Index``, ``Finding Labels`` (findings joined by ``|``,
+    or ``No Finding``) and ``Patient ID``; several images per patient, whose findings mostly
+    persist from one image to the next (each image is drawn anew, so the pixels themselves do
+    not reveal the patient).  Findings (:data:`SYNTHETIC_FINDINGS`): an enlarged heart, a dense patch
+    in one lung, fluid in the bottom of one lung.  For docs, tests and demos, not clinical use.
+
+    Returns
+    -------
+    pathlib.Path
+        The CSV (read it with :func:`xrayest.load_label_table`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from xrayest import load_label_table
+    >>> csv_path = make_synthetic_findings(tempfile.mkdtemp(), n_patients=4, image_size=32, random_state=0)
+    >>> table = load_label_table(csv_path, "Image Index", label_column="Finding Labels", sep="|",
+    ...                          none_label="No Finding", patient_column="Patient ID")
+    >>> table.labels, table.y.shape, len(set(table.groups))
+    (['Cardiomegaly', 'Consolidation', 'Effusion'], (12, 3), 4)
+    """
+    import csv
+
+    from PIL import Image
+
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(random_state)
+    rows = []
+    for patient in range(1, int(n_patients) + 1):
+        tendency = rng.random(len(SYNTHETIC_FINDINGS)) < 0.4  # the patient's own findings
+        for view in range(int(images_per_patient)):
+            flip = rng.random(len(SYNTHETIC_FINDINGS)) < 0.15  # resolved or new on this image
+            present = [f for f, has in zip(SYNTHETIC_FINDINGS, tendency ^ flip) if has]
+            name = f"{patient:05d}_{view:03d}.png"
+            Image.fromarray(_one_xray(rng, int(image_size), "normal", set(present))).save(out / "images" / name)
+            rows.append({"Image Index": f"images/{name}", "Finding Labels": "|".join(present) or "No Finding",
+                         "Patient ID": str(patient)})
+    path = out / "labels.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["Image Index", "Finding Labels", "Patient ID"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def _list_images(folder: Path):

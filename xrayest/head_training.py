@@ -36,9 +36,17 @@ LOSSES = {
 }
 
 
+def _multilabel(head) -> bool:
+    """True for a head of several sigmoid outputs (one per finding)."""
+    return head.output_shape[-1] > 1 and head.get_layer("output").activation.__name__ == "sigmoid"
+
+
 def _targets(head, y):
-    """Targets shaped for the head's loss: (n, 1) floats for a sigmoid output, int labels otherwise."""
+    """Targets shaped for the head's loss: (n, 1) floats for a sigmoid output, (n, k) floats for several
+    sigmoids (multi-label), int labels for a softmax."""
     y = np.asarray(y)
+    if _multilabel(head):
+        return y.astype(np.float32)
     if head.output_shape[-1] == 1:
         return y.reshape(len(y), 1).astype(np.float32)
     return y.reshape(len(y)).astype(np.int32)
@@ -47,11 +55,17 @@ def _targets(head, y):
 def sample_hits(y_true, y_pred):
     """Per-sample hit (1.0/0.0), as Keras' "accuracy" metric computes it for xrayest's heads.
 
-    ``y_pred`` of one column is a sigmoid (``y_true`` of shape (n, 1), 0/1, hit at > 0.5);
-    otherwise a softmax (``y_true`` class indices of shape (n,)).
+    ``y_pred`` of one column is a sigmoid (``y_true`` of shape (n, 1), 0/1, hit at > 0.5); a
+    ``y_true`` of the same (n, k) shape is multi-label (the share of known findings right, see
+    :func:`xrayest.multilabel.masked_binary_accuracy`); otherwise a softmax (``y_true`` class
+    indices of shape (n,)).
     """
     import tensorflow as tf
 
+    if y_pred.shape[-1] > 1 and len(y_true.shape) == 2 and y_true.shape[-1] == y_pred.shape[-1]:
+        from .multilabel import masked_binary_accuracy
+
+        return masked_binary_accuracy(y_true, y_pred)
     if y_pred.shape[-1] == 1:
         return tf.cast(tf.equal(y_true, tf.cast(y_pred > 0.5, y_true.dtype)), tf.float32)[:, 0]
     return tf.cast(tf.equal(y_true, tf.cast(tf.argmax(y_pred, axis=-1), y_true.dtype)), tf.float32)
@@ -127,9 +141,15 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
     labels = tf.constant(_targets(head, y))
     weights = tf.constant(np.ones(n, np.float32) if sample_weight is None
                           else np.asarray(sample_weight, dtype=np.float32))
-    if head.loss not in LOSSES:
-        raise ValueError(f"fit_head supports heads compiled with loss {sorted(LOSSES)}; got {head.loss!r}")
-    loss_fn = getattr(keras.losses, LOSSES[head.loss])()
+    from .multilabel import MaskedBinaryCrossentropy
+
+    if isinstance(head.loss, MaskedBinaryCrossentropy):
+        loss_fn = head.loss
+    elif head.loss in LOSSES:
+        loss_fn = getattr(keras.losses, LOSSES[head.loss])()
+    else:
+        raise ValueError(f"fit_head supports heads compiled with loss {sorted(LOSSES)} or "
+                         f"MaskedBinaryCrossentropy; got {head.loss!r}")
     optimizer = head.optimizer
     variables = head.trainable_variables
     if not optimizer.built:

@@ -36,7 +36,7 @@ def dropout_rates(dropout, n_hidden: int) -> list[float]:
 
 
 def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), dropout=0.5,
-               batch_norm=False, l2=0.0, name="head") -> keras.Model:
+               batch_norm=False, l2=0.0, multilabel=False, name="head") -> keras.Model:
     """Build the trainable head on top of backbone features.
 
     Parameters
@@ -45,7 +45,8 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
         Shape of one backbone output: ``(h, w, c)`` for a feature map, ``(c,)`` for
         features that were already pooled.
     n_outputs : int
-        1 gives a sigmoid unit (binary); more gives a softmax.
+        1 gives a sigmoid unit (binary); more gives a softmax, or with ``multilabel`` one
+        sigmoid per finding.
     pooling : {"flatten", "avg", "max"}
         Applied to feature maps; ignored for pooled features.
     hidden_units : int or sequence of int
@@ -56,6 +57,8 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
         BatchNormalization directly on the backbone's output.
     l2 : float
         L2 penalty on every Dense kernel.
+    multilabel : bool
+        Independent sigmoid outputs (several findings per image) instead of a softmax.
     """
     if isinstance(hidden_units, Real):
         hidden_units = (hidden_units,)
@@ -79,7 +82,7 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
                                name=EMBEDDING_LAYER if last else f"dense_{i + 1}")(x)
         if rate:
             x = keras.layers.Dropout(rate, name=f"dropout_{i + 1}")(x)
-    activation = "sigmoid" if n_outputs == 1 else "softmax"
+    activation = "sigmoid" if n_outputs == 1 or multilabel else "softmax"
     outputs = keras.layers.Dense(n_outputs, activation=activation, kernel_regularizer=regularizer,
                                  name="output")(x)
     return keras.Model(inputs, outputs, name=name)

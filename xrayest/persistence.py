@@ -89,6 +89,7 @@ def read_model(path):
     import keras
 
     from . import layers  # noqa: F401  (registers the custom layers for safe_mode loading)
+    from . import multilabel  # noqa: F401  (the multi-label loss and metric, named in a head's config)
     from . import optimizers  # noqa: F401  (FusedAdam, named in the file's training config)
 
     path = Path(path)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["new_figure", "plot_history", "plot_confusion_matrix", "plot_class_distribution", "plot_embedding"]
+__all__ = ["new_figure", "plot_history", "plot_confusion_matrix", "plot_class_distribution", "plot_embedding",
+           "plot_roc_curves"]
 
 
 def new_figure(ncols=1, width=5.0, height=4.2):
@@ -87,4 +88,34 @@ def plot_embedding(embedding, y, title="Embedding", ax=None):
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
+    return fig
+
+
+def plot_roc_curves(y_true, proba, findings, aucs=None, title="ROC curves (test)"):
+    """One ROC curve per finding of a multi-label evaluation; entries of -1 in ``y_true`` are left out.
+
+    ``aucs`` (optional) maps each finding to ``(auc, low, high)`` for the legend.
+    """
+    from sklearn.metrics import roc_curve
+
+    fig, ax = new_figure(1, width=5.6, height=5.0)
+    y_true, proba = np.asarray(y_true), np.asarray(proba)
+    for j, name in enumerate(findings):
+        known = y_true[:, j] != -1
+        if len(np.unique(y_true[known, j])) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y_true[known, j], proba[known, j])
+        label = str(name)
+        if aucs is not None and str(name) in aucs:
+            auc, low, high = aucs[str(name)]
+            label += f" (AUC {auc:.2f}" + (f", {low:.2f}-{high:.2f})" if np.isfinite(low) else ")")
+        ax.plot(fpr, tpr, lw=1.6, label=label)
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    ax.set_xlabel("false positive rate (1 - specificity)")
+    ax.set_ylabel("true positive rate (sensitivity)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     return fig

@@ -14,12 +14,15 @@ from .plotting import plot_class_distribution, plot_confusion_matrix, plot_histo
 __all__ = ["write_evaluation_report"]
 
 
-def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation", tsne=True, gradcam=True):
+def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation", tsne=True, gradcam=True,
+                            findings=None):
     """Evaluate a fitted classifier and write ``report.md``, ``metrics.json`` and PNGs to ``out_dir``.
 
     Pictures: confusion matrix, class distribution, training history, a t-SNE map of the
     classifier's embeddings (``tsne``, 12 images or more) and a Grad-CAM heatmap for the first
-    image of each class (``gradcam``, XrayCNNClassifier only).
+    image of each class (``gradcam``, XrayCNNClassifier only).  A multi-label classifier gets
+    per-finding ROC AUC with 95% bootstrap intervals, ROC curves and the training history
+    (``findings`` names the columns of ``y``).
 
     Returns
     -------
@@ -28,6 +31,8 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(estimator, "multilabel_", False):
+        return _multilabel_report(estimator, X, y, out, title, findings)
     result = evaluate(estimator, X, y)
     pictures = {
         "confusion_matrix.png": plot_confusion_matrix(result.confusion, result.classes, title="Confusion matrix (test)"),
@@ -73,5 +78,25 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
         "",
         *[f"![{name[:-4].replace('_', ' ')}]({name})\n" for name in pictures],
     ]
+    (out / "report.md").write_text("\n".join(lines))
+    return result
+
+
+def _multilabel_report(estimator, X, y, out, title, findings):
+    from .plotting import plot_roc_curves
+
+    result = evaluate(estimator, X, y, findings=findings)
+    aucs = {name: (r["auc"], r["auc_low"], r["auc_high"]) for name, r in result.per_finding.items()}
+    pictures = {"roc_curves.png": plot_roc_curves(result.y_true, result.proba, result.findings, aucs)}
+    if getattr(estimator, "history_", None):
+        pictures["history.png"] = plot_history(estimator.history_)
+    for name, fig in pictures.items():
+        fig.savefig(out / name, dpi=110)
+    (out / "metrics.json").write_text(json.dumps(result.as_dict(), indent=1))
+    lines = [f"# {title}", "", f"- images evaluated: {len(result.y_true)}",
+             f"- macro ROC AUC: **{result.macro_auc:.3f}**, subset accuracy: **{result.subset_accuracy:.3f}**",
+             "", "## Per finding (AUC with a 95% bootstrap interval; precision/recall at 0.5)", "", "```",
+             str(result).split("\n\n", 1)[1], "```", "",
+             *[f"![{name[:-4].replace('_', ' ')}]({name})\n" for name in pictures]]
     (out / "report.md").write_text("\n".join(lines))
     return result

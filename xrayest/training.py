@@ -24,6 +24,7 @@ per epoch, for a head on in-memory features; epoch-level callbacks only) or ``"k
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 
 import keras
@@ -35,23 +36,50 @@ __all__ = ["Phase", "TrainingPlan", "plan_training", "choose_loop", "run_phase",
            "stratified_split", "EpochTimer", "fit_callbacks", "sample_weights"]
 
 
-def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None):
+def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None, groups=None):
     """Train/validation indices holding ``fraction`` out, stratified by class where possible.
 
     Keras' own ``validation_split`` takes the *last* rows, which on data sorted by class
-    leaves whole classes out of training; this draws the rows at random per class.
+    leaves whole classes out of training; this draws the rows at random per class.  With
+    ``groups`` (patients), whole groups go to one side: ``StratifiedGroupKFold`` with
+    ``round(1 / fraction)`` folds, its first fold held out (``GroupShuffleSplit`` when the groups
+    are too few to stratify).  A multi-label ``y`` is stratified by each image's first finding.
     """
     n = len(y_encoded)
     labels = np.asarray(y_encoded).reshape(n, -1).argmax(axis=1) if np.ndim(y_encoded) > 1 and np.shape(y_encoded)[1] > 1 else np.asarray(y_encoded).ravel()
     n_val = int(np.ceil(fraction * n))
     if n_val < 1 or n - n_val < 1:
         raise ValueError(f"validation_split={fraction} leaves no data for training or validation with {n} samples")
+    if groups is not None:
+        return _group_split(labels, np.asarray(groups), fraction, random_state)
     counts = np.unique(labels, return_counts=True)[1]
     if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
         splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
     else:
         splitter = ShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
     train, val = next(splitter.split(np.zeros(n), labels))
+    return np.sort(train), np.sort(val)
+
+
+def _group_split(labels, groups, fraction, random_state):
+    """Whole groups held out: about ``fraction`` of the rows, stratified where the groups allow."""
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError(f"validation_split with groups needs at least 2 groups (patients); got {n_groups}")
+    n_splits = min(max(2, int(round(1 / fraction))), n_groups)
+    zeros = np.zeros(len(labels))
+    try:
+        if np.unique(labels, return_counts=True)[1].min() < n_splits:
+            raise ValueError("too few rows per class to stratify")
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+        train, val = next(splitter.split(zeros, labels, groups))
+    except ValueError:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=random_state)
+        train, val = next(splitter.split(zeros, labels, groups))
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"validation_split={fraction} with {n_groups} groups leaves no data on one side")
     return np.sort(train), np.sort(val)
 
 
@@ -228,6 +256,9 @@ def _layers(model):
             yield layer
 
 
+_RECALIBRATION_STEPS = weakref.WeakKeyDictionary()
+
+
 def recalibrate_batch_norm(model, batches) -> int:
     """Set the moving statistics of ``model``'s trainable BatchNorm layers to their average over ``batches``.
 
@@ -258,7 +289,11 @@ def recalibrate_batch_norm(model, batches) -> int:
         # they are summed here and averaged at the end (one traced graph, not eager calls per layer).
         for layer in norms:
             layer.momentum = 0.0
-        step = tf.function(lambda x: model(x, training=True), reduce_retracing=True)
+        step = _RECALIBRATION_STEPS.get(model)
+        if step is None:  # one traced function per model, reused by every recalibration (each epoch's)
+            ref = weakref.ref(model)  # the cached function must not keep its (weakly keyed) model alive
+            step = tf.function(lambda x: ref()(x, training=True), reduce_retracing=True)
+            _RECALIBRATION_STEPS[model] = step
         for batch in batches:
             step(tf.constant(batch))
             stats = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in norms]
@@ -312,7 +347,9 @@ class RecalibratedValidation(keras.callbacks.Callback):
         recalibrate_batch_norm(self.trunk, self.calibration())
         if self._predict is None:  # one traced graph for every epoch's validation batches
             self._predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
-        loss_fn = keras.losses.get(self.model.loss)
+        loss = self.model.loss
+        # per-sample losses: a Loss object's own call (e.g. the masked multi-label loss), else Keras' function
+        loss_fn = loss.call if isinstance(loss, keras.losses.Loss) else keras.losses.get(loss)
         total = hits = count = 0.0
         for batch in self.validation:
             x, y = batch[0], batch[1]

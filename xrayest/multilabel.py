@@ -1,0 +1,94 @@
+"""Multi-label targets: several findings per X-ray, an (n, k) 0/1 indicator matrix.
+
+scikit-learn's multilabel format: ``y[i, j] = 1`` when image ``i`` shows finding ``j``.  A -1 marks an
+entry left out of training (an uncertain CheXpert label kept with ``uncertain="ignore"``):
+:class:`MaskedBinaryCrossentropy` averages per-finding binary cross-entropy over the entries
+that are not -1, and :func:`masked_binary_accuracy` scores the same entries.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = ["is_multilabel", "check_multilabel", "MaskedBinaryCrossentropy", "masked_binary_accuracy"]
+
+
+def is_multilabel(y) -> bool:
+    """True for a 2-D ``y`` with more than one column (an indicator matrix); 1-D labels are single-label."""
+    try:
+        shape = np.asarray(y).shape  # through __array__: array-likes that are not arrays too
+    except (ValueError, TypeError):  # ragged: not a matrix; check_labels names the problem
+        return False
+    return len(shape) == 2 and shape[1] > 1
+
+
+def check_multilabel(y, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """``classes_`` (``[array([0, 1])] * k``) and float32 targets of an indicator matrix, or a ValueError
+    naming the problem."""
+    try:
+        Y = np.array(y, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"a 2-D y is a multi-label indicator matrix and must be numeric: {exc}") from exc
+    if len(Y) != n_images:
+        raise ValueError(f"y has {len(Y)} rows but X has {n_images} images")
+    values = set(np.unique(Y).tolist())
+    if not values <= {0.0, 1.0, -1.0}:
+        bad = sorted(values - {0.0, 1.0, -1.0})[:5]
+        raise ValueError(f"a multi-label y holds 0 and 1 (and -1 for entries left out); found {bad}")
+    known = Y != -1
+    for j in range(Y.shape[1]):
+        column = Y[known[:, j], j]
+        if column.size == 0 or column.min() == column.max():
+            raise ValueError(f"label column {j} of y has only one value ({column[:1].tolist() or 'all -1'}); "
+                             "each finding needs positive and negative images")
+    # scikit-learn's multi-output convention: one array of classes per column, so its scorers
+    # (type_of_target(classes_) == "multilabel-indicator") take predict_proba's columns as they are
+    return [np.array([0, 1]) for _ in range(Y.shape[1])], Y.astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="xrayest")
+class MaskedBinaryCrossentropy(keras.losses.Loss):
+    """Binary cross-entropy per finding, averaged over the entries whose target is not -1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> loss = MaskedBinaryCrossentropy()
+    >>> y_true = np.array([[1.0, -1.0], [0.0, 1.0]], np.float32)
+    >>> y_pred = np.array([[0.9, 0.2], [0.1, 0.8]], np.float32)
+    >>> per_sample = [-np.log(0.9), -(np.log(0.9) + np.log(0.8)) / 2]  # the -1 entry is left out
+    >>> bool(np.isclose(float(loss(y_true, y_pred)), np.mean(per_sample), rtol=1e-5))
+    True
+    """
+
+    def __init__(self, name="masked_binary_crossentropy", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        mask = ops.cast(ops.not_equal(y_true, -1.0), y_pred.dtype)
+        p = ops.clip(y_pred, 1e-7, 1.0 - 1e-7)
+        target = y_true * mask  # -1 entries become 0, then weigh nothing
+        bce = -(target * ops.log(p) + (1.0 - target) * ops.log(1.0 - p))
+        # per image: the mean over its known findings (an image with none counts 0)
+        return ops.sum(bce * mask, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
+
+    def get_config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+
+@keras.saving.register_keras_serializable(package="xrayest")
+def masked_binary_accuracy(y_true, y_pred):
+    """Per image: the share of its known findings (target not -1) predicted right at 0.5."""
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.cast(y_pred, "float32")
+    mask = ops.cast(ops.not_equal(y_true, -1.0), "float32")
+    hits = ops.cast(ops.equal(y_true, ops.cast(y_pred > 0.5, "float32")), "float32") * mask
+    return ops.sum(hits, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
+
+
+def accuracy_metric():
+    """``masked_binary_accuracy`` as a Keras metric logged as "accuracy"."""
+    return keras.metrics.MeanMetricWrapper(masked_binary_accuracy, name="accuracy")
