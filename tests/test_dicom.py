@@ -155,3 +155,20 @@ def test_not_dicom_and_truncated(tmp_path, xray):
     cut.write_bytes(good[: len(good) // 2])
     with pytest.raises(ValueError, match="cut.dcm"):
         read_image(cut)
+
+
+def test_voi_lut_sequence_is_applied(tmp_path):
+    """A VOI LUT Sequence (here 256 entries of 12 bits, a curve) maps stored values through the table."""
+    from pydicom.dataset import Dataset
+
+    stored = np.arange(256, dtype=np.uint16).reshape(16, 16)
+    path = write_dicom(tmp_path / "lut.dcm", stored, bits=8)
+    ds = pydicom.dcmread(path)
+    table = np.rint(4095 * (np.arange(256) / 255) ** 0.5).astype(np.uint16)
+    item = Dataset()
+    item.add_new(0x00283002, "US", [256, 0, 12])  # LUT Descriptor: entries, first stored value, bits
+    item.add_new(0x00283006, "US", table.tolist())  # LUT Data
+    ds.VOILUTSequence = [item]
+    ds.save_as(path)
+    image = read_dicom(path)
+    np.testing.assert_allclose(image.ravel(), table.astype(float) * 255 / 4095, atol=1e-3)

@@ -441,6 +441,12 @@ def cmd_demo(args):
         if (root / "train").is_dir() and (root / "test").is_dir():
             X_train, y_train = load_image_folder(root / "train", classes=classes, return_paths=True)
             X_test, y_test = load_image_folder(root / "test", classes=classes, return_paths=True)
+            from .datasets import find_duplicates
+
+            shared = find_duplicates(X_train, X_test)
+            if shared:
+                print(f"xrayest demo: warning: {len(shared)} test image(s) are byte-identical to training images "
+                      f"(e.g. {shared[0][1]} = {shared[0][0]}); the test score will be too high", file=sys.stderr)
         else:
             X, y = load_image_folder(root, classes=classes, return_paths=True)
             X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
