@@ -225,6 +225,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = []  # embeddings are always float32
+        tags.classifier_tags.multi_label = True  # an (n, k) indicator y: one sigmoid per finding
         tags.non_deterministic = self.random_state is None
         return tags
 
