@@ -22,6 +22,8 @@ _EXPORTS = {
     "make_synthetic_findings": "datasets",
     "load_label_table": "labels",
     "read_dicom": "dicom",
+    "featurize": "distributed",
+    "FeatureStore": "feature_store",
     "CascadeClassifier": "cascade",
     "RECIPES": "recipes",
     "make_recipe": "recipes",

@@ -34,6 +34,8 @@ examples:
   xrayest predict model.keras data/test/covid scan1.png --output preds.csv
   xrayest evaluate model.keras data/test --report report/
   xrayest grid data/train --param dropout=0.2,0.5,0.8 --param learning_rate=1e-3,1e-4 --cv 3
+  xrayest featurize data/train --out train.zarr --workers 2   # features once, resumable, on Dask
+  xrayest grid --features train.zarr --param dropout=0.2,0.5 --cv 5
   xrayest fit --labels nih/labels.csv --param validation_split=0.2 --out findings.keras
   xrayest evaluate findings.keras --labels nih/test.csv --report report/
 """
@@ -109,6 +111,8 @@ def _add_table_options(p):
                    help="what -1 in --label-columns becomes (default: %(default)s)")
     g.add_argument("--patient-column", default="Patient ID",
                    help="patient IDs for group splits, used when the table has it (default: %(default)s)")
+    g.add_argument("--features", metavar="STORE",
+                   help="a feature store written by 'xrayest featurize' (its images, labels and trunk settings)")
 
 
 def build_parser():
@@ -147,6 +151,26 @@ def build_parser():
     p.add_argument("--cv", type=int, default=3,
                    help="folds (stratified; by patient with a patient column; default: %(default)s)")
     p.add_argument("--out", metavar="MODEL", help="save the refitted best model here")
+
+    p = sub.add_parser("featurize", parents=[common], help="compute backbone features into a Zarr store (Dask)",
+                       description="Frozen-backbone features of every image under FOLDER, written to a resumable "
+                                   "Zarr store: rerun to finish an interrupted run. --workers N starts a local Dask "
+                                   "cluster, --scheduler ADDRESS uses a running one; neither: this process.")
+    p.add_argument("folder", metavar="FOLDER", help="images (class sub-folders give labels)")
+    p.add_argument("--out", required=True, metavar="STORE", help="the Zarr store (e.g. features.zarr)")
+    p.add_argument("--backbone", default="xception", help="default: %(default)s")
+    p.add_argument("--weights", default="imagenet", help="imagenet, none or a .weights.h5 file (default: %(default)s)")
+    p.add_argument("--image-size", type=int, help="side in pixels (default: the backbone's)")
+    p.add_argument("--pooling", default="avg", choices=["avg", "max"], help="default: %(default)s")
+    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"], help="default: %(default)s")
+    p.add_argument("--chunk", type=int, default=256, help="images per task and per Zarr chunk (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    p.add_argument("--device", default="cpu", help="device of each task: cpu, gpu or gpu:N (default: %(default)s)")
+    p.add_argument("--random-state", type=int, default=0, help="seed of random weights (default: %(default)s)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--overwrite", action="store_true", help="replace a store made by another trunk or for other images")
 
     p = sub.add_parser("demo", parents=[common], help="fit + evaluate end to end (offline, synthetic X-rays)",
                        description="Generate synthetic chest-X-ray-like images (make_synthetic_xrays), fit a "
@@ -197,13 +221,30 @@ def _classes(value):
     return [c.strip() for c in value.split(",") if c.strip()] if value else None
 
 
+def _store_trunk(args):
+    """With --features: the store's trunk settings replace the model options, so its features are used."""
+    if not getattr(args, "features", None):
+        return
+    from .feature_store import FeatureStore
+
+    config = FeatureStore.open(args.features).config
+    args.backbone, args.weights = config["backbone"], config["weights"] or "none"
+    args.image_size, args.precision = config["image_size"][0], config["precision"]
+    if config["random_state"] is not None:
+        args.random_state = config["random_state"]
+    args.store_pooling = config["pooling"]
+
+
 def _estimator(args, extra=None):
     from .classifier import XrayCNNClassifier
 
+    _store_trunk(args)
     params = dict(backbone=args.backbone, weights=_weights(args.weights), image_size=args.image_size,
                   epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                   device=args.device, precision=args.precision, random_state=args.random_state,
                   verbose=_keras_verbosity(args))
+    if getattr(args, "store_pooling", None):
+        params["pooling"] = args.store_pooling
     params.update(_parse_params(args.param) if extra is None else extra)
     _check_param_names(params)
     return XrayCNNClassifier(**params)
@@ -241,7 +282,14 @@ def _load_folder(path, classes):
 
 
 def _load_data(args, classes=None):
-    """``(X, y, groups, findings)`` from DATA_DIR's class folders, or from the --labels table."""
+    """``(X, y, groups, findings)`` from DATA_DIR's class folders, the --labels table, or a --features store."""
+    if getattr(args, "features", None):
+        from .feature_store import FeatureStore
+
+        store = FeatureStore.open(args.features)
+        if store.labels is None:
+            raise UserError(f"feature store {args.features} has no labels (featurize a folder of class sub-folders)")
+        return store.rows(), store.labels, None, None
     if not args.labels:
         if args.data_dir is None:
             raise UserError("give DATA_DIR (class sub-folders) or --labels TABLE.csv")
@@ -307,6 +355,7 @@ def _check_output(output, protected):
         return
     target = Path(output).resolve()
     for path in protected:
+        path = getattr(path, "path", path)  # rows of a feature store name their image file
         if Path(path).resolve() == target:
             raise UserError(f"--output {output} is one of the files being read ({path}); choose another path")
     if target.is_dir():
@@ -474,7 +523,45 @@ def cmd_demo(args):
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo}
+def cmd_featurize(args):
+    from .distributed import featurize
+
+    client, cluster = None, None
+    if args.workers is not None or args.scheduler:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise UserError('--workers and --scheduler need Dask: pip install "xrayest[distributed]"') from None
+        if args.scheduler:
+            client = Client(args.scheduler)
+        else:
+            if args.workers < 1:
+                raise UserError(f"--workers must be at least 1; got {args.workers}")
+            cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+            client = Client(cluster)
+    where = ("this process" if client is None else f"Dask scheduler {args.scheduler}" if args.scheduler
+             else f"a local Dask cluster of {args.workers} worker(s)")
+    _say(args, f"featurizing {args.folder} with {args.backbone} ({args.precision}) on {where}")
+    try:
+        report = featurize(args.folder, args.out, backbone=args.backbone, weights=_weights(args.weights),
+                           image_size=args.image_size, pooling=args.pooling, precision=args.precision,
+                           client=client, chunk=args.chunk, batch_size=args.batch_size, device=args.device,
+                           random_state=args.random_state, overwrite=args.overwrite, progress=not args.quiet)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    from .feature_store import FeatureStore
+
+    print(f"{args.out}: {FeatureStore.open(args.out).describe()}")
+    print(f"{report['chunks_computed']} of {report['chunks_total']} chunks computed in {report['seconds']:.1f} s"
+          + (f" ({report['images_per_second']:.1f} images/s)" if report["chunks_computed"] else " (already complete)"))
+    return 0
+
+
+COMMANDS = {"featurize": cmd_featurize, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo}
 
 
 @contextlib.contextmanager

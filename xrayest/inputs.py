@@ -222,6 +222,22 @@ def _is_path_list(X) -> bool:
     return False
 
 
+def _row_adapter(X):
+    """``type(row).image_source`` when every element of a 1-D list/object array is a row type that provides one.
+
+    Lets other modules (the feature store) offer their rows as estimator input without this module
+    importing them.
+    """
+    if not isinstance(X, (list, tuple, np.ndarray)) or (isinstance(X, np.ndarray) and (X.ndim != 1 or X.dtype != object)):
+        return None
+    if len(X) == 0:
+        return None
+    kinds = {type(x) for x in X}
+    if len(kinds) != 1:
+        return None
+    return getattr(kinds.pop(), "image_source", None)
+
+
 def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
     """Validate X (see module docstring) and wrap it as an :class:`ImageSource`.
 
@@ -239,6 +255,9 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
                          "file paths")
     if _is_path_list(X):
         return PathImages(list(X))
+    adapter = _row_adapter(X)
+    if adapter is not None:  # rows of a feature store (xrayest.feature_store.StoreRow), or similar
+        return adapter(list(X))
     if isinstance(X, (list, tuple)):
         if len(X) == 0:
             raise ValueError("X is empty (0 images); pass at least one image")

@@ -411,13 +411,21 @@ class Trunk:
             size = tuple(self._image_size())
         n = len(source)
         use_cache = cache is not None and self.cache_key is not None
-        keys = source.keys(size) if use_cache else [str(i) for i in range(n)]
+        stored = hasattr(source, "stored") and self.cache_key is not None  # rows of a feature store
+        keys = source.keys(size) if use_cache or stored else [str(i) for i in range(n)]
         found: dict[str, np.ndarray] = {}
         if use_cache:
             for key in dict.fromkeys(keys):
                 value = cache.get(self.cache_key, key)
                 if value is not None:
                     found[key] = value
+        if stored and len(found) < len(set(keys)):
+            for key, value in source.stored(self.cache_key).items():
+                if key not in found:
+                    found[key] = value
+                    if use_cache:
+                        cache.put(self.cache_key, key, value)
+        if found:
             found = self._consistent(found)
         first_index = {}
         for i, key in enumerate(keys):

@@ -1,0 +1,188 @@
+"""Featurization into a resumable Zarr store, on a Dask LocalCluster and in-process, and fitting from it."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("zarr", reason="the [distributed] extra (zarr) is not installed")
+
+from xrayest import distributed  # noqa: E402
+from xrayest.cache import default_cache  # noqa: E402
+from xrayest.distributed import featurize  # noqa: E402
+from xrayest.feature_store import FeatureStore, StoreMismatchError  # noqa: E402
+
+TRUNK = dict(backbone="small_cnn", weights=None, image_size=32, random_state=0)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """19 synthetic X-rays in two class folders (chunks of 4: five chunks, the last one short)."""
+    from PIL import Image
+
+    from xrayest import make_synthetic_xrays
+
+    X, y = make_synthetic_xrays(19, 32, classes=("normal", "pneumonia"), random_state=0)
+    for i, (image, label) in enumerate(zip(X, y)):
+        (tmp_path / "images" / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "images" / label / f"{i:03d}.png")
+    return tmp_path / "images"
+
+
+def store_bytes(location):
+    store = FeatureStore.open(location)
+    return np.asarray(store.features[:]).tobytes(), [str(k) for k in store.group["keys"][:]]
+
+
+def test_serial_store_then_fit_without_reading_images(folder, tmp_path):
+    """Rows of the store give the same predictions as the images; after featurizing, the images are not read."""
+    from conftest import tiny_classifier
+
+    from xrayest import load_image_folder
+
+    report = featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    assert report["chunks_computed"] == 5 and report["n_images"] == 19
+    store = FeatureStore.open(tmp_path / "f.zarr")
+    assert store.is_complete() and store.features.shape == (19, 128)
+    paths, y = load_image_folder(folder, return_paths=True)
+    assert list(store.paths) == list(paths) and list(store.labels) == list(y)
+    rows = store.rows()
+    params = dict(backbone="small_cnn", freeze_backbone=True, epochs=3)
+    from_images = tiny_classifier(**params, cache_features=False).fit(list(paths), y)
+    expected = from_images.predict_proba(list(paths))
+    for path in paths:  # the images are gone: rows fit and predict from the store alone
+        Path(path).unlink()
+    default_cache().clear()
+    from_rows = tiny_classifier(**params).fit(rows, store.labels)
+    np.testing.assert_allclose(from_rows.predict_proba(rows), expected, atol=1e-5)
+    again = tiny_classifier(**params).fit(rows[::2], store.labels[::2])
+    assert again.predict(rows).shape == (19,)
+    with pytest.raises(ValueError, match="cannot read image file"):  # the same rows as paths need the images
+        tiny_classifier(**params, cache_features=False).fit(list(paths), y)
+
+
+def test_ctrl_c_then_resume_computes_only_the_missing_chunks(folder, tmp_path, monkeypatch):
+    calls = []
+    run_chunk = distributed._run_chunk
+
+    def interrupted_after_two(location, i, config):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(i)
+        return run_chunk(location, i, config)
+
+    monkeypatch.setattr(distributed, "_run_chunk", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    store = FeatureStore.open(tmp_path / "f.zarr")
+    assert store.done().tolist() == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="incomplete"):
+        store.rows()
+    monkeypatch.setattr(distributed, "_run_chunk", run_chunk)
+    report = featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    assert report["chunks_computed"] == 3
+    featurize(folder, tmp_path / "whole.zarr", chunk=4, **TRUNK)
+    assert store_bytes(tmp_path / "f.zarr") == store_bytes(tmp_path / "whole.zarr")
+
+
+def test_another_trunk_or_other_images_refused(folder, tmp_path):
+    featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    with pytest.raises(StoreMismatchError, match="another trunk"):
+        featurize(folder, tmp_path / "f.zarr", chunk=4, **{**TRUNK, "random_state": 1})
+    with pytest.raises(StoreMismatchError, match="other images"):
+        featurize(sorted(map(str, folder.rglob("*.png")))[:5], tmp_path / "f.zarr", chunk=4, **TRUNK)
+    report = featurize(folder, tmp_path / "f.zarr", chunk=4, overwrite=True, **{**TRUNK, "random_state": 1})
+    assert report["chunks_computed"] == 5
+
+
+def test_rows_of_another_trunk_fall_back_to_the_images_with_a_warning(folder, tmp_path):
+    from conftest import tiny_classifier
+
+    featurize(folder, tmp_path / "f.zarr", chunk=8, pooling="max", **TRUNK)  # the estimator pools "avg"
+    store = FeatureStore.open(tmp_path / "f.zarr")
+    default_cache().clear()  # features of these images from earlier tests would answer first
+    with pytest.warns(UserWarning, match="another trunk configuration"):
+        tiny_classifier(backbone="small_cnn", freeze_backbone=True, epochs=1).fit(store.rows(), store.labels)
+
+
+def kill_once_plugin(folder):
+    """A worker plugin that kills its worker process when the third task starts executing (once per run)."""
+    from distributed import WorkerPlugin
+
+    class KillOnce(WorkerPlugin):
+        def transition(self, key, start, finish, **kwargs):
+            if finish != "executing":
+                return
+            marks = Path(folder)
+            (marks / f"exec-{os.getpid()}-{abs(hash(key))}").touch()
+            if len(list(marks.glob("exec-*"))) >= 3:
+                try:
+                    fd = os.open(marks / "killed", os.O_CREAT | os.O_EXCL)
+                except FileExistsError:
+                    return
+                os.close(fd)
+                os._exit(1)
+
+    return KillOnce()
+
+
+@pytest.mark.slow
+def test_local_cluster_with_a_killed_worker_equals_the_serial_run(folder, tmp_path):
+    distributed_ = pytest.importorskip("distributed")
+    featurize(folder, tmp_path / "serial.zarr", chunk=4, **TRUNK)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with distributed_.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                   worker_class=distributed_.Nanny) as cluster, distributed_.Client(cluster) as client:
+        client.register_plugin(kill_once_plugin(marks))
+        report = featurize(folder, tmp_path / "cluster.zarr", chunk=4, client=client, **TRUNK)
+    assert (marks / "killed").exists()  # a worker died mid-run and Dask rescheduled its task
+    assert report["chunks_computed"] == 5
+    store = FeatureStore.open(tmp_path / "cluster.zarr")
+    assert store.is_complete() and len(set(str(k) for k in store.group["keys"][:])) == 19  # no row missing or twice
+    assert store_bytes(tmp_path / "cluster.zarr") == store_bytes(tmp_path / "serial.zarr")
+
+
+@pytest.mark.slow
+def test_grid_search_on_dask_equals_serial(folder, tmp_path):
+    distributed_ = pytest.importorskip("distributed")
+    from joblib import parallel_backend
+    from sklearn.model_selection import GridSearchCV
+
+    from conftest import tiny_classifier
+
+    featurize(folder, tmp_path / "f.zarr", chunk=8, **TRUNK)
+    store = FeatureStore.open(tmp_path / "f.zarr")
+    rows, y = store.rows(), store.labels
+    grid = {"learning_rate": [1e-3, 1e-2], "dropout": [0.0, 0.3]}
+    default_cache().clear()  # every fit reads the store, here and on the workers
+    estimator = tiny_classifier(backbone="small_cnn", freeze_backbone=True, epochs=3)
+    serial = GridSearchCV(estimator, grid, cv=3).fit(rows, y)
+    with distributed_.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                   dashboard_address=None) as cluster, distributed_.Client(cluster):
+        with parallel_backend("dask"):
+            parallel = GridSearchCV(estimator, grid, cv=3, n_jobs=-1).fit(rows, y)
+    np.testing.assert_allclose(parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
+    np.testing.assert_allclose(parallel.cv_results_["split0_test_score"], serial.cv_results_["split0_test_score"])
+
+
+def test_cli_featurize_then_fit_and_grid_from_the_store(folder, tmp_path, capsys):
+    from xrayest.cli import main
+
+    store = tmp_path / "f.zarr"
+    trunk = ["--backbone", "small_cnn", "--weights", "none", "--image-size", "32"]
+    assert main(["featurize", str(folder), "--out", str(store), *trunk, "--chunk", "8", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "19 images" in out and "3 chunks" in out
+    assert main(["featurize", str(folder), "--out", str(store), *trunk, "--chunk", "8"]) == 0
+    assert "0 of 3 chunks computed" in capsys.readouterr().out
+    model = tmp_path / "m.keras"
+    assert main(["fit", "--features", str(store), *trunk, "--epochs", "2", "--out", str(model), "-q",
+                 "--param", "freeze_backbone=true"]) == 0
+    assert main(["grid", "--features", str(store), *trunk, "--epochs", "2", "--param", "dropout=0.0,0.3",
+                 "--param", "freeze_backbone=true", "--cv", "2"]) == 0
+    assert "rank" in capsys.readouterr().out
+    assert main(["featurize", str(folder), "--out", str(store), "--backbone", "small_cnn", "--weights", "none",
+                 "--image-size", "16", "-q"]) == 1
+    assert "another trunk" in capsys.readouterr().err

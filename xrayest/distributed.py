@@ -1,0 +1,234 @@
+"""Featurize a collection on a Dask cluster (or in this process) into a resumable Zarr feature store.
+
+:func:`featurize` splits the images into chunks of rows; each chunk is one task that computes the
+frozen trunk's features and the images' content keys and writes them into the store
+(:mod:`xrayest.feature_store`).  With a ``dask.distributed`` ``Client`` the tasks run on its workers;
+each worker process builds the trunk once and keeps it for every later task (a per-process table
+of trunks, keyed by their configuration).  Without one they run here, through the same function.
+
+Resumable and idempotent: the store records the chunks that are done; a rerun after a crash, a
+killed worker or Ctrl-C computes only the missing chunks, and since a chunk's rows are always
+computed together, in the same batches, the result is the same bytes as an uninterrupted run.
+Dask reschedules the task of a worker that dies.  A store made for other images or by another
+trunk is refused (:class:`~xrayest.feature_store.StoreMismatchError`).
+
+Needs the ``[distributed]`` extra (``pip install "xrayest[distributed]"``: dask.distributed, zarr).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .feature_store import FeatureStore, StoreMismatchError
+
+__all__ = ["featurize", "FeaturizeReport"]
+
+_TRUNKS: dict[str, object] = {}  # per process: trunk configuration (JSON) -> built Trunk
+_LOCK = threading.Lock()  # one trunk per process may be shared by a worker's threads
+
+
+class FeaturizeReport(dict):
+    """What :func:`featurize` did: ``store``, ``n_images``, ``chunks_total``, ``chunks_computed``,
+    ``seconds``, ``trunk_seconds`` (summed over tasks) and ``images_per_second``."""
+
+
+def _image_list(images, labels):
+    """Paths (and labels) from a folder (class sub-folders give labels), a list of paths, or store rows."""
+    from .datasets import _list_images, load_image_folder
+
+    if isinstance(images, (str, Path)):
+        root = Path(images)
+        if not root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        subfolders = [p for p in root.iterdir() if p.is_dir()]
+        direct = [p for p in root.iterdir() if p.is_file()]
+        if subfolders and not direct and labels is None:
+            paths, found = load_image_folder(root, return_paths=True)
+            return [str(p) for p in paths], [str(v) for v in found]
+        paths = [str(p) for p in _list_images(root)]
+        if not paths:
+            raise ValueError(f"no images found under {root}")
+        return paths, labels
+    paths = [str(p) for p in images]
+    if not paths:
+        raise ValueError("images is empty")
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"labels has {len(labels)} entries for {len(paths)} images")
+    return paths, None if labels is None else [str(v) for v in labels]
+
+
+def _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device) -> dict:
+    from .backbones import get_backbone_spec
+    from .trunk import image_size_for
+
+    if not isinstance(backbone, str):
+        raise ValueError("featurize builds the trunk on every worker from its name: pass a registry backbone name, "
+                         f"not {type(backbone).__name__}")
+    spec = get_backbone_spec(backbone)
+    size = image_size_for(spec, image_size)
+    if weights is not None and weights != "imagenet":
+        weights = str(Path(weights).resolve())  # workers on this machine read the same file
+    return {"backbone": spec.name, "weights": weights, "image_size": list(size), "pooling": pooling,
+            "precision": precision, "random_state": random_state, "batch_size": int(batch_size), "device": device}
+
+
+def _trunk(config: dict):
+    """The frozen trunk of ``config``, built once per process."""
+    from .trunk import Trunk
+
+    key = json.dumps(config, sort_keys=True)
+    with _LOCK:
+        trunk = _TRUNKS.get(key)
+        if trunk is None:
+            trunk = Trunk.frozen(config["backbone"], config["weights"], tuple(config["image_size"]),
+                                 pooling=config["pooling"], seed=config["random_state"],
+                                 precision=config["precision"], fold_batch_norm=True, cache=True)
+            _TRUNKS[key] = trunk
+    return trunk
+
+
+def _run_chunk(location: str, i: int, config: dict) -> tuple[int, float]:
+    """Compute and write chunk ``i`` of the store at ``location``; returns ``(i, seconds in the trunk)``.
+
+    A chunk already done is skipped (a task Dask runs twice writes nothing twice).
+    """
+    from .device import device_scope
+    from .inputs import PathImages
+
+    store = FeatureStore.open(location, mode="r+")
+    if store.done()[i]:
+        return i, 0.0
+    start, stop = store.chunk_bounds(i)
+    source = PathImages([str(p) for p in store.group["paths"][start:stop]])
+    size = tuple(config["image_size"])
+    keys = source.keys(size)
+    trunk = _trunk(config)
+    begin = time.perf_counter()
+    with _LOCK, device_scope(config["device"]):
+        features = trunk.features(source, batch_size=config["batch_size"], cache=None)
+    seconds = time.perf_counter() - begin
+    store.write_chunk(i, features, keys)
+    return i, seconds
+
+
+def _open_or_create(location, paths, labels, config, chunk, overwrite):
+    """The store at ``location``: reused when it was made for these images by this trunk, else created."""
+    from .trunk import Trunk
+
+    trunk = Trunk.frozen(config["backbone"], config["weights"], tuple(config["image_size"]), pooling=config["pooling"],
+                         seed=config["random_state"], precision=config["precision"], fold_batch_norm=True, cache=True)
+    if trunk.cache_key is None:
+        raise ValueError("random weights without random_state are not reproducible: pass random_state (or weights)")
+    if Path(location).exists() and not overwrite:
+        store = FeatureStore.open(location, mode="r+")
+        if store.fingerprint != trunk.cache_key:
+            raise StoreMismatchError(
+                f"feature store {location} was built by another trunk ({json.dumps(store.config)}), not "
+                f"({json.dumps(config)}); pass overwrite=True (CLI: --overwrite) or another store path")
+        if list(store.paths) != list(paths) or store.chunk != chunk:
+            raise StoreMismatchError(f"feature store {location} holds other images (or another chunk size: "
+                                     f"{store.chunk}); pass overwrite=True or another store path")
+        return store
+    _TRUNKS.setdefault(json.dumps(config, sort_keys=True), trunk)
+    shape = tuple(trunk.output_shape(None))
+    return FeatureStore.create(location, paths=paths, labels=labels, fingerprint=trunk.cache_key, config=config,
+                               feature_shape=shape, image_size=config["image_size"], chunk=chunk)
+
+
+def featurize(images, store, *, backbone="xception", weights="imagenet", image_size=None, pooling="avg",
+              precision="float32", labels=None, client=None, chunk=256, batch_size=32, device="cpu",
+              random_state=None, overwrite=False, progress=False) -> FeaturizeReport:
+    """Compute frozen-backbone features of ``images`` into the Zarr store ``store``, resumably.
+
+    Parameters
+    ----------
+    images : path or sequence of paths
+        A folder (class sub-folders give labels, as :func:`~xrayest.load_image_folder`; otherwise
+        every image under it) or image paths.
+    store : path
+        Where the Zarr store is (created, or resumed when it holds these images from this trunk).
+    backbone, weights, image_size, pooling, precision, random_state
+        The trunk, as for :class:`~xrayest.XrayCNNClassifier`; keep ``pooling`` (default "avg") and
+        ``precision`` equal to the estimator's so it reads these features instead of computing its own.
+    labels : sequence, optional
+        Stored beside the features (default: the class folder names).
+    client : dask.distributed.Client, optional
+        Run the chunks on its workers; None runs them in this process with the same code.
+    chunk : int, default=256
+        Images per task (and per Zarr chunk).
+    batch_size : int, default=32
+    device : str, default="cpu"
+        Device each task runs on (``"gpu:N"`` on a worker with that GPU).
+    overwrite : bool, default=False
+        Replace a store made for other images or by another trunk instead of refusing it.
+    progress : bool, default=False
+        A progress bar: Dask's for a client, tqdm in-process.
+
+    Returns
+    -------
+    FeaturizeReport
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from PIL import Image
+    >>> from xrayest.feature_store import FeatureStore
+    >>> d = tempfile.mkdtemp()
+    >>> for i in range(5):
+    ...     Image.fromarray(np.full((16, 16), 40 * i, np.uint8)).save(f"{d}/{i}.png")
+    >>> report = featurize(d, f"{d}/features.zarr", backbone="small_cnn", weights=None, image_size=16,
+    ...                    random_state=0, chunk=2)
+    >>> report["chunks_computed"], FeatureStore.open(f"{d}/features.zarr").features.shape
+    (3, (5, 128))
+    >>> featurize(d, f"{d}/features.zarr", backbone="small_cnn", weights=None, image_size=16,
+    ...           random_state=0, chunk=2)["chunks_computed"]   # resumed: nothing left to do
+    0
+    """
+    from .device import resolve_device
+
+    if int(chunk) < 1:
+        raise ValueError(f"chunk must be a positive number of images; got {chunk!r}")
+    resolve_device(device)  # a GPU that is not here is an error before any work
+    begin = time.perf_counter()
+    paths, labels = _image_list(images, labels)
+    config = _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device)
+    target = _open_or_create(store, paths, labels, config, int(chunk), overwrite)
+    todo = target.missing()
+    location = str(Path(store).resolve())
+    trunk_seconds = 0.0
+    if client is None:
+        bar = None
+        if progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), unit="chunk", desc="featurize")
+        for i in todo:
+            _, seconds = _run_chunk(location, i, config)
+            trunk_seconds += seconds
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    elif todo:
+        from distributed import as_completed
+
+        futures = client.map(_run_chunk, [location] * len(todo), todo, [config] * len(todo), pure=False)
+        if progress:
+            from distributed import progress as dask_progress
+
+            dask_progress(futures)
+        for future in as_completed(futures):
+            _, seconds = future.result()
+            trunk_seconds += seconds
+    seconds = time.perf_counter() - begin
+    n_done = sum(min(target.chunk_bounds(i)[1], len(paths)) - target.chunk_bounds(i)[0] for i in todo)
+    if not target.is_complete():  # pragma: no cover - every task either wrote its chunk or raised
+        raise RuntimeError(f"feature store {store} is still missing chunks {target.missing()}")
+    return FeaturizeReport(store=str(store), n_images=len(paths), chunks_total=len(target.done()),
+                           chunks_computed=len(todo), seconds=seconds, trunk_seconds=trunk_seconds,
+                           images_per_second=n_done / seconds if seconds and n_done else 0.0)
