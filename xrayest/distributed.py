@@ -22,7 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 
 from .feature_store import FeatureStore, StoreMismatchError
 
