@@ -165,3 +165,51 @@ class TestTrunk:
     def test_a_trunk_needs_a_model_or_a_recipe(self):
         with pytest.raises(ValueError, match="model or a recipe"):
             Trunk()
+
+
+@pytest.fixture
+def busy_random():
+    """Another thread drawing from Python's global ``random`` all along (as a Dask worker's event loop does)."""
+    import random
+    import threading
+
+    stop = threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            random.random()
+
+    thread = threading.Thread(target=draw, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join()
+
+
+def _random_trunk_weights(backbone, size):
+    return Trunk.frozen(backbone, None, size, pooling="avg", seed=3, cache=False).model.get_weights()
+
+
+@pytest.mark.parametrize("backbone, size", [("small_cnn", (32, 32)), ("residual_cnn", (32, 32))])
+def test_seeded_random_trunk_is_the_same_while_another_thread_draws_random(backbone, size, request):
+    quiet = _random_trunk_weights(backbone, size)
+    request.getfixturevalue("busy_random")
+    busy = _random_trunk_weights(backbone, size)
+    assert len(quiet) == len(busy)
+    assert all(np.array_equal(a, b) for a, b in zip(quiet, busy))
+    other = Trunk.frozen(backbone, None, size, pooling="avg", seed=4, cache=False).model.get_weights()
+    assert not np.array_equal(quiet[0], other[0])  # the seed still decides
+
+
+def test_seeded_classifier_fit_is_the_same_while_another_thread_draws_random(request):
+    from xrayest import XrayCNNClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 255, (12, 24, 24), dtype=np.uint8)
+    y = np.array([0, 1] * 6)
+    params = dict(backbone="small_cnn", weights=None, image_size=24, epochs=2, batch_size=4, random_state=5,
+                  cache_features=False, validation_split=0)
+    quiet = XrayCNNClassifier(**params).fit(X, y).predict_proba(X)
+    request.getfixturevalue("busy_random")
+    busy = XrayCNNClassifier(**params).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(quiet, busy)

@@ -329,7 +329,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                         head = build_head(inputs.shape[1:] if phase.on_features else trunk.model.output_shape[1:],
                                           n_outputs, pooling=self.pooling, hidden_units=self.hidden_units,
                                           dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2,
-                                          multilabel=multilabel)
+                                          multilabel=multilabel, seed=self.random_state)
                 if phase.on_features:
                     trainee = head
                 elif cut:

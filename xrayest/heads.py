@@ -36,7 +36,7 @@ def dropout_rates(dropout, n_hidden: int) -> list[float]:
 
 
 def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), dropout=0.5,
-               batch_norm=False, l2=0.0, multilabel=False, name="head") -> keras.Model:
+               batch_norm=False, l2=0.0, multilabel=False, seed=None, name="head") -> keras.Model:
     """Build the trainable head on top of backbone features.
 
     Parameters
@@ -59,6 +59,11 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
         L2 penalty on every Dense kernel.
     multilabel : bool
         Independent sigmoid outputs (several findings per image) instead of a softmax.
+    seed : int, optional
+        Seeds every kernel initializer and dropout mask of the head explicitly.  Keras draws the
+        seed of an unseeded layer from Python's global ``random``, which other threads of the
+        process may draw from at the same time (a Dask worker's event loop does): explicit seeds
+        make a seeded fit the same in any process.
     """
     if isinstance(hidden_units, Real):
         hidden_units = (hidden_units,)
@@ -76,13 +81,19 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
         x = keras.layers.BatchNormalization(name="backbone_bn")(x)
     if len(feature_shape) == 3:
         x = pooling_layer(pooling)(x)
+    def layer_seed(i):
+        return None if seed is None else (int(seed) * 1000 + i) % (2**31 - 1)
+
+    def kernel(i):
+        return keras.initializers.GlorotUniform(seed=layer_seed(i))
+
     for i, (units, rate) in enumerate(zip(hidden_units, rates)):
         last = i == len(hidden_units) - 1
-        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer,
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, kernel_initializer=kernel(2 * i),
                                name=EMBEDDING_LAYER if last else f"dense_{i + 1}")(x)
         if rate:
-            x = keras.layers.Dropout(rate, name=f"dropout_{i + 1}")(x)
+            x = keras.layers.Dropout(rate, seed=layer_seed(2 * i + 1), name=f"dropout_{i + 1}")(x)
     activation = "sigmoid" if n_outputs == 1 or multilabel else "softmax"
     outputs = keras.layers.Dense(n_outputs, activation=activation, kernel_regularizer=regularizer,
-                                 name="output")(x)
+                                 kernel_initializer=kernel(999), name="output")(x)
     return keras.Model(inputs, outputs, name=name)

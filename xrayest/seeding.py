@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-__all__ = ["seeded"]
+__all__ = ["seeded", "reseed_initial_weights"]
 
 
 @contextlib.contextmanager
@@ -32,6 +32,10 @@ def seeded(seed):
     python_state, numpy_state = random.getstate(), np.random.get_state()
     was_deterministic = tf_config.is_op_determinism_enabled()
     keras.utils.set_random_seed(int(seed))
+    # Keras seeds its global seed generator (every unseeded initializer) from Python's global
+    # `random` when first used.  Drawing it now, right after seeding, keeps other threads of the
+    # process that also draw from `random` (a Dask worker's event loop) from shifting it later.
+    keras.random.uniform((1,))
     tf.config.experimental.enable_op_determinism()
     try:
         yield
@@ -40,3 +44,60 @@ def seeded(seed):
         np.random.set_state(numpy_state)
         if not was_deterministic:
             tf_config.disable_op_determinism()
+
+
+# (initializer attribute, variable attribute) of the layers whose random weights Keras draws at build
+_INITIALIZED = (("kernel_initializer", "kernel"), ("bias_initializer", "bias"),
+                ("depthwise_initializer", "depthwise_kernel"), ("pointwise_initializer", "pointwise_kernel"),
+                ("gamma_initializer", "gamma"), ("beta_initializer", "beta"))
+
+
+def _layers(model):
+    """Every layer of ``model``, nested models' layers included, in a fixed order."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _layers(layer)
+
+
+def reseed_initial_weights(model, seed) -> int:
+    """Draw the random initial weights of ``model`` again from ``seed`` alone; returns how many variables.
+
+    Keras gives every unseeded initializer (and dropout layer) a seed from Python's global
+    ``random`` when the layer is made, so a seeded build comes out differently when another
+    thread of the process draws from ``random`` meanwhile (a Dask worker's event loop does).
+    This draws each random initializer again with a seed made from ``seed`` and the layer's
+    position, through the layers' public initializer attributes and ``get_config``/``from_config``:
+    the same weights in any process.  Constant initializers (zeros, ones) are left as they are.
+
+    Examples
+    --------
+    >>> import keras
+    >>> def build():
+    ...     return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dropout(0.5)])
+    >>> a, b = build(), build()
+    >>> reseed_initial_weights(a, 0), reseed_initial_weights(b, 0)
+    (2, 2)
+    >>> bool((a.get_weights()[0] == b.get_weights()[0]).all())
+    True
+    """
+    import keras
+
+    count = 0
+    for index, layer in enumerate(_layers(model)):
+        layer_seed = (int(seed) * 7919 + index) % (2**31 - 1)
+        for j, (init_name, var_name) in enumerate(_INITIALIZED):
+            initializer, variable = getattr(layer, init_name, None), getattr(layer, var_name, None)
+            if not isinstance(initializer, keras.initializers.Initializer) or variable is None:
+                continue
+            config = initializer.get_config()
+            if "seed" not in config:  # constant: the same everywhere
+                continue
+            config["seed"] = (layer_seed * 8 + j) % (2**31 - 1)
+            fresh = type(initializer).from_config(config)
+            variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+            count += 1
+        generator = getattr(layer, "seed_generator", None)
+        if isinstance(generator, keras.random.SeedGenerator):  # dropout masks, random augmentation
+            generator.state.assign(np.asarray([layer_seed, 0], dtype=generator.state.dtype))
+    return count

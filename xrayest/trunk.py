@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .inputs import ImageSource, check_image_size
-from .seeding import seeded
+from .seeding import reseed_initial_weights, seeded
 
 __all__ = ["Trunk", "TrunkRecipe", "WeightsChangedError", "image_size_for", "make_backbone", "build_trunk_model",
            "unfreeze"]
@@ -165,7 +165,8 @@ def _cache_key(spec_or_model, fingerprint, size, preprocess, pooling, seed, prec
     return config_key(backbone=getattr(spec_or_model, "name", "custom"), weights=fingerprint, size=tuple(size),
                       preprocess=preprocess, pooling=pooling, seed=None if fingerprint else seed,
                       precision=precision, keras=keras.__version__,
-                      **({"channels": 1} if getattr(spec_or_model, "channels", 3) == 1 else {}))
+                      **({"channels": 1} if getattr(spec_or_model, "channels", 3) == 1 else {}),
+                      **({} if fingerprint else {"init": "reseeded"}))  # random weights drawn by reseed_initial_weights
 
 
 def _frozen_model(backbone, weights, size, pooling, seed, precision, fold_batch_norm):
@@ -174,6 +175,8 @@ def _frozen_model(backbone, weights, size, pooling, seed, precision, fold_batch_
 
     with seeded(seed):
         model, preprocess, fingerprint, _ = make_backbone(backbone, weights, size)
+    if weights is None and seed is not None and isinstance(backbone, str):
+        reseed_initial_weights(model, seed)  # the same random weights in any process (xrayest.seeding)
     model.trainable = False
     model = rewrite_backbone(model, fold_batch_norm=fold_batch_norm, precision=precision)
     return build_trunk_model(model, size, preprocess, pooling=pooling), preprocess, fingerprint
@@ -310,6 +313,8 @@ class Trunk:
 
         with seeded(seed):
             model, preprocess, _, _ = make_backbone(backbone, weights, image_size)
+        if weights is None and seed is not None and isinstance(backbone, str):
+            reseed_initial_weights(model, seed)
         model = rewrite_backbone(model, fold_batch_norm=False, precision=precision)
         if fine_tune is None:
             model.trainable = True
