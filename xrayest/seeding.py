@@ -61,7 +61,7 @@ def _layers(model):
 
 
 def reseed_initial_weights(model, seed) -> int:
-    """Draw the random initial weights of ``model`` again from ``seed`` alone; returns how many variables.
+    """Draw the random initial weights of ``model`` again from ``seed`` alone; returns how many were drawn.
 
     Keras gives every unseeded initializer (and dropout layer) a seed from Python's global
     ``random`` when the layer is made, so a seeded build comes out differently when another
@@ -76,8 +76,8 @@ def reseed_initial_weights(model, seed) -> int:
     >>> def build():
     ...     return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.Dropout(0.5)])
     >>> a, b = build(), build()
-    >>> reseed_initial_weights(a, 0), reseed_initial_weights(b, 0)
-    (2, 2)
+    >>> reseed_initial_weights(a, 0), reseed_initial_weights(b, 0)   # the kernel; the bias starts at zeros
+    (1, 1)
     >>> bool((a.get_weights()[0] == b.get_weights()[0]).all())
     True
     """
