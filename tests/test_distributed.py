@@ -96,6 +96,13 @@ def test_another_trunk_or_other_images_refused(folder, tmp_path):
     assert report["chunks_computed"] == 5
 
 
+def test_resume_keeps_the_stores_own_chunks(folder, tmp_path):
+    featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    report = featurize(folder, tmp_path / "f.zarr", chunk=256, **TRUNK)  # e.g. the CLI's default chunk
+    assert report["chunks_computed"] == 0 and report["chunks_total"] == 5
+    assert FeatureStore.open(tmp_path / "f.zarr").chunk == 4
+
+
 def test_rows_of_another_trunk_fall_back_to_the_images_with_a_warning(folder, tmp_path):
     from conftest import tiny_classifier
 

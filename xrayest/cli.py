@@ -320,7 +320,8 @@ def cmd_fit(args):
     X, y, groups, findings = _load_data(args, _classes(args.classes))
     _check_output(args.out, X)
     clf = _estimator(args)
-    _say(args, f"fitting {clf.backbone} on {len(X)} images, {_describe(y, findings, groups)}")
+    source = f" (features from {args.features})" if getattr(args, "features", None) else ""
+    _say(args, f"fitting {clf.backbone} on {len(X)} images{source}, {_describe(y, findings, groups)}")
     start = time.perf_counter()
     clf.fit(X, y, groups=groups)
     if findings:

@@ -71,6 +71,8 @@ def _trunk_config(backbone, weights, image_size, pooling, precision, random_stat
     spec = get_backbone_spec(backbone)
     size = image_size_for(spec, image_size)
     if weights is not None and weights != "imagenet":
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
         weights = str(Path(weights).resolve())  # workers on this machine read the same file
     return {"backbone": spec.name, "weights": weights, "image_size": list(size), "pooling": pooling,
             "precision": precision, "random_state": random_state, "batch_size": int(batch_size), "device": device}
@@ -129,10 +131,11 @@ def _open_or_create(location, paths, labels, config, chunk, overwrite):
             raise StoreMismatchError(
                 f"feature store {location} was built by another trunk ({json.dumps(store.config)}), not "
                 f"({json.dumps(config)}); pass overwrite=True (CLI: --overwrite) or another store path")
-        if list(store.paths) != list(paths) or store.chunk != chunk:
-            raise StoreMismatchError(f"feature store {location} holds other images (or another chunk size: "
-                                     f"{store.chunk}); pass overwrite=True or another store path")
-        return store
+        if list(store.paths) != list(paths):
+            raise StoreMismatchError(f"feature store {location} holds other images ({len(store.paths)} there, "
+                                     f"{len(paths)} asked for, or another order); pass overwrite=True "
+                                     "(CLI: --overwrite) or another store path")
+        return store  # resumed in its own chunks, whatever ``chunk`` says: they are the store's layout
     _TRUNKS.setdefault(json.dumps(config, sort_keys=True), trunk)
     shape = tuple(trunk.output_shape(None))
     return FeatureStore.create(location, paths=paths, labels=labels, fingerprint=trunk.cache_key, config=config,
