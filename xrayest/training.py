@@ -238,7 +238,7 @@ def run_phase(trainee, x, y, *, loop, epochs, initial_epoch, batch_size, sample_
             steps = int(x.cardinality())
             history = trainee.fit(x.repeat(), steps_per_epoch=steps, epochs=initial_epoch + epochs,
                                   initial_epoch=initial_epoch, validation_data=validation, callbacks=list(callbacks),
-                                  verbose=verbose)
+                                  verbose=verbose, shuffle=False)  # the dataset shuffles itself
         else:
             history = trainee.fit(x, y, batch_size=batch_size, epochs=initial_epoch + epochs,
                                   initial_epoch=initial_epoch, sample_weight=sample_weight,

@@ -1,0 +1,31 @@
+"""Gallery support: the command line each example runs with, and a scraper for xrayest's figures.
+
+xrayest's plotting functions return pyplot-free ``matplotlib.figure.Figure`` objects (no global state,
+no GUI backend), which sphinx-gallery's own matplotlib scraper does not see: ``figure_scraper`` saves
+every such Figure an example's code block left in a variable, once.
+"""
+
+import os
+import weakref
+
+_SAVED = weakref.WeakSet()
+
+
+def reset_argv(gallery_conf, script_vars):
+    """``--quick`` unless ``XRAYEST_DOCS_FULL=1``."""
+    return [] if os.environ.get("XRAYEST_DOCS_FULL") == "1" else ["--quick"]
+
+
+def figure_scraper(block, block_vars, gallery_conf):
+    """Save the pyplot-free Figures bound to the example's variables (pyplot's own are left to its scraper)."""
+    from matplotlib.figure import Figure
+    from sphinx_gallery.scrapers import figure_rst
+
+    paths = []
+    for value in list(block_vars["example_globals"].values()):
+        if isinstance(value, Figure) and value.canvas.manager is None and value not in _SAVED:
+            _SAVED.add(value)
+            path = next(block_vars["image_path_iterator"])
+            value.savefig(path, dpi=100)
+            paths.append(path)
+    return figure_rst(paths, gallery_conf["src_dir"])

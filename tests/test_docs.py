@@ -1,0 +1,43 @@
+"""The documentation site builds with no warnings, its gallery running every example in quick mode."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("plot_*.py"))
+
+
+@pytest.mark.slow
+def test_site_builds_without_warnings_and_runs_the_gallery(tmp_path):
+    for module in ("sphinx", "numpydoc", "sphinx_gallery", "myst_parser", "pydata_sphinx_theme"):
+        pytest.importorskip(module, reason='the [docs] extra is not installed: pip install ".[docs]"')
+    out = tmp_path / "html"
+    env = {**os.environ, "XRAYEST_DOCS_FULL": "0"}
+    result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-d",
+                             str(tmp_path / "doctrees"), str(ROOT / "docs"), str(out)],
+                            capture_output=True, text=True, env=env, timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    for page in ("index.html", "api.html", "generated/xrayest.XrayCNNClassifier.html", "scaling.html",
+                 "reports.html", "auto_examples/index.html"):
+        assert (out / page).is_file(), page
+    assert len(EXAMPLES) == 6
+    for example in EXAMPLES:
+        html = (out / "auto_examples" / f"{example.stem}.html").read_text()
+        assert "Traceback" not in html
+        if (ROOT.parent / "shared" / "data" / "bu_cs542").is_dir():  # the examples ran on the real images
+            assert "quick mode" in html and "| model |" in html, example.name
+            assert list((out / "_images").glob(f"sphx_glr_{example.stem}_001.png")), f"no figure from {example.name}"
+    api = (out / "generated/xrayest.XrayCNNClassifier.html").read_text()
+    assert "predict_proba" in api and "Parameters" in api
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_example_has_a_gallery_title_and_a_quick_mode(example):
+    text = example.read_text()
+    lines = text.splitlines()
+    assert lines[0] == '"""' and set(lines[2]) == {"="} and len(lines[2]) >= len(lines[1]), "an RST title first"
+    assert "g.parse_args(" in text and "args.quick" in text
