@@ -15,7 +15,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))  # the examples import their h
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import xrayest  # noqa: E402
+import xrayest
 
 project = "xrayest"
 author = "the xrayest developers"
@@ -57,7 +57,7 @@ sphinx_gallery_conf = {
     "download_all_examples": False,
     "remove_config_comments": True,
     "matplotlib_animations": False,
-    "image_scrapers": ("matplotlib", "gallery_support.figure_scraper"),
+    "image_scrapers": ("gallery_support.figure_scraper", "matplotlib"),
     "show_memory": False,
     "min_reported_time": 1,
 }

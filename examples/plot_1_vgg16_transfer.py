@@ -7,6 +7,11 @@ sigmoid, trained with Adam at 5e-4, batch 10, for 40 epochs on COVID vs normal. 
 dropout sweeps become one ``GridSearchCV`` (the backbone runs once per image for every candidate and
 fold), plotted against each parameter; then the 4-class task with VGG16, VGG19 and ResNet50 under a
 GlobalMaxPooling + 2 x Dense 512 head, in one table next to the published figures.
+
+**Full run**: ``python examples/plot_1_vgg16_transfer.py`` downloads the ImageNet weights of VGG16, VGG19 and ResNet50 through Keras (or, offline,
+reads them from ``XRAYEST_WEIGHTS_DIR``). The machine this site was measured on has no network
+and only Xception's ImageNet weights, so no full-run table of this example is published yet; the run
+below is the quick one.
 """
 
 # %%
@@ -14,7 +19,7 @@ GlobalMaxPooling + 2 x Dense 512 head, in one table next to the published figure
 # ----------------------
 import _gallery as g  # the examples' shared helpers: examples/_gallery.py
 
-from xrayest import XrayCNNClassifier  # noqa: E402
+from xrayest import XrayCNNClassifier
 
 args = g.parse_args(__doc__, epochs=40)
 quick = args.quick

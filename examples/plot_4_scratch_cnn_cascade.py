@@ -7,6 +7,23 @@ residual CNN, with rotation / zoom / shift augmentation and class balancing, and
 separates normal from infected lungs, then bacterial from viral pneumonia. Here the same recipes run on
 BU's normal, bacterial and viral images (the study's classes; BU's COVID images left out), then the
 feature maps of the first convolution are drawn for one image.
+
+**Full run** (``python examples/plot_4_scratch_cnn_cascade.py``: 150 px grayscale, 35 epochs, the 208
+training and 27 test BU images of the three classes; a 2-core CPU):
+
+==============================================  =============  ========  =====
+model                                           test accuracy  macro-F1  fit s
+==============================================  =============  ========  =====
+sutd_cnn, augment="xray", class-balanced        0.519          0.451     87
+sutd_residual, augment="xray", class-balanced   0.593          0.520     147
+cascade of two sutd_cnn                         0.741          0.729     81
+==============================================  =============  ========  =====
+
+The study's 0.894 (one CNN) and 0.901 (cascade) were trained on 5,000 pediatric images; 208 are far
+too few for a CNN from scratch, and the cascade's easier first question (normal or not) helps most.
+On the pediatric task itself (``benchmarks/bench_pediatric.py``, 4,204 training images, a 15% hold-out)
+the same recipes reach 0.791-0.809 for one CNN and 0.830 for the cascade. 27 test images: one image
+is 3.7 points.
 """
 
 # %%
@@ -14,7 +31,7 @@ feature maps of the first convolution are drawn for one image.
 # -----------------------------------------------------------
 import _gallery as g  # the examples' shared helpers: examples/_gallery.py
 
-from xrayest import XrayCNNClassifier, make_recipe  # noqa: E402
+from xrayest import XrayCNNClassifier, make_recipe
 
 args = g.parse_args(__doc__, epochs=35)
 epochs = 2 if args.quick else args.epochs

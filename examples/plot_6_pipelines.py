@@ -7,6 +7,21 @@ computed once per image and cached, so cross-validation over later steps never r
 features feed a StandardScaler and a LogisticRegression or an SVC, a ``CalibratedClassifierCV`` makes the
 SVC's probabilities honest, ``TSNEEmbedding`` is a Pipeline step, and ``classification_report`` scores
 the result. The reports timed their fits on CPUs and GPUs; ``device=`` picks one explicitly.
+
+**Full run** (``python examples/plot_6_pipelines.py``: Xception with ImageNet weights at 299 px, the
+269 training and 36 test BU images, 4 classes; a 2-core CPU, no GPU; 37 s for the whole script, of which
+33 s compute the features of the 305 images once):
+
+==========================================  =============  ========  =====  ==========
+model                                       test accuracy  macro-F1  fit s  published
+==========================================  =============  ========  =====  ==========
+Xception + scaler + LogisticRegression      0.806          0.807     1      0.56-0.75
+Xception + scaler + SVC                     0.667          0.663     0      0.56-0.75
+the SVC, calibrated (sigmoid)               0.750          0.758     0      0.56-0.75
+==========================================  =============  ========  =====  ==========
+
+The fits take a second because every model reuses the cached features; the reports' fits took
+748-7453 s on CPUs and 127-497 s on GPUs. 36 test images: one image is 2.8 points.
 """
 
 # %%
@@ -15,13 +30,12 @@ the result. The reports timed their fits on CPUs and GPUs; ``device=`` picks one
 import time
 
 import _gallery as g  # the examples' shared helpers: examples/_gallery.py
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.svm import SVC  # noqa: E402
-
-from xrayest import FeatureExtractor  # noqa: E402
+from xrayest import FeatureExtractor
 
 args = g.parse_args(__doc__)
 size = 96 if args.quick else 299
@@ -79,7 +93,7 @@ if g.have_data(args):
 # ``device="auto"`` takes a GPU when there is one; ``"gpu"`` or ``"gpu:N"`` where there is none is an
 # error, never a silent CPU run. The reports measured their fits at 748-7453 s on CPUs and 127-497 s
 # on GPUs.
-from xrayest import available_devices, resolve_device  # noqa: E402
+from xrayest import available_devices, resolve_device
 
 print("devices here:", available_devices(), "| device='auto' runs on:", resolve_device("auto"))
 print(f"published fit times: {g.PUBLISHED['cpu_seconds']}, {g.PUBLISHED['gpu_seconds']}")

@@ -19,7 +19,7 @@ def test_site_builds_without_warnings_and_runs_the_gallery(tmp_path):
     env = {**os.environ, "XRAYEST_DOCS_FULL": "0"}
     result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-d",
                              str(tmp_path / "doctrees"), str(ROOT / "docs"), str(out)],
-                            capture_output=True, text=True, env=env, timeout=1500)
+                            check=False, capture_output=True, text=True, env=env, timeout=1500)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     for page in ("index.html", "api.html", "generated/xrayest.XrayCNNClassifier.html", "scaling.html",
                  "reports.html", "auto_examples/index.html"):
@@ -30,7 +30,8 @@ def test_site_builds_without_warnings_and_runs_the_gallery(tmp_path):
         assert "Traceback" not in html
         if (ROOT.parent / "shared" / "data" / "bu_cs542").is_dir():  # the examples ran on the real images
             assert "quick mode" in html and "| model |" in html, example.name
-            assert list((out / "_images").glob(f"sphx_glr_{example.stem}_001.png")), f"no figure from {example.name}"
+            figures = list((out / "_images").glob(f"sphx_glr_{example.stem}_0*.png"))
+            assert len(figures) == 1, f"{example.name} draws one figure; the site has {len(figures)}"
     api = (out / "generated/xrayest.XrayCNNClassifier.html").read_text()
     assert "predict_proba" in api and "Parameters" in api
 

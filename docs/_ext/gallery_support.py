@@ -17,15 +17,18 @@ def reset_argv(gallery_conf, script_vars):
 
 
 def figure_scraper(block, block_vars, gallery_conf):
-    """Save the pyplot-free Figures bound to the example's variables (pyplot's own are left to its scraper)."""
+    """Save the pyplot-free Figures bound to the example's variables; runs before the matplotlib scraper."""
     from matplotlib.figure import Figure
     from sphinx_gallery.scrapers import figure_rst
 
     paths = []
     for value in list(block_vars["example_globals"].values()):
-        if isinstance(value, Figure) and value.canvas.manager is None and value not in _SAVED:
-            _SAVED.add(value)
-            path = next(block_vars["image_path_iterator"])
-            value.savefig(path, dpi=100)
-            paths.append(path)
+        if not isinstance(value, Figure) or value in _SAVED:
+            continue
+        _SAVED.add(value)  # once, whoever saves it
+        if value.canvas.manager is not None:  # a pyplot figure: its scraper (next in line) saves it
+            continue
+        path = next(block_vars["image_path_iterator"])
+        value.savefig(path, dpi=100)
+        paths.append(path)
     return figure_rst(paths, gallery_conf["src_dir"])
