@@ -169,14 +169,20 @@ def _cache_key(spec_or_model, fingerprint, size, preprocess, pooling, seed, prec
                       **({} if fingerprint else {"init": "reseeded"}))  # random weights drawn by reseed_initial_weights
 
 
+def _seeded_backbone(backbone, weights, size, seed):
+    """:func:`make_backbone` under ``seed``; seeded random weights are the same in any process."""
+    with seeded(seed):
+        built = make_backbone(backbone, weights, size)
+    if weights is None and seed is not None and isinstance(backbone, str):
+        reseed_initial_weights(built[0], seed)  # Python's global random may be shared (xrayest.seeding)
+    return built
+
+
 def _frozen_model(backbone, weights, size, pooling, seed, precision, fold_batch_norm):
     """A frozen trunk model built now, with its preprocessing mode and weights fingerprint."""
     from .trunk_graph import rewrite_backbone
 
-    with seeded(seed):
-        model, preprocess, fingerprint, _ = make_backbone(backbone, weights, size)
-    if weights is None and seed is not None and isinstance(backbone, str):
-        reseed_initial_weights(model, seed)  # the same random weights in any process (xrayest.seeding)
+    model, preprocess, fingerprint, _ = _seeded_backbone(backbone, weights, size, seed)
     model.trainable = False
     model = rewrite_backbone(model, fold_batch_norm=fold_batch_norm, precision=precision)
     return build_trunk_model(model, size, preprocess, pooling=pooling), preprocess, fingerprint
@@ -311,10 +317,7 @@ class Trunk:
         """A trunk that trains: the whole backbone, or only what ``fine_tune`` names (see :func:`unfreeze`)."""
         from .trunk_graph import rewrite_backbone
 
-        with seeded(seed):
-            model, preprocess, _, _ = make_backbone(backbone, weights, image_size)
-        if weights is None and seed is not None and isinstance(backbone, str):
-            reseed_initial_weights(model, seed)
+        model, preprocess, _, _ = _seeded_backbone(backbone, weights, image_size, seed)
         model = rewrite_backbone(model, fold_batch_norm=False, precision=precision)
         if fine_tune is None:
             model.trainable = True
