@@ -32,6 +32,26 @@ class TestAugmentation:
         np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
         assert not np.allclose(np.asarray(layer(images, training=True)), images)
 
+    def test_seeded_layers_draw_independently(self):
+        # One seed for every layer made the rotation, zoom, brightness and contrast of an image one draw:
+        # a big rotation always came with a strong zoom-in and a bright, high-contrast image.
+        layer = build_augmentation(augment_config("strong"), seed=0)
+        images = np.zeros((256, 16, 16, 3), np.float32)
+        keys = {"RandomRotation": "angle", "RandomZoom": "height_zoom", "RandomBrightness": "rgb_delta",
+                "RandomContrast": "contrast_factor"}
+        draws = {}
+        for sub in layer.layers:
+            kind = type(sub).__name__
+            if kind in keys:
+                t = sub.get_random_transformation(images, training=True)
+                draws[sub.name] = np.asarray(t[keys[kind]]).reshape(-1)[:256]
+        assert len(draws) == 5  # rotation, zoom, crop (a zoom-in), brightness, contrast
+        names = sorted(draws)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                r = np.corrcoef(draws[a], draws[b])[0, 1]
+                assert abs(r) < 0.3, f"{a} and {b} draw correlated numbers (r={r:.2f})"
+
     def test_fit_with_augmentation_predicts_like_composed_model(self, binary_images):
         X, y = binary_images
         clf = tiny_classifier(augment={"rotation": 0.05, "brightness": 0.2}, epochs=2).fit(X, y)

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AUGMENT_PRESETS", "augment_config", "build_augmentation"]
+__all__ = ["AUGMENT_PRESETS", "augment_config", "build_augmentation", "layer_seeds"]
 
 AUGMENT_PRESETS = {
     "light": {"rotation": 0.02, "zoom": 0.05, "shift": 0.03, "brightness": 0.1, "contrast": 0.1},
@@ -47,24 +47,49 @@ def augment_config(augment) -> dict | None:
     return dict(augment)
 
 
+def layer_seeds(seed, count: int) -> list:
+    """``count`` distinct seeds derived from ``seed`` (all None when it is None).
+
+    Each random layer needs a seed of its own: Keras layers given the same seed draw the same
+    numbers, so the rotation angle, zoom, shift, brightness and contrast of an image would all be
+    one draw (one random direction through the augmentation space instead of the whole space).
+
+    Examples
+    --------
+    >>> a, b = layer_seeds(0, 2)
+    >>> a != b, layer_seeds(0, 2) == [a, b], layer_seeds(None, 2)
+    (True, True, [None, None])
+    """
+    if seed is None:
+        return [None] * count
+    import numpy as np
+
+    return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(count) % (2**31 - 1)]
+
+
 def build_augmentation(config: dict, seed=None):
-    """A ``keras.Sequential`` named "augment" applying ``config`` to 0-255 RGB images."""
+    """A ``keras.Sequential`` named "augment" applying ``config`` to 0-255 RGB images.
+
+    Every random layer gets its own seed derived from ``seed`` (:func:`layer_seeds`): the
+    transformations of an image are drawn independently of one another.
+    """
     import keras
 
     L = keras.layers
     layers = []
+    seeds = iter(layer_seeds(seed, len(_KEYS)))
     if config.get("horizontal_flip"):
-        layers.append(L.RandomFlip("horizontal", seed=seed))
+        layers.append(L.RandomFlip("horizontal", seed=next(seeds)))
     if config.get("rotation"):
-        layers.append(L.RandomRotation(config["rotation"], fill_mode="nearest", seed=seed))
+        layers.append(L.RandomRotation(config["rotation"], fill_mode="nearest", seed=next(seeds)))
     if config.get("zoom"):
-        layers.append(L.RandomZoom(config["zoom"], fill_mode="nearest", seed=seed))
+        layers.append(L.RandomZoom(config["zoom"], fill_mode="nearest", seed=next(seeds)))
     if config.get("crop"):
-        layers.append(L.RandomZoom((-config["crop"], 0.0), fill_mode="nearest", seed=seed))
+        layers.append(L.RandomZoom((-config["crop"], 0.0), fill_mode="nearest", seed=next(seeds)))
     if config.get("shift"):
-        layers.append(L.RandomTranslation(config["shift"], config["shift"], fill_mode="nearest", seed=seed))
+        layers.append(L.RandomTranslation(config["shift"], config["shift"], fill_mode="nearest", seed=next(seeds)))
     if config.get("brightness"):
-        layers.append(L.RandomBrightness(config["brightness"], value_range=(0, 255), seed=seed))
+        layers.append(L.RandomBrightness(config["brightness"], value_range=(0, 255), seed=next(seeds)))
     if config.get("contrast"):
-        layers.append(L.RandomContrast(config["contrast"], value_range=(0, 255), seed=seed))
+        layers.append(L.RandomContrast(config["contrast"], value_range=(0, 255), seed=next(seeds)))
     return keras.Sequential(layers, name="augment")
