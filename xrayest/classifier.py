@@ -25,7 +25,7 @@ from .training import EpochTimer, RecalibratedValidation, choose_loop, fit_callb
     plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split
 from .trunk import Trunk, backbone_spec_or_model, image_size_for
 
-__all__ = ["XrayCNNClassifier", "load"]
+__all__ = ["XrayCNNClassifier", "load", "from_saved"]
 
 
 class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -531,13 +531,20 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ saving
     def save(self, path):
         """Save to one ``.keras`` file (Keras model + parameters as JSON); see :func:`xrayest.load`."""
-        from .persistence import plain_params, write_model
+        from .persistence import write_model
+
+        check_is_fitted(self, "head_")
+        return write_model(path, self.model_, self.saved_meta())
+
+    def saved_meta(self) -> dict:
+        """What :meth:`save` writes beside the network: parameters, classes and fitted state, as plain data."""
+        from .persistence import plain_params
 
         check_is_fitted(self, "head_")
         multilabel = bool(getattr(self, "multilabel_", False))
         # multi-label: the file lists the findings' column numbers; classes_ is rebuilt at load
         classes = np.arange(len(self.classes_)) if multilabel else np.asarray(self.classes_)
-        meta = {
+        return {
             "estimator": type(self).__name__,
             "params": plain_params(self.get_params(deep=False)),
             "classes": classes.tolist(),
@@ -548,7 +555,6 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                       "multilabel_": multilabel,
                       **({"findings_": list(self.findings_)} if multilabel else {})},
         }
-        return write_model(path, self.model_, meta)
 
 
 def _check_groups(groups, n_images: int) -> np.ndarray:
@@ -579,6 +585,8 @@ def _compose(trunk_model, head, augment=None, seed=None):
 def load(path, device="auto") -> XrayCNNClassifier:
     """Load a classifier written by :meth:`XrayCNNClassifier.save`; it runs on ``device``.
 
+    :func:`xrayest.load` reads ensembles too.
+
     A GPU-saved model loads on a CPU.  Loading uses Keras' ``safe_mode`` (no code from the
     file runs) and never unpickles anything (:mod:`xrayest.persistence`).
 
@@ -587,10 +595,19 @@ def load(path, device="auto") -> XrayCNNClassifier:
     XrayCNNClassifier
         Fitted, ready to ``predict``; ``fit`` retrains from its saved parameters.
     """
-    from .persistence import CorruptModelError, read_model
+    from .persistence import read_model
 
     with device_scope(device):
         model, meta = read_model(path)
+    return from_saved(model, meta, path, device)
+
+
+def from_saved(model, meta: dict, path, device="auto") -> XrayCNNClassifier:
+    """The fitted classifier of a network and the metadata :meth:`XrayCNNClassifier.saved_meta` wrote.
+
+    ``path`` names the file in error messages; the network already lives on ``device``.
+    """
+    from .persistence import CorruptModelError
 
     def bad(problem):
         raise CorruptModelError(f"corrupt or incompatible model file {path}: {problem}")

@@ -379,7 +379,7 @@ def _write_atomically(path, write):
 
 
 def cmd_predict(args):
-    from .classifier import load
+    from .loading import load
 
     files = _expand_inputs(args.inputs)
     _check_output(args.output, [args.model, *files])
@@ -409,7 +409,7 @@ def cmd_predict(args):
 
 def cmd_evaluate(args):
     from .metrics import evaluate
-    from .classifier import load
+    from .loading import load
     from .report import write_evaluation_report
 
     clf = load(args.model, device=args.device)

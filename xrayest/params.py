@@ -147,6 +147,15 @@ class _KerasOptimizer:
         return "a keras optimizer class or instance"
 
 
+class _Classifier:
+    def accepts(self, value) -> bool:
+        return not isinstance(value, type) and all(callable(getattr(value, m, None))
+                                                   for m in ("fit", "predict_proba", "get_params"))
+
+    def __str__(self):
+        return "a scikit-learn classifier with predict_proba (e.g. XrayCNNClassifier)"
+
+
 _POSITIVE_INT = Interval(Integral, 1, None)
 _PATH = InstanceOf((str, os.PathLike), "a path")
 
@@ -183,6 +192,8 @@ PARAMETERS = {
     "precision": [Options("float32", "bfloat16")],
     "random_state": [_NoneConstraint(), Interval(Integral, 0, 2**32 - 1)],
     "verbose": [Interval(Integral, 0, None), InstanceOf(bool, "a bool")],
+    "estimator": [_Classifier()],
+    "n_members": [_POSITIVE_INT],
 }
 
 

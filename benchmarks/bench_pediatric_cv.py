@@ -1,0 +1,192 @@
+"""Cross-validated accuracy on the pediatric task, with a proxy for new patients.
+
+Stratified K-fold CV (seed 0) over ../shared/data/pediatric_cxr/train (or a stratified --n subsample
+of it). Each fold trains one model per seed of --seeds; every model is scored on
+
+- the fold's test images: accuracy, macro-F1, per-class recall (mean +- sd over folds);
+- the same test images resampled to the class mix of the independent test set (38% normal, 39%
+  bacterial, 23% viral), plain and with EM label-shift adaptation (xrayest.label_shift);
+- a new-patient proxy: BU CS542's normal / pneumonia_bac / pneumonia_vir films (train and test, 237
+  images of another resolution, resized to 150 px grayscale as the pediatric set was; same source
+  hospital, so not fully independent).
+
+With several seeds, the mean of their probabilities is scored too (a seed ensemble). Appends a
+table to RESULTS.md; --save writes every probability to an .npz for later analysis.
+
+    python benchmarks/bench_pediatric_cv.py --recipe sutd_cnn [--n 1500] [--folds 5] [--epochs 20]
+        [--seeds 0,1] [--equalize] [--set key=value ...] [--save out.npz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+
+from _common import SHARED, append_results, markdown_table
+
+DATA = SHARED / "data" / "pediatric_cxr" / "train"
+BU = SHARED / "data" / "bu_cs542"
+CLASSES = ["bacterial", "normal", "viral"]  # sorted: the estimators' classes_ order
+NEW_MIX = {"normal": 0.38, "bacterial": 0.39, "viral": 0.23}
+BU_NAMES = {"normal": "normal", "pneumonia_bac": "bacterial", "pneumonia_vir": "viral"}
+
+
+def equalize(images):
+    from xrayest.intensity import equalize_histogram
+
+    return equalize_histogram(images)
+
+
+def load_pediatric(n):
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from xrayest import load_image_folder
+
+    X, y = load_image_folder(DATA, classes=CLASSES, image_size=150, color="grayscale")
+    if n and n < len(X):
+        X, _, y, _ = train_test_split(X, y, train_size=n, stratify=y, random_state=0)
+    return X, np.asarray(y)
+
+
+def load_bu_proxy():
+    import numpy as np
+
+    from xrayest import load_image_folder
+
+    if not BU.is_dir():
+        return None, None
+    parts = [load_image_folder(BU / split, classes=list(BU_NAMES), image_size=150, color="grayscale")
+             for split in ("train", "test")]
+    X = np.concatenate([p[0] for p in parts])
+    y = np.array([BU_NAMES[v] for p in parts for v in p[1]])
+    return X, y
+
+
+def mix_indices(y, rng):
+    """Rows of y resampled (without replacement) to NEW_MIX, as many as the scarcest class allows."""
+    import numpy as np
+
+    per = {c: np.flatnonzero(y == c) for c in NEW_MIX}
+    total = int(min(len(per[c]) / NEW_MIX[c] for c in NEW_MIX))
+    return np.concatenate([rng.choice(per[c], int(round(total * NEW_MIX[c])), replace=False) for c in NEW_MIX])
+
+
+def scores(y, proba):
+    import numpy as np
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    pred = np.asarray(CLASSES)[np.argmax(proba, axis=1)]
+    recall = recall_score(y, pred, labels=CLASSES, average=None)
+    return {"acc": accuracy_score(y, pred), "f1": f1_score(y, pred, labels=CLASSES, average="macro"),
+            **{f"recall_{c}": r for c, r in zip(CLASSES, recall)}}
+
+
+def evaluate(y_test, p_test, prior, y_bu, p_bu, rng_seed):
+    import numpy as np
+
+    from xrayest.label_shift import adapt_to_priors
+
+    out = {f"cv_{k}": v for k, v in scores(y_test, p_test).items()}
+    rows = mix_indices(y_test, np.random.default_rng(rng_seed))
+    out["mix_acc"] = scores(y_test[rows], p_test[rows])["acc"]
+    adapted, _ = adapt_to_priors(p_test[rows], prior)
+    out["mix_em_acc"] = scores(y_test[rows], adapted)["acc"]
+    if p_bu is not None:
+        bu = scores(y_bu, p_bu)
+        out["bu_acc"], out["bu_recall_normal"] = bu["acc"], bu["recall_normal"]
+        out["bu_em_acc"] = scores(y_bu, adapt_to_priors(p_bu, prior)[0])["acc"]
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="sutd_cnn")
+    parser.add_argument("--n", type=int, default=0, help="stratified subsample size (0: all 4,947)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=0, help="0: the recipe's own")
+    parser.add_argument("--seeds", default="0", help="comma-separated random_state of each model per fold")
+    parser.add_argument("--equalize", action="store_true", help="histogram-equalise every image before fitting")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an estimator parameter over the recipe's (a Python literal, else a string)")
+    parser.add_argument("--label", default="", help="name of this variant in the table")
+    parser.add_argument("--save", default="", help="write labels and probabilities to this .npz")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
+
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    from xrayest import make_recipe
+
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    seeds = [int(s) for s in args.seeds.split(",")]
+    X, y = load_pediatric(args.n)
+    X_bu, y_bu = load_bu_proxy()
+    if args.equalize:
+        X = equalize(X)
+        X_bu = None if X_bu is None else equalize(X_bu)
+    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(X, y))
+    results, saved, fit_seconds = {"single": [], "ensemble": []}, {}, []
+    for f, (train, test) in enumerate(folds):
+        prior = np.array([np.mean(y[train] == c) for c in CLASSES])
+        p_tests, p_bus = [], []
+        for seed in seeds:
+            clf = make_recipe(args.recipe, **{**overrides, "random_state": seed})
+            start = time.perf_counter()
+            clf.fit(X[train], y[train])
+            fit_seconds.append(time.perf_counter() - start)
+            assert list(clf.classes_) == CLASSES
+            p_tests.append(clf.predict_proba(X[test]))
+            p_bus.append(None if X_bu is None else clf.predict_proba(X_bu))
+            results["single"].append(evaluate(y[test], p_tests[-1], prior, y_bu, p_bus[-1], f))
+            print(f"fold {f} seed {seed}: {results['single'][-1]} ({fit_seconds[-1]:.0f} s)", flush=True)
+        if len(seeds) > 1:
+            p_bu = None if X_bu is None else np.mean(p_bus, axis=0)
+            results["ensemble"].append(evaluate(y[test], np.mean(p_tests, axis=0), prior, y_bu, p_bu, f))
+            print(f"fold {f} ensemble: {results['ensemble'][-1]}", flush=True)
+        saved[f"fold{f}_test"] = test
+        saved[f"fold{f}_proba"] = np.stack(p_tests)
+        if X_bu is not None:
+            saved[f"fold{f}_bu_proba"] = np.stack(p_bus)
+    if args.save:
+        np.savez_compressed(args.save, y=y, y_bu=y_bu if y_bu is not None else np.array([]), **saved)
+
+    keys = ["cv_acc", "cv_f1", "cv_recall_normal", "cv_recall_bacterial", "cv_recall_viral", "mix_acc",
+            "mix_em_acc", "bu_acc", "bu_recall_normal", "bu_em_acc"]
+    name = args.label or args.recipe + (" +equalize" if args.equalize else "")
+    rows = []
+    for kind, runs in results.items():
+        if not runs:
+            continue
+        cells = []
+        for key in keys:
+            values = np.array([r[key] for r in runs if key in r])
+            cells.append(f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
+                         if len(values) else "-")
+        label = f"{name} ({'1 model' if kind == 'single' else f'{len(seeds)}-seed mean'})"
+        rows.append([label, *cells])
+    table = markdown_table(["model", "CV acc", "macro-F1", "recall normal", "recall bacterial", "recall viral",
+                            "38/39/23 mix acc", "mix + EM", "BU proxy acc", "BU normal recall", "BU + EM"], rows)
+    print(table)
+    append_results(f"bench_pediatric_cv: {args.folds}-fold CV, {len(X)} pediatric_cxr images",
+                   table, notes=f"Overrides {overrides or 'none'}; seeds {seeds}; equalize={args.equalize}; "
+                                f"fit {np.mean(fit_seconds):.0f} s per model on {len(X) * (args.folds - 1) // args.folds}"
+                                f" images. Mean ± sd over folds (single models: over folds x seeds). Mix: each "
+                                f"fold's test images resampled to 38/39/23 normal/bacterial/viral; BU proxy: "
+                                f"{0 if y_bu is None else len(y_bu)} BU non-COVID films at 150 px.")
+
+
+if __name__ == "__main__":
+    main()

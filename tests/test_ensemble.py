@@ -1,0 +1,127 @@
+"""Seed ensembles, label-shift adaptation and histogram equalisation."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier
+from sklearn.model_selection import GridSearchCV
+
+import xrayest
+from conftest import make_images
+from xrayest import EnsembleClassifier, XrayCNNClassifier
+from xrayest.ensemble import member_seeds
+from xrayest.intensity import equalize_histogram
+from xrayest.label_shift import adapt_to_priors
+
+
+def member(**overrides):
+    params = dict(backbone="small_cnn", weights=None, image_size=32, hidden_units=(8,), dropout=0.0, epochs=2,
+                  batch_size=8)
+    return XrayCNNClassifier(**{**params, **overrides})
+
+
+class TestEnsemble:
+    def test_members_differ_by_seed_and_the_ensemble_is_their_mean(self, multiclass_images):
+        X, y = multiclass_images
+        ensemble = EnsembleClassifier(member(), n_members=3, random_state=0).fit(X, y)
+        assert is_classifier(ensemble) and len(ensemble.estimators_) == 3
+        assert [m.random_state for m in ensemble.estimators_] == ensemble.seeds_ == member_seeds(0, 3)
+        probas = [m.predict_proba(X) for m in ensemble.estimators_]
+        assert not np.allclose(probas[0], probas[1])  # other seeds, other networks
+        np.testing.assert_allclose(ensemble.predict_proba(X), np.mean(probas, axis=0), rtol=1e-6)
+        np.testing.assert_array_equal(ensemble.predict(X), ensemble.classes_[np.argmax(np.mean(probas, 0), 1)])
+        assert list(ensemble.classes_) == [0, 1, 2]
+
+    def test_seeded_fits_repeat(self, binary_images):
+        X, y = binary_images
+        a = EnsembleClassifier(member(), n_members=2, random_state=5).fit(X, y).predict_proba(X)
+        b = EnsembleClassifier(member(), n_members=2, random_state=5).fit(X, y).predict_proba(X)
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+    def test_save_load_and_pickle_predict_the_same(self, multiclass_images, tmp_path):
+        X, y = multiclass_images
+        labels = np.array(["normal", "bacterial", "viral"])[y]
+        ensemble = EnsembleClassifier(member(), n_members=2, random_state=0).fit(X, labels)
+        expected = ensemble.predict_proba(X)
+        loaded = xrayest.load(ensemble.save(tmp_path / "ensemble.keras"))
+        assert isinstance(loaded, EnsembleClassifier) and loaded.seeds_ == ensemble.seeds_
+        np.testing.assert_allclose(loaded.predict_proba(X), expected, atol=1e-6)
+        np.testing.assert_array_equal(loaded.predict(X), ensemble.predict(X))
+        assert loaded.classes_.tolist() == ["bacterial", "normal", "viral"]
+        again = pickle.loads(pickle.dumps(ensemble))
+        np.testing.assert_allclose(again.predict_proba(X), expected, atol=1e-6)
+        # a single classifier still loads as one
+        single = ensemble.estimators_[0]
+        assert isinstance(xrayest.load(single.save(tmp_path / "one.keras")), XrayCNNClassifier)
+
+    def test_grid_search_reaches_the_members_and_clone_keeps_params(self, binary_images):
+        X, y = binary_images
+        ensemble = EnsembleClassifier(member(epochs=1), n_members=2, random_state=0)
+        assert clone(ensemble).get_params()["estimator__epochs"] == 1
+        search = GridSearchCV(ensemble, {"estimator__learning_rate": [1e-3, 1e-2]}, cv=2).fit(X, y)
+        assert search.best_estimator_.estimators_[0].learning_rate in (1e-3, 1e-2)
+
+    @pytest.mark.parametrize("params, match", [({"n_members": 0}, "n_members"), ({"estimator": "vgg16"}, "estimator"),
+                                               ({"random_state": -1}, "random_state")])
+    def test_bad_parameters_are_named_at_fit(self, binary_images, params, match):
+        X, y = binary_images
+        with pytest.raises(ValueError, match=f"EnsembleClassifier: {match}"):
+            EnsembleClassifier(**{"estimator": member(), **params}).fit(X, y)
+
+
+class TestLabelShift:
+    def test_em_recovers_a_shifted_class_mix(self):
+        # Calibrated posteriors of a 50/50 training set; the new batch is 80/20.
+        rng = np.random.default_rng(0)
+        y = (rng.random(4000) < 0.2).astype(int)
+        score = rng.normal(np.where(y == 1, 1.0, -1.0), 1.0)
+        p1 = 1 / (1 + np.exp(-2 * score))  # the exact posterior for equal priors and unit variances
+        proba = np.column_stack([1 - p1, p1])
+        adapted, priors = adapt_to_priors(proba, [0.5, 0.5])
+        assert abs(priors[1] - 0.2) < 0.03
+        accuracy_before = np.mean(proba.argmax(1) == y)
+        accuracy_after = np.mean(adapted.argmax(1) == y)
+        assert accuracy_after > accuracy_before + 0.02
+        assert np.allclose(adapted.sum(1), 1)
+
+    def test_unshifted_batch_stays_close(self):
+        proba = np.array([[0.7, 0.3], [0.3, 0.7]] * 50)
+        adapted, priors = adapt_to_priors(proba, [0.5, 0.5])
+        np.testing.assert_allclose(priors, [0.5, 0.5], atol=1e-6)
+        np.testing.assert_allclose(adapted, proba, atol=1e-6)
+
+    @pytest.mark.parametrize("proba, priors, match", [
+        (np.ones((3, 2)), [0.5, 0.5], "sum to 1"),
+        (np.array([[0.5, 0.5]]), [0.5, 0.2, 0.3], "one per column"),
+        (np.array([[0.5, 0.5]]), [1.0, 0.0], "positive"),
+        (np.array([0.5, 0.5]), [0.5, 0.5], "shape"),
+    ])
+    def test_bad_input_is_named(self, proba, priors, match):
+        with pytest.raises(ValueError, match=match):
+            adapt_to_priors(proba, priors)
+
+
+class TestEqualize:
+    def test_any_monotonic_exposure_change_gives_the_same_image(self):
+        X, _ = make_images(4, 32, 2)
+        assert X.max() < 240
+        # another exposure: any increasing map of the grey levels that merges none of them
+        exposure = np.sort(np.random.default_rng(1).choice(256, 240, replace=False)).astype(np.uint8)
+        darker = exposure[X]
+        gamma = (255 * (X / 255.0) ** 2.2).round().astype(np.uint8)
+        out = equalize_histogram(X)
+        np.testing.assert_array_equal(equalize_histogram(darker), out)
+        assert out.dtype == np.uint8 and out.shape == X.shape
+        assert all(img.min() == 0 and img.max() == 255 for img in out)
+        # gamma merges a few dark levels: nearly, not exactly, the same image
+        assert np.mean(np.abs(equalize_histogram(gamma).astype(int) - out)) < 8
+
+    def test_input_is_not_changed_and_colour_is_refused(self):
+        X, _ = make_images(2, 16, 2)
+        before = X.copy()
+        equalize_histogram(X)
+        np.testing.assert_array_equal(X, before)
+        np.testing.assert_array_equal(equalize_histogram(np.full((8, 8), 7, np.uint8)), np.full((8, 8), 7))
+        with pytest.raises(ValueError, match="gray images"):
+            equalize_histogram(np.zeros((2, 8, 8, 3), np.uint8))
