@@ -238,6 +238,16 @@ class TestClearErrors:
         with pytest.raises(ValueError, match=message):
             clf.predict(X)
 
+    @pytest.mark.parametrize("tta", [-1, 1.5, 10**6])
+    def test_tta_set_after_fit_is_checked_at_predict(self, fitted, tta):
+        clf, X = fitted
+        clf.set_params(tta=tta)
+        try:
+            with pytest.raises(ValueError, match="tta must be an int in"):
+                clf.predict_proba(X)
+        finally:
+            clf.set_params(tta=0)
+
     def test_unit_floats_warned_at_predict(self, fitted):
         clf, X = fitted
         with pytest.warns(UserWarning, match=r"floats in \[0, 1\]"):
@@ -246,6 +256,8 @@ class TestClearErrors:
     @pytest.mark.parametrize("y, message", [
         (["covid", 1] * 6, "mixes text and numeric"),
         (["covid", None] * 6, "missing labels"),
+        # a NaN among strings: numpy would turn it into the class "nan"
+        (["covid", "normal"] * 5 + ["covid", float("nan")], r"1 missing labels \(None or NaN\) at positions 11"),
         (["covid"] * 12, "1 class"),
         (["covid", "normal"] * 5, "12 images but y has 10"),
     ])

@@ -271,6 +271,15 @@ class TestEnsembles:
         bad = CascadeClassifier([("root", tiny_classifier(), {"normal": ["normal"], "covid": ["covid"]})])
         with pytest.raises(ValueError, match="exactly one group"):
             bad.fit(X, y)
+        # stages handing images to each other in a cycle: an error at once (fit never returned)
+        cycle = CascadeClassifier([
+            ("root", tiny_classifier(), {"normal": ["normal"], "infected": ["covid", "pneumonia"]}),
+            ("infected", tiny_classifier(), {"covid": ["covid"], "again": ["pneumonia"]}),
+            ("again", tiny_classifier(), {"infected": ["pneumonia"]})])
+        with pytest.raises(ValueError, match="stages form a cycle: stage 'again' hands images to stage 'infected'"):
+            cycle.fit(X, y)
+        with pytest.raises(ValueError, match="cycle"):
+            CascadeClassifier([("root", tiny_classifier(), {"root": ["normal", "covid", "pneumonia"]})]).fit(X, y)
 
     def test_soft_voting_over_repeated_runs(self, binary_images):
         X, y = binary_images

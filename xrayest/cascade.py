@@ -109,6 +109,10 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
             plan[name] = {outcome: list(members) for outcome, members in groups.items()}
             for outcome, members in groups.items():
                 if outcome in names:
+                    if outcome == name or outcome in plan or outcome in pending:
+                        raise ValueError(f"stages form a cycle: stage {name!r} hands images to stage {outcome!r}, "
+                                         f"which already receives images from another path; each stage must be "
+                                         f"reached once, from {ROOT!r} down")
                     covers[outcome] = set(members)
                     pending.append(outcome)
                 elif len(members) != 1:

@@ -19,7 +19,7 @@ from .multilabel import MaskedBinaryCrossentropy, accuracy_metric as multilabel_
     is_multilabel
 from .optimizers import build_optimizer
 from .pipeline import ImageStore, image_dataset
-from .params import constraints_for, validate_params
+from .params import constraints_for, validate_param, validate_params
 from .seeding import seeded
 from .training import EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm, \
     plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split
@@ -496,6 +496,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Multi-label: the probability of each finding, ``(n_samples, n_findings)`` (rows need not sum to 1).
         """
         check_is_fitted(self, "head_")
+        validate_param(self, "tta")  # set_params(tta=...) after fit reaches here unchecked
         raw = self._outputs(X, self.head_, tta=self.tta).astype(np.float64)
         if raw.shape[1] == 1 and not getattr(self, "multilabel_", False):
             raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])

@@ -396,11 +396,22 @@ def check_labels(y, n_images: int):
 
     if y is None:
         raise ValueError("XrayCNNClassifier requires y to be passed, but the target y is None")
+    def is_missing(v):
+        return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
+
+    def refuse_missing(values):
+        missing = np.flatnonzero([is_missing(v) for v in values])
+        if len(missing):
+            where = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            raise ValueError(f"y has {len(missing)} missing labels (None or NaN) at positions {where}")
+
     if isinstance(y, (list, tuple)) or (isinstance(y, np.ndarray) and y.dtype == object):
-        kinds = {"text" if isinstance(v, (str, bytes)) else "number" for v in np.ravel(np.asarray(y, dtype=object))
-                 if v is not None and not (isinstance(v, (float, np.floating)) and np.isnan(v))}
+        raw = np.asarray(y, dtype=object)
+        kinds = {"text" if isinstance(v, (str, bytes)) else "number" for v in np.ravel(raw) if not is_missing(v)}
         if len(kinds) > 1:
             raise ValueError("y mixes text and numeric labels (e.g. 'covid' and 1); use one type for every label")
+        if raw.ndim == 1:  # before numpy turns a NaN among strings into the string "nan"
+            refuse_missing(raw)
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
         y = column_or_1d(y, warn=True)
@@ -411,10 +422,7 @@ def check_labels(y, n_images: int):
     if len(y) == 0:
         raise ValueError("y is empty (0 labels); a classifier needs labelled images of at least 2 classes")
     if y.dtype.kind in "fO":
-        missing = np.flatnonzero([v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)) for v in y])
-        if len(missing):
-            where = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-            raise ValueError(f"y has {len(missing)} missing labels (None or NaN) at positions {where}")
+        refuse_missing(y)
     check_classification_targets(y)
     classes, encoded = np.unique(y, return_inverse=True)
     if len(classes) < 2:

@@ -27,7 +27,7 @@ import os
 from numbers import Integral, Real
 
 __all__ = ["Interval", "Options", "InstanceOf", "SequenceOf", "Callable", "PARAMETERS", "constraints_for",
-           "validate_params"]
+           "validate_params", "validate_param"]
 
 
 class Interval:
@@ -183,7 +183,8 @@ PARAMETERS = {
     "early_stopping": [_NoneConstraint(), _POSITIVE_INT],
     "reduce_lr": [_NoneConstraint(), _POSITIVE_INT],
     "lr_schedule": [_NoneConstraint(), Options("cosine", "step"), Callable()],
-    "tta": [Interval(Integral, 0, None)],
+    # more than 100 augmented copies move the mean by nothing measurable and cost a forward pass each
+    "tta": [Interval(Integral, 0, 100)],
     "callbacks": [_NoneConstraint(), InstanceOf((list, tuple), "a list of keras callbacks")],
     "training_loop": [Options("auto", "graph", "keras")],
     "cache_features": [InstanceOf(bool, "a bool")],
@@ -202,6 +203,15 @@ def constraints_for(*names) -> dict:
     return {name: PARAMETERS[name] for name in names}
 
 
+def validate_param(estimator, name) -> None:
+    """Check one parameter, for a method other than ``fit`` that reads it (``tta`` at ``predict``)."""
+    value = estimator.get_params(deep=False)[name]
+    constraints = type(estimator)._parameter_constraints[name]
+    if not any(c.accepts(value) for c in constraints):
+        accepted = " or ".join(str(c) for c in constraints)
+        raise ValueError(f"{type(estimator).__name__}: {name} must be {accepted}; got {value!r}")
+
+
 def validate_params(estimator) -> None:
     """Check every parameter of ``estimator`` against its ``_parameter_constraints``.
 
@@ -211,9 +221,5 @@ def validate_params(estimator) -> None:
         ``"<Estimator>: <name> must be <what it accepts>; got <value>"`` for the first
         parameter that fits none of its constraints.
     """
-    params = estimator.get_params(deep=False)
-    for name, constraints in type(estimator)._parameter_constraints.items():
-        value = params[name]
-        if not any(c.accepts(value) for c in constraints):
-            accepted = " or ".join(str(c) for c in constraints)
-            raise ValueError(f"{type(estimator).__name__}: {name} must be {accepted}; got {value!r}")
+    for name in type(estimator)._parameter_constraints:
+        validate_param(estimator, name)
