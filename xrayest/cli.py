@@ -45,6 +45,8 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, exit code 1."""
 
 
+DEFAULT_PATIENT_COLUMN = "Patient ID"  # the NIH table's
+
 def _parse_value(text):
     """'0.2' -> 0.2, '256,64' -> (256, 64), 'none' -> None, 'adam' -> 'adam'."""
     if text.lower() in ("none", "null"):
@@ -109,8 +111,9 @@ def _add_table_options(p):
     g.add_argument("--none-label", default="No Finding", help="default: %(default)s")
     g.add_argument("--uncertain", default="zeros", choices=["zeros", "ones", "ignore"],
                    help="what -1 in --label-columns becomes (default: %(default)s)")
-    g.add_argument("--patient-column", default="Patient ID",
-                   help="patient IDs for group splits, used when the table has it (default: %(default)s)")
+    g.add_argument("--patient-column", default=None,
+                   help=f"patient IDs for group splits; a column you name must exist (default: "
+                        f"{DEFAULT_PATIENT_COLUMN!r} when the table has it)")
     g.add_argument("--features", metavar="STORE",
                    help="a feature store written by 'xrayest featurize' (its images, labels and trunk settings)")
 
@@ -307,8 +310,18 @@ def _load_data(args, classes=None):
         label_column=None if args.label_columns else args.label_column,
         label_columns=_classes(args.label_columns), sep=args.sep if multi and not args.label_columns else None,
         none_label=args.none_label, uncertain=args.uncertain,
-        patient_column=args.patient_column if args.patient_column in header else None, root=args.data_dir)
+        patient_column=_patient_column(args, header), root=args.data_dir)
     return list(table.paths), table.y, table.groups, table.labels if table.y.ndim == 2 else None
+
+
+def _patient_column(args, header):
+    """The patient column of a table: the one named (it must exist), else the default one when present."""
+    if args.patient_column is None:
+        return DEFAULT_PATIENT_COLUMN if DEFAULT_PATIENT_COLUMN in header else None
+    if args.patient_column not in header:
+        raise UserError(f"--patient-column {args.patient_column!r} is not a column of {args.labels} "
+                        f"(its columns: {', '.join(map(repr, header))})")
+    return args.patient_column
 
 
 def _describe(y, findings, groups):
