@@ -96,6 +96,33 @@ def test_another_trunk_or_other_images_refused(folder, tmp_path):
     assert report["chunks_computed"] == 5
 
 
+@pytest.mark.parametrize("what", ["results folder", "the image folder", "a file"])
+def test_overwrite_never_deletes_what_is_not_a_store(folder, tmp_path, what):
+    if what == "results folder":
+        target = tmp_path / "results"
+        target.mkdir()
+        (target / "report.md").write_text("mine")
+        (target / "sub").mkdir()
+        (target / "sub" / "model.keras").write_bytes(b"weights")
+    elif what == "a file":
+        target = tmp_path / "notes.txt"
+        target.write_text("mine")
+    else:
+        target = folder
+    def tree_bytes(path):
+        if not path.is_dir():
+            return {"": path.read_bytes()}
+        return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+    before = tree_bytes(target)
+    with pytest.raises(ValueError, match="is not an xrayest feature store: overwrite replaces only a feature store"):
+        featurize(folder, target, chunk=4, overwrite=True, **TRUNK)
+    assert tree_bytes(target) == before and len(before) >= 1
+    # an empty folder, or a store, may be replaced
+    (tmp_path / "empty").mkdir()
+    assert featurize(folder, tmp_path / "empty", chunk=4, overwrite=True, **TRUNK)["chunks_computed"] == 5
+
+
 def test_resume_keeps_the_stores_own_chunks(folder, tmp_path):
     featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
     report = featurize(folder, tmp_path / "f.zarr", chunk=256, **TRUNK)  # e.g. the CLI's default chunk

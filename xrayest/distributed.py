@@ -117,6 +117,18 @@ def _run_chunk(location: str, i: int, config: dict) -> tuple[int, float]:
     return i, seconds
 
 
+def _replaceable(location) -> bool:
+    """Whether ``overwrite`` may replace what is at ``location``: an empty folder or an xrayest feature store."""
+    path = Path(location)
+    if path.is_dir() and not any(path.iterdir()):
+        return True
+    try:
+        FeatureStore.open(location)
+    except (FileNotFoundError, ValueError, KeyError, OSError):
+        return False
+    return True
+
+
 def _open_or_create(location, paths, labels, config, chunk, overwrite):
     """The store at ``location``: reused when it was made for these images by this trunk, else created."""
     from .trunk import Trunk
@@ -125,6 +137,9 @@ def _open_or_create(location, paths, labels, config, chunk, overwrite):
                          seed=config["random_state"], precision=config["precision"], fold_batch_norm=True, cache=True)
     if trunk.cache_key is None:
         raise ValueError("random weights without random_state are not reproducible: pass random_state (or weights)")
+    if overwrite and Path(location).exists() and not _replaceable(location):
+        raise ValueError(f"{location} exists and is not an xrayest feature store: overwrite replaces only a feature "
+                         "store, never other files; nothing was changed (give a new or empty folder)")
     if Path(location).exists() and not overwrite:
         store = FeatureStore.open(location, mode="r+")
         if store.fingerprint != trunk.cache_key:
