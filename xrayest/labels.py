@@ -19,6 +19,7 @@ groups=groups)`` with ``validation_split``): no patient on both sides.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,10 +62,7 @@ def _rows(table) -> tuple[list[str], list[dict]]:
         path = Path(table)
         if not path.is_file():
             raise FileNotFoundError(f"label table not found: {path}")
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            rows = list(reader)
-            return list(reader.fieldnames or []), rows
+        return _read_csv(path)
     if hasattr(table, "to_dict") and hasattr(table, "columns"):  # a pandas DataFrame, without importing pandas
         rows = table.to_dict("records")
         return [str(c) for c in table.columns], [{str(k): v for k, v in row.items()} for row in rows]
@@ -74,8 +72,53 @@ def _rows(table) -> tuple[list[str], list[dict]]:
     raise TypeError(f"table must be a CSV path, a pandas DataFrame or a list of dicts; got {type(table).__name__}")
 
 
+def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    """A CSV file's header and rows: ``.gz`` decompressed; UTF-8 (with or without BOM), else Windows-1252
+    (Excel's "CSV" on Western systems); a row with more or fewer fields than the header is an error."""
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            with opener(path, "rt", newline="", encoding=encoding) as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+            break
+        except UnicodeDecodeError:
+            continue
+        except (OSError, EOFError) as exc:  # e.g. a .gz that is not gzip, or cut short
+            raise ValueError(f"label table {path} cannot be read: {exc}") from exc
+    else:
+        raise ValueError(f"label table {path} is neither UTF-8 nor Windows-1252 text; save it as UTF-8 CSV")
+    columns = list(reader.fieldnames or [])
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        if None in row or any(value is None for value in row.values()):
+            count = len(columns) + len(row.get(None) or []) - sum(value is None for value in row.values())
+            raise ValueError(f"label table {path} row {number} has {count} fields but the header has "
+                             f"{len(columns)}: its values would land in the wrong columns")
+    return columns, rows
+
+
 def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return os.path.normpath(os.path.abspath(path)).startswith(os.path.normpath(os.path.abspath(root)) + os.sep)
+
+
+def _refuse_conflicting_repeats(paths, y) -> None:
+    """One image listed twice with different labels is an error naming both rows."""
+    first = {}
+    for i, path in enumerate(paths):
+        key = os.path.normpath(path)
+        if key in first:
+            j = first[key]
+            if not np.array_equal(np.asarray(y[j]), np.asarray(y[i])):
+                raise ValueError(f"label table rows {j + 2} and {i + 2} both list {path} with different labels "
+                                 f"({np.asarray(y[j]).tolist()!r} and {np.asarray(y[i]).tolist()!r})")
+        else:
+            first[key] = i
 
 
 def _finding_value(value, column, row_number) -> int:
@@ -157,7 +200,13 @@ def load_label_table(table, path_column, *, label_column=None, label_columns=Non
         if _blank(value):
             raise ValueError(f"label table row {i}: column {path_column!r} is empty")
         path = Path(str(value).strip())
-        paths.append(str(path if path.is_absolute() or root is None else Path(root) / path))
+        if not path.is_absolute() and root is not None:
+            if ".." in path.parts and not _inside(Path(root) / path, Path(root)):
+                raise ValueError(f"label table row {i}: path {str(value).strip()!r} leads outside the table's root "
+                                 f"{root}; relative paths must stay inside it (write an absolute path to read a "
+                                 "file elsewhere)")
+            path = Path(root) / path
+        paths.append(str(path))
     if check_files:
         absent = [p for p in paths if not Path(p).is_file()]
         if absent:
@@ -173,7 +222,10 @@ def load_label_table(table, path_column, *, label_column=None, label_columns=Non
         findings = []
         for i, row in enumerate(rows, start=2):
             value = row[label_column]
-            names = [] if _blank(value) else [s.strip() for s in str(value).split(sep) if s.strip()]
+            if _blank(value):  # not "no finding": that is none_label, written out
+                hint = f"; write {none_label!r} for an image with no finding" if none_label else ""
+                raise ValueError(f"label table row {i}: column {label_column!r} is blank{hint}")
+            names = [s.strip() for s in str(value).split(sep) if s.strip()]
             findings.append([n for n in names if n != none_label])
         labels = sorted({n for names in findings for n in names})
         if not labels:
@@ -189,6 +241,7 @@ def load_label_table(table, path_column, *, label_column=None, label_columns=Non
             raise ValueError(f"label table rows {blank[:5]} have no label in column {label_column!r}")
         y = np.array([str(v).strip() for v in values])
         labels = sorted(set(y.tolist()))
+    _refuse_conflicting_repeats(paths, y)
     groups = None
     if patient_column is not None:
         groups = np.array([str(row[patient_column]).strip() for row in rows])
