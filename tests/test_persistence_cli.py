@@ -90,7 +90,7 @@ class TestCli:
         assert proc.stderr.strip().count("\n") == 0 and "image folder not found" in proc.stderr
         assert "Traceback" not in proc.stderr
 
-    def test_fit_predict_evaluate(self, image_folder, tmp_path):
+    def test_fit_predict_evaluate(self, image_folder, tmp_path, capsys):
         model = tmp_path / "model.keras"
         run_cli("fit", image_folder, "--backbone", "vgg16", "--weights", "none", "--image-size", 32, "--epochs", 3,
                 "--param", "hidden_units=16", "--out", model, "-q")
@@ -106,6 +106,20 @@ class TestCli:
         out = run_cli("evaluate", model, image_folder, "--report", report).stdout
         assert "accuracy" in out and "confusion matrix" in out
         assert {"report.md", "confusion_matrix.png", "metrics.json"} <= {p.name for p in report.iterdir()}
+        # a class the model never saw: an error naming it, not images dropped without a word
+        import shutil
+
+        from xrayest.cli import main
+
+        extra = tmp_path / "with_viral"
+        shutil.copytree(image_folder, extra)
+        shutil.copytree(image_folder / "covid", extra / "viral")
+        with pytest.warns(UserWarning, match="repeat another file"):  # the copies are byte-identical
+            assert main(["evaluate", str(model), str(extra)]) == 1
+        err = capsys.readouterr().err
+        assert "12 images are labelled 'viral', which the model never saw (it knows covid, normal)" in err
+        assert main(["evaluate", str(model), str(extra), "--classes", "covid,normal"]) == 0
+        assert "accuracy" in capsys.readouterr().out
 
     @pytest.mark.slow
     def test_grid(self, image_folder):

@@ -421,6 +421,8 @@ def cmd_predict(args):
 
 
 def cmd_evaluate(args):
+    import numpy as np
+
     from .metrics import evaluate
     from .loading import load
     from .report import write_evaluation_report
@@ -433,8 +435,14 @@ def cmd_evaluate(args):
         result = (write_evaluation_report(clf, X, y, args.report, findings=findings) if args.report
                   else evaluate(clf, X, y, findings=findings))
     else:
-        classes = _classes(args.classes) or [str(c) for c in clf.classes_]
-        X, y, _, _ = _load_data(args, classes)
+        asked = _classes(args.classes)
+        X, y, _, _ = _load_data(args, asked)  # every class there unless --classes picks some
+        known = {str(c) for c in clf.classes_}
+        unseen = sorted({str(v) for v in np.asarray(y).tolist()} - known)
+        if unseen:
+            n = int(np.isin(np.asarray(y).astype(str), unseen).sum())
+            raise UserError(f"{n} images are labelled {', '.join(map(repr, unseen))}, which the model never saw "
+                            f"(it knows {', '.join(sorted(known))}); pass --classes to evaluate a subset")
         y = y.astype(clf.classes_.dtype) if clf.classes_.dtype.kind != "U" else y
         result = write_evaluation_report(clf, X, y, args.report) if args.report else evaluate(clf, X, y)
     print(result)
