@@ -123,6 +123,46 @@ def test_overwrite_never_deletes_what_is_not_a_store(folder, tmp_path, what):
     assert featurize(folder, tmp_path / "empty", chunk=4, overwrite=True, **TRUNK)["chunks_computed"] == 5
 
 
+def test_an_image_edited_after_featurize_is_computed_again(folder, tmp_path):
+    featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    from PIL import Image
+
+    edited = sorted(folder.rglob("*.png"))[6]  # chunk 1
+    Image.fromarray(255 - np.asarray(Image.open(edited))).save(edited)
+    report = featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    assert report["chunks_stale"] == 1 and report["chunks_computed"] == 1
+    featurize(folder, tmp_path / "fresh.zarr", chunk=4, **TRUNK)
+    assert store_bytes(tmp_path / "f.zarr") == store_bytes(tmp_path / "fresh.zarr")
+    assert featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)["chunks_computed"] == 0
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda g: g.attrs.__delitem__("fingerprint"), r"damaged: attribute\(s\) \['fingerprint'\] missing"),
+    (lambda g: g["keys"].resize((10,)), "damaged: 19 feature rows but 10 keys"),
+    (lambda g: g["done"].resize((2,)), "damaged: 2 done flags for 5 chunks of 4"),
+])
+def test_a_store_damaged_by_hand_is_refused_naming_it(folder, tmp_path, damage, message):
+    import zarr
+
+    featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    damage(zarr.open_group(str(tmp_path / "f.zarr"), mode="r+"))
+    with pytest.raises(ValueError, match=message):
+        featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    with pytest.raises(ValueError, match=f"feature store {tmp_path / 'f.zarr'} is damaged"):
+        FeatureStore.open(tmp_path / "f.zarr").rows()
+
+
+def test_non_finite_features_in_a_store_are_named_not_predicted(folder, tmp_path):
+    import zarr
+
+    featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
+    rows = FeatureStore.open(tmp_path / "f.zarr").rows()
+    group = zarr.open_group(str(tmp_path / "f.zarr"), mode="r+")
+    group["features"][3] = np.nan
+    with pytest.raises(ValueError, match="holds non-finite features in rows 3 "):
+        FeatureStore.open(tmp_path / "f.zarr").read(np.arange(8))
+
+
 def test_resume_keeps_the_stores_own_chunks(folder, tmp_path):
     featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
     report = featurize(folder, tmp_path / "f.zarr", chunk=256, **TRUNK)  # e.g. the CLI's default chunk

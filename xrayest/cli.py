@@ -579,7 +579,9 @@ def cmd_featurize(args):
 
     print(f"{args.out}: {FeatureStore.open(args.out).describe()}")
     print(f"{report['chunks_computed']} of {report['chunks_total']} chunks computed in {report['seconds']:.1f} s"
-          + (f" ({report['images_per_second']:.1f} images/s)" if report["chunks_computed"] else " (already complete)"))
+          + (f" ({report['images_per_second']:.1f} images/s)" if report["chunks_computed"] else " (already complete)")
+          + (f"; {report['chunks_stale']} of them again because images changed since" if report["chunks_stale"]
+             else ""))
     return 0
 
 

@@ -33,6 +33,7 @@ _LOCK = threading.Lock()  # one trunk per process may be shared by a worker's th
 
 class FeaturizeReport(dict):
     """What :func:`featurize` did: ``store``, ``n_images``, ``chunks_total``, ``chunks_computed``,
+    ``chunks_stale`` (done chunks computed again because an image's content changed since),
     ``seconds``, ``trunk_seconds`` (summed over tasks) and ``images_per_second``."""
 
 
@@ -215,6 +216,12 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     paths, labels = _image_list(images, labels)
     config = _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device)
     target = _open_or_create(store, paths, labels, config, int(chunk), overwrite)
+    stale = []
+    if target.done().any():  # resumed: images edited or replaced since their chunk was written are redone
+        from .inputs import PathImages
+
+        stale = target.stale_chunks(PathImages(paths).keys(tuple(config["image_size"])))
+        target.redo(stale)
     todo = target.missing()
     location = str(Path(store).resolve())
     trunk_seconds = 0.0
@@ -247,5 +254,6 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     if not target.is_complete():  # pragma: no cover - every task either wrote its chunk or raised
         raise RuntimeError(f"feature store {store} is still missing chunks {target.missing()}")
     return FeaturizeReport(store=str(store), n_images=len(paths), chunks_total=len(target.done()),
-                           chunks_computed=len(todo), seconds=seconds, trunk_seconds=trunk_seconds,
+                           chunks_computed=len(todo), chunks_stale=len(stale), seconds=seconds,
+                           trunk_seconds=trunk_seconds,
                            images_per_second=n_done / seconds if seconds and n_done else 0.0)

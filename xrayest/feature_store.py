@@ -84,7 +84,37 @@ class FeatureStore:
             raise ValueError(f"{location} is a Zarr group but not an xrayest feature store (no format/features)")
         if group.attrs["format"] > FORMAT:
             raise ValueError(f"{location} was written by a newer xrayest (store format {group.attrs['format']})")
-        return cls(group, location)
+        store = cls(group, location)
+        store.check()
+        return store
+
+    def check(self) -> None:
+        """Refuse a store edited or damaged by hand: missing attributes or arrays, or arrays of other lengths.
+
+        Raises ``ValueError`` naming the store and what is wrong.
+        """
+        def bad(problem):
+            raise ValueError(f"feature store {self.location} is damaged: {problem}; featurize it again with "
+                             "overwrite=True (CLI: --overwrite)")
+
+        attrs = dict(self.group.attrs)
+        absent = [a for a in ("fingerprint", "config", "chunk", "image_size") if a not in attrs]
+        if absent:
+            bad(f"attribute(s) {absent} missing")
+        if not isinstance(attrs["chunk"], int) or attrs["chunk"] < 1:
+            bad(f"attribute chunk is {attrs['chunk']!r}, not a positive integer")
+        arrays = [a for a in ("features", "keys", "paths", "done") if a not in self.group]
+        if arrays:
+            bad(f"array(s) {arrays} missing")
+        n = self.group["features"].shape[0]
+        lengths = {name: self.group[name].shape[0] for name in ("keys", "paths", *(["labels"] if "labels" in
+                                                                                 self.group else []))}
+        wrong = {name: length for name, length in lengths.items() if length != n}
+        if wrong:
+            bad(f"{n} feature rows but {', '.join(f'{length} {name}' for name, length in wrong.items())}")
+        chunks = max(1, -(-n // attrs["chunk"]))
+        if self.group["done"].shape[0] != chunks:
+            bad(f"{self.group['done'].shape[0]} done flags for {chunks} chunks of {attrs['chunk']}")
 
     @classmethod
     def create(cls, location, *, paths, labels, fingerprint, config, feature_shape, image_size,
@@ -177,8 +207,27 @@ class FeatureStore:
         if not len(indices):
             return np.zeros((0, *self.features.shape[1:]), np.float32)
         unique, inverse = np.unique(indices, return_inverse=True)
-        block = self.features.get_orthogonal_selection((unique, *[slice(None)] * (self.features.ndim - 1)))
-        return np.asarray(block, np.float32)[inverse]
+        block = np.asarray(self.features.get_orthogonal_selection((unique, *[slice(None)] * (self.features.ndim - 1))),
+                           np.float32)
+        finite = np.isfinite(block.reshape(len(unique), -1)).all(axis=1)
+        if not finite.all():
+            rows = unique[~finite]
+            raise ValueError(f"feature store {self.location} holds non-finite features in rows "
+                             f"{', '.join(map(str, rows[:5]))}{', ...' if len(rows) > 5 else ''} "
+                             f"({len(rows)} rows); featurize it again with overwrite=True (CLI: --overwrite)")
+        return block[inverse]
+
+    def stale_chunks(self, keys) -> list[int]:
+        """Done chunks holding a row whose content key is not ``keys``' (an image edited or replaced since)."""
+        stored = [str(k) for k in self.group["keys"][:]]
+        changed = [i for i, (a, b) in enumerate(zip(stored, keys)) if a != str(b)]
+        done = self.done()
+        return sorted({i // self.chunk for i in changed if done[i // self.chunk]})
+
+    def redo(self, chunks) -> None:
+        """Clear the done flags of ``chunks`` (featurize computes them again)."""
+        for i in chunks:
+            self.group["done"][int(i)] = False
 
     def describe(self) -> str:
         config = self.config
