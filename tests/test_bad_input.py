@@ -266,6 +266,31 @@ class TestClearErrors:
         with pytest.raises(ValueError, match=message):
             tiny_classifier(epochs=1).fit(X, y)
 
+    def test_groups_with_missing_patients_are_named(self):
+        X, y = make_images(12, 32, 2)
+        groups = [1, 1, 2, 2, None, 3, 3, 4, 4, 5, float("nan"), 6]
+        with pytest.raises(ValueError, match=r"groups has 2 missing entries \(None or NaN\) at positions 4, 10"):
+            tiny_classifier(epochs=1, validation_split=0.25).fit(X, y, groups=groups)
+
+    def test_cascade_refuses_a_multilabel_y(self):
+        from xrayest import CascadeClassifier
+
+        X, _ = make_images(12, 32, 2)
+        Y = np.tile([[1, 0], [0, 1], [1, 1]], (4, 1))
+        cascade = CascadeClassifier([("root", tiny_classifier(), None)])
+        with pytest.raises(ValueError, match=r"one class per image; y has shape \(12, 2\)"):
+            cascade.fit(X, Y)
+
+    def test_make_recipe_refuses_arguments_it_would_ignore(self):
+        from xrayest import make_recipe
+
+        with pytest.raises(ValueError, match="classes and normal are for the cascade recipe"):
+            make_recipe("sutd_cnn", classes=("normal", "viral"))
+        with pytest.raises(ValueError, match=r"make_recipe got \['epoch'\], which are not XrayCNNClassifier"):
+            make_recipe("sutd_cnn", epoch=3)
+        with pytest.raises(ValueError, match="not XrayCNNClassifier parameters"):
+            make_recipe("sutd_cascade", learnin_rate=1e-3)
+
     def test_class_weight_names_the_unknown_class(self):
         X, y = make_images(12, 32, 2)
         labels = np.array(["covid", "normal"])[y]

@@ -126,6 +126,10 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit each stage on the images that reach it, with the stage's own labels."""
         y = np.asarray(y)
+        if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
+            raise ValueError(f"CascadeClassifier splits one class per image; y has shape {y.shape} (a multi-label "
+                             "indicator matrix?): fit an XrayCNNClassifier on it instead")
+        y = y.reshape(-1)
         if len(y) != (len(X) if not hasattr(X, "shape") else X.shape[0]):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
         self.classes_ = np.unique(y)

@@ -564,6 +564,10 @@ def _check_groups(groups, n_images: int) -> np.ndarray:
     if groups.ndim != 1 or len(groups) != n_images:
         raise ValueError(f"groups must hold one group (patient) per image: {n_images} images, groups of shape "
                          f"{groups.shape}")
+    missing = [i for i, g in enumerate(groups.tolist()) if g is None or (isinstance(g, float) and np.isnan(g))]
+    if missing:
+        raise ValueError(f"groups has {len(missing)} missing entries (None or NaN) at positions "
+                         f"{', '.join(map(str, missing[:5]))}: every image needs its patient")
     return groups
 
 

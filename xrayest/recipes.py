@@ -67,11 +67,26 @@ def make_recipe(name: str, classes=None, normal: str = "normal", **overrides):
         if normal not in labels or len(labels) < 3:
             raise ValueError(f"sutd_cascade needs the normal label {normal!r} and at least two others; got {labels}")
         infected = [label for label in labels if label != normal]
-        stage = {**RECIPES["sutd_cnn"], **overrides}
+        stage = {**RECIPES["sutd_cnn"], **_checked(overrides)}
         return CascadeClassifier([
             ("root", XrayCNNClassifier(**stage), {normal: [normal], "infected": infected}),
             ("infected", XrayCNNClassifier(**stage), None),
         ])
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join([*RECIPES, 'sutd_cascade'])}")
-    return XrayCNNClassifier(**{**RECIPES[name], **overrides})
+    if classes is not None or normal != "normal":
+        raise ValueError(f"classes and normal are for the cascade recipe; recipe {name!r} learns its classes from "
+                         "the labels it is fitted on")
+    return XrayCNNClassifier(**{**RECIPES[name], **_checked(overrides)})
+
+
+def _checked(overrides: dict) -> dict:
+    """``overrides`` when every key is an estimator parameter; else an error listing the valid ones."""
+    from .classifier import XrayCNNClassifier
+
+    valid = XrayCNNClassifier().get_params(deep=False)
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"make_recipe got {unknown}, which are not XrayCNNClassifier parameters; valid: "
+                         f"{', '.join(sorted(valid))}")
+    return overrides
