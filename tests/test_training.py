@@ -6,7 +6,7 @@ from sklearn.ensemble import VotingClassifier
 from sklearn.model_selection import GridSearchCV
 
 from conftest import make_images, tiny_classifier
-from xrayest.augmentation import AUGMENT_PRESETS, augment_config, build_augmentation
+from xrayest.augmentation import AUGMENT_PRESETS, AugmentedCopies, augment_config, build_augmentation
 from xrayest.cascade import CascadeClassifier
 
 
@@ -71,13 +71,21 @@ class TestAugmentation:
         assert averaged.shape == plain.shape and np.allclose(averaged.sum(1), 1)
         assert not np.allclose(averaged, plain, atol=1e-4)
         np.testing.assert_allclose(clf.predict_proba(X), averaged, rtol=1e-5)  # seeded: the same copies each call
-        # the average is over the plain pass and 3 augmented ones: by hand with the same seeded layer
-        augment = build_augmentation(augment_config("strong"), seed=0)
+        # the average is over the plain pass and 3 augmented ones: by hand with the same copies
+        copies = AugmentedCopies(augment_config("strong"), seed=0)
         images = rgb(X)
         by_hand = clf.model_.predict(images, verbose=0)[:, 0].astype(np.float64)
-        for _ in range(3):
-            by_hand += clf.model_.predict(np.asarray(augment(images, training=True)), verbose=0)[:, 0]
+        for k in range(3):
+            by_hand += clf.model_.predict(copies(images, k), verbose=0)[:, 0]
         np.testing.assert_allclose(averaged[:, 1], by_hand / 4, atol=1e-5)
+        # the same scan scores the same alone, or among other images in another order (was off by up to 0.075)
+        alone = clf.predict_proba(X[5:6])
+        reordered = clf.predict_proba(X[::-1])
+        np.testing.assert_allclose(alone[0], averaged[5], atol=1e-6)
+        np.testing.assert_allclose(reordered[::-1], averaged, atol=1e-6)
+        # copy k is a real transformation, the same for every image
+        one = copies(images[:1], 0)
+        assert not np.allclose(one, images[:1]) and np.allclose(copies(images[:2], 0)[:1], one)
         np.testing.assert_allclose(clf.transform(X), clf.set_params(tta=0).transform(X))  # embeddings never augment
 
 

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AUGMENT_PRESETS", "augment_config", "build_augmentation", "layer_seeds"]
+__all__ = ["AUGMENT_PRESETS", "augment_config", "build_augmentation", "layer_seeds", "AugmentedCopies"]
 
 AUGMENT_PRESETS = {
     "light": {"rotation": 0.02, "zoom": 0.05, "shift": 0.03, "brightness": 0.1, "contrast": 0.1},
@@ -93,3 +93,50 @@ def build_augmentation(config: dict, seed=None):
     if config.get("contrast"):
         layers.append(L.RandomContrast(config["contrast"], value_range=(0, 255), seed=next(seeds)))
     return keras.Sequential(layers, name="augment")
+
+
+class AugmentedCopies:
+    """The augmented copies of test-time augmentation: copy ``k`` is one fixed transformation.
+
+    Copy ``k`` of every image is drawn from ``(seed, k)`` alone and applied to each image on its
+    own, so an image's copies (and so its averaged probability) are the same whether it is scored
+    alone or among other images, in any position: a random layer applied to a batch would give each
+    position other draws.
+
+    Parameters
+    ----------
+    config : dict
+        An :func:`augment_config` result.
+    seed : int, optional
+        None is 0: test-time copies are always reproducible.
+    """
+
+    def __init__(self, config: dict, seed=None):
+        import keras
+
+        self.layers = build_augmentation(config, seed=0).layers
+        self.seed = 0 if seed is None else int(seed)
+        self._generators = [keras.random.SeedGenerator(0) for _ in self.layers]
+        self._one = None
+
+    def __call__(self, images, k: int):
+        """Copy ``k`` of each of ``images`` (float ``(n, h, w, 3)``, 0-255), a new float32 array."""
+        import numpy as np
+        import tensorflow as tf
+
+        if self._one is None:
+            @tf.function(reduce_retracing=True)
+            def one(image, copy):
+                x = image[None]
+                for j, (layer, generator) in enumerate(zip(self.layers, self._generators)):
+                    # public SeedGenerator state: the draw depends on (seed, copy, layer) only
+                    state = tf.stack([tf.constant(self.seed, tf.int64) * 1000 + copy, tf.constant(j, tf.int64)])
+                    generator.state.assign(tf.cast(state, generator.state.dtype))
+                    x = layer.transform_images(x, layer.get_random_transformation(x, training=True, seed=generator),
+                                               training=True)
+                return x[0]
+
+            self._one = one
+        images = np.asarray(images, np.float32)
+        copy = tf.constant(int(k), tf.int64)
+        return np.stack([np.asarray(self._one(tf.constant(image), copy)) for image in images]) if len(images) else images

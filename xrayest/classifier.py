@@ -9,7 +9,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
-from .augmentation import augment_config, build_augmentation
+from .augmentation import AugmentedCopies, augment_config, build_augmentation
 from .cache import estimator_cache
 from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
@@ -79,8 +79,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         With augmentation the backbone must see every augmented image, so features are not cached.
     tta : int, default=0
         Test-time augmentation: ``predict_proba`` (and ``predict``) average the probabilities
-        of each image and ``tta`` randomly augmented copies of it (``augment``'s settings, or
-        the "xray" preset when ``augment`` is None), seeded by ``random_state``.  0: off.
+        of each image and ``tta`` augmented copies of it (``augment``'s settings, or the "xray"
+        preset when ``augment`` is None).  Copy ``k`` is one random transformation drawn from
+        ``random_state`` (0 when None) and ``k``, the same for every image, so an image scores the
+        same alone or in any batch.  0: off; at most 100.
         ``transform`` never augments.  Each copy costs one more forward pass through the
         whole network (no cached features).
     freeze_backbone : "auto" or bool, default="auto"
@@ -476,17 +478,16 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 return predict_head(head, feats, self.batch_size)
             model = self.model_ if head is self.head_ else keras.Model(
                 self.model_.input, head(self.trunk_.model(self.model_.input)))
-            augment = tta and build_augmentation(augment_config(self.augment) or augment_config("xray"),
-                                                 seed=self.random_state)
+            copies = tta and AugmentedCopies(augment_config(self.augment) or augment_config("xray"),
+                                            seed=self.random_state)
             chunk = 8 * self.batch_size  # files are read a chunk at a time: bounded memory
             out = []
             for i in range(0, len(source), chunk):
                 images = source.batch(i, i + chunk, self.image_size_)
                 total = np.asarray(model.predict(images, batch_size=self.batch_size, verbose=0),
                                    np.float64 if tta else None)
-                for _ in range(tta):  # test-time augmentation: the mean over the image and its augmented copies
-                    total = total + model.predict(np.asarray(augment(images, training=True)),
-                                                  batch_size=self.batch_size, verbose=0)
+                for k in range(tta):  # test-time augmentation: the mean over the image and its augmented copies
+                    total = total + model.predict(copies(images, k), batch_size=self.batch_size, verbose=0)
                 out.append(total / (tta + 1) if tta else total)
             return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
 
