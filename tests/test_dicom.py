@@ -157,6 +157,23 @@ def test_not_dicom_and_truncated(tmp_path, xray):
         read_image(cut)
 
 
+def test_pydicom_errors_name_the_file(tmp_path, xray):
+    zero = write_dicom(tmp_path / "zero_width.dcm", xray.astype(np.uint16), bits=12, window=(100, 0))
+    with pytest.raises(ValueError, match=r"DICOM file .*zero_width.dcm has Window Width 0"):
+        read_image(zero)
+    wrong = tmp_path / "wrong_size.dcm"
+    ds = pydicom.dcmread(write_dicom(wrong, xray, bits=8))
+    ds.Rows = ds.Rows + 7  # pixel data no longer Rows x Columns
+    ds.save_as(wrong)
+    with pytest.raises(ValueError, match=r"cannot decode the pixel data of DICOM file .*wrong_size.dcm"):
+        read_image(wrong)
+    good = write_dicom(tmp_path / "good.dcm", xray, bits=8).read_bytes()
+    cut = tmp_path / "cut_at_pixels.dcm"
+    cut.write_bytes(good[: good.index(b"\xe0\x7f\x10\x00")])  # cut right before the Pixel Data element
+    with pytest.raises(ValueError, match=r"cut_at_pixels.dcm describes a 96x80 image but holds no pixel data"):
+        read_image(cut)
+
+
 def test_voi_lut_sequence_is_applied(tmp_path):
     """A VOI LUT Sequence (here 256 entries of 12 bits, a curve) maps stored values through the table."""
     from pydicom.dataset import Dataset

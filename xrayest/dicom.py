@@ -98,6 +98,9 @@ def read_dicom(path) -> np.ndarray:
         ds = pydicom.dcmread(name)
     except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise ValueError(f"cannot read DICOM file {name}: {exc}") from exc
+    if "PixelData" not in ds and "Rows" in ds and "Columns" in ds:
+        raise ValueError(f"DICOM file {name} describes a {ds.Rows}x{ds.Columns} image but holds no pixel data: "
+                         "the file is probably cut short (copy it again)")
     if "PixelData" not in ds:
         kind = ds.get("SOPClassUID")
         kind = getattr(kind, "name", None) or str(kind or "unknown SOP class")
@@ -112,15 +115,24 @@ def read_dicom(path) -> np.ndarray:
     try:
         stored = ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError/ValueError by decoder
-        raise ValueError(f"cannot decode the pixel data of DICOM file {name} (transfer syntax "
-                         f"{ds.file_meta.get('TransferSyntaxUID', '?')}): {exc}; compressed files need "
-                         'pip install "xrayest[dicom]"') from exc
-    values = apply_modality_lut(stored, ds)
+        syntax = ds.file_meta.get("TransferSyntaxUID", "?")
+        hint = ('; compressed files need pip install "xrayest[dicom]"' if getattr(syntax, "is_compressed", False)
+                else "")
+        raise ValueError(f"cannot decode the pixel data of DICOM file {name} (transfer syntax {syntax}): "
+                         f"{exc}{hint}") from exc
     voi_lut_used = bool(ds.get("VOILUTSequence"))
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
-    if voi_lut_used or has_window:
-        values = apply_voi_lut(values, ds, index=0, prefer_lut=True)
-    low, high = _output_range(ds, voi_lut_used)
+    if has_window and not voi_lut_used:
+        widths = ds.WindowWidth if isinstance(ds.WindowWidth, pydicom.multival.MultiValue) else [ds.WindowWidth]
+        if float(widths[0]) < 1:
+            raise ValueError(f"DICOM file {name} has Window Width {widths[0]}; the standard requires at least 1")
+    try:
+        values = apply_modality_lut(stored, ds)
+        if voi_lut_used or has_window:
+            values = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+        low, high = _output_range(ds, voi_lut_used)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        raise ValueError(f"DICOM file {name}: its Modality/VOI LUT or window cannot be applied: {exc}") from exc
     image = (np.asarray(values, np.float64) - low) * (255.0 / max(high - low, 1e-12))
     image = np.clip(image, 0.0, 255.0)
     if photometric == "MONOCHROME1":  # white is zero in MONOCHROME1
