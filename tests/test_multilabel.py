@@ -203,3 +203,29 @@ def test_cli_fit_grid_evaluate_predict_from_an_nih_style_table(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "--patient-column 'Patient' is not a column of" in err and "'Patient ID'" in err
     assert model.read_bytes() == before
+
+
+def test_the_forms_of_multilabel_targets_users_have():
+    import scipy.sparse
+    from sklearn.model_selection import GridSearchCV
+
+    from xrayest.multilabel import masked_roc_auc
+
+    X, Y = findings_data()
+    clf = tiny_classifier(backbone="small_cnn", epochs=2)
+    names = [[f for f, on in zip(("top", "left"), row) if on] for row in Y]
+    with pytest.raises(ValueError, match=r"lists of finding names; .*MultiLabelBinarizer\(\).fit_transform\(y\)"):
+        clf.fit(X, names)
+    sparse = scipy.sparse.csr_matrix(Y)
+    dense = tiny_classifier(backbone="small_cnn", epochs=2).fit(X, Y).predict_proba(X)
+    np.testing.assert_allclose(clf.fit(X, sparse).predict_proba(X), dense, atol=1e-6)
+    # -1 (uncertain) entries are left out of score() and of the CLI's grid scorer, as in training
+    uncertain = Y.copy()
+    uncertain[::3, 1] = -1
+    pred = clf.predict(X)
+    expected = np.mean(np.all((pred == uncertain) | (uncertain == -1), axis=1))
+    assert clf.score(X, uncertain) == pytest.approx(expected)
+    assert 0.0 <= masked_roc_auc(clf, X, uncertain) <= 1.0
+    search = GridSearchCV(tiny_classifier(backbone="small_cnn", epochs=1), {"dropout": [0.0]}, cv=2,
+                          scoring=masked_roc_auc, error_score="raise").fit(X, uncertain)
+    assert np.isfinite(search.best_score_)

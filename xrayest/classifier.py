@@ -15,8 +15,9 @@ from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head
 from .inputs import as_image_source, check_labels, check_n_features
-from .multilabel import MaskedBinaryCrossentropy, accuracy_metric as multilabel_accuracy, check_multilabel, \
-    is_multilabel
+from .multilabel import (MaskedBinaryCrossentropy, check_multilabel, dense_target, is_multilabel,
+                         masked_subset_accuracy)
+from .multilabel import accuracy_metric as multilabel_accuracy
 from .optimizers import build_optimizer
 from .pipeline import ImageStore, image_dataset
 from .params import constraints_for, validate_param, validate_params
@@ -261,6 +262,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                              augmented=augment is not None, epochs=self.epochs, learning_rate=self.learning_rate,
                              fine_tune_learning_rate=self.fine_tune_learning_rate)
         source = as_image_source(X, warn_unit_range=True)
+        y = dense_target(y)
         multilabel = is_multilabel(y)
         if multilabel:
             classes, y_encoded = check_multilabel(y, len(source))
@@ -514,7 +516,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy on ``(X, y)`` (multi-label: subset accuracy, every finding of an image right)."""
+        """Mean accuracy on ``(X, y)`` (multi-label: subset accuracy, every known finding of an image right;
+        entries of -1 are left out, as in training)."""
+        if getattr(self, "multilabel_", False):
+            return masked_subset_accuracy(dense_target(y), self.predict(X), sample_weight=sample_weight)
         return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
 
     def transform(self, X):

@@ -466,7 +466,10 @@ def cmd_grid(args):
         from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
         cv = GroupKFold(args.cv) if findings else StratifiedGroupKFold(args.cv)
-    scoring = "roc_auc" if findings else None  # multi-label: macro ROC AUC over the findings
+    if findings:  # multi-label: macro ROC AUC over the findings, -1 (uncertain) entries left out
+        from .multilabel import masked_roc_auc as scoring
+    else:
+        scoring = None
     try:
         search = GridSearchCV(clf, grid_params, cv=cv, scoring=scoring, refit=bool(args.out), error_score="raise")
     except ValueError as exc:

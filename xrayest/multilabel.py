@@ -12,7 +12,43 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["is_multilabel", "check_multilabel", "MaskedBinaryCrossentropy", "masked_binary_accuracy"]
+__all__ = ["is_multilabel", "check_multilabel", "dense_target", "masked_subset_accuracy", "masked_roc_auc",
+           "MaskedBinaryCrossentropy", "masked_binary_accuracy"]
+
+
+def dense_target(y):
+    """``y`` as the estimators take it: a scipy sparse indicator matrix becomes a dense copy; lists of
+    finding names are refused, saying what to pass instead; anything else is returned as it is."""
+    if hasattr(y, "toarray") and hasattr(y, "nnz"):  # scipy.sparse, without importing scipy here
+        return y.toarray()
+    if isinstance(y, (list, tuple)) and y and all(isinstance(v, (list, tuple, set, frozenset)) for v in y):
+        items = [item for v in y for item in v]
+        if items and all(isinstance(item, str) for item in items):
+            raise ValueError("y holds lists of finding names; pass an (n, k) 0/1 indicator matrix, e.g. "
+                             "sklearn.preprocessing.MultiLabelBinarizer().fit_transform(y) (its classes_ name "
+                             "the columns)")
+    return y
+
+
+def masked_subset_accuracy(y_true, y_pred, sample_weight=None) -> float:
+    """The share of images whose every known finding (target not -1) is predicted right."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    hits = np.all((y_pred == y_true) | (y_true == -1), axis=1)
+    return float(np.average(hits, weights=sample_weight))
+
+
+def masked_roc_auc(estimator, X, y) -> float:
+    """Scorer (``GridSearchCV(scoring=...)``): the mean over findings of ROC AUC on their known entries."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y)
+    proba = np.asarray(estimator.predict_proba(X))
+    aucs = []
+    for j in range(y.shape[1]):
+        known = y[:, j] != -1
+        if len(np.unique(y[known, j])) == 2:
+            aucs.append(roc_auc_score(y[known, j], proba[known, j]))
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def is_multilabel(y) -> bool:
