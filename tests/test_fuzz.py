@@ -114,3 +114,76 @@ def test_any_file_reads_or_names_the_file(tmp_path, content, suffix):
         assert "fuzzed" in str(exc), str(exc)
         return
     assert image.shape == (8, 8, 3) and np.isfinite(image).all()
+
+
+CSV_TEXT = st.text(alphabet=st.sampled_from(list("ab,|\n\"\r 01-x.é/")), max_size=80)
+
+
+@FAST
+@given(body=st.one_of(CSV_TEXT.map(lambda t: ("path,label\n" + t).encode("utf-8")), st.binary(max_size=120)),
+       gz=st.booleans())
+def test_label_tables_from_random_bytes_read_or_are_refused(tmp_path_factory, body, gz):
+    import gzip
+
+    from xrayest import load_label_table
+
+    folder = tmp_path_factory.mktemp("tables")
+    path = folder / ("t.csv.gz" if gz else "t.csv")
+    path.write_bytes(gzip.compress(body) if gz else body)
+    try:
+        table = load_label_table(path, "path", label_column="label", check_files=False)
+    except ValueError as exc:
+        assert not isinstance(exc, UnicodeDecodeError)  # a raw decoding error names nothing
+        assert any(word in str(exc) for word in ("row", "column", str(path))), str(exc)
+        return
+    assert len(table.paths) == len(table.y) > 0
+    assert all(str(p).startswith(str(folder)) or str(p).startswith("/") for p in table.paths)
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    pytest.importorskip("zarr", reason="the [distributed] extra (zarr) is not installed")
+    from PIL import Image
+
+    from xrayest.distributed import featurize
+
+    root = tmp_path_factory.mktemp("store_images")
+    for i in range(6):
+        Image.fromarray(np.full((16, 16), 30 * i, np.uint8)).save(root / f"{i}.png")
+    featurize(root, root / "f.zarr", backbone="small_cnn", weights=None, image_size=16, random_state=0, chunk=2)
+    return root / "f.zarr"
+
+
+@FAST
+@given(edit=st.sampled_from(["nan_row", "inf_row", "drop_attr", "truncate_keys", "truncate_features",
+                             "bad_chunk", "drop_done"]),
+       row=st.integers(0, 5), attr=st.sampled_from(["fingerprint", "config", "chunk", "image_size"]))
+def test_stores_edited_at_random_are_refused_or_read_finite(small_store, tmp_path_factory, edit, row, attr):
+    import shutil
+
+    import zarr
+
+    from xrayest.feature_store import FeatureStore
+
+    copy = tmp_path_factory.mktemp("edited") / "f.zarr"
+    shutil.copytree(small_store, copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    if edit in ("nan_row", "inf_row"):
+        group["features"][row] = np.nan if edit == "nan_row" else np.inf
+    elif edit == "drop_attr":
+        del group.attrs[attr]
+    elif edit == "truncate_keys":
+        group["keys"].resize((row,))
+    elif edit == "truncate_features":
+        group["features"].resize((row, *group["features"].shape[1:]))
+    elif edit == "bad_chunk":
+        group.attrs["chunk"] = 0
+    else:
+        del group["done"]
+    try:
+        store = FeatureStore.open(copy)
+        features = store.read(np.arange(len(store)))
+    except ValueError as exc:
+        assert str(copy) in str(exc)
+        return
+    assert np.isfinite(features).all()

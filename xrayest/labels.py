@@ -83,14 +83,14 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
             with opener(path, "rt", newline="", encoding=encoding) as f:
                 reader = csv.DictReader(f)
                 rows = list(reader)
+                columns = list(reader.fieldnames or [])  # read inside: an empty file reads its header here
             break
         except UnicodeDecodeError:
             continue
-        except (OSError, EOFError) as exc:  # e.g. a .gz that is not gzip, or cut short
+        except (OSError, EOFError, csv.Error) as exc:  # a .gz that is not gzip or cut short; a NUL byte
             raise ValueError(f"label table {path} cannot be read: {exc}") from exc
     else:
         raise ValueError(f"label table {path} is neither UTF-8 nor Windows-1252 text; save it as UTF-8 CSV")
-    columns = list(reader.fieldnames or [])
     for number, row in enumerate(rows, start=2):  # row 1 is the header
         if None in row or any(value is None for value in row.values()):
             count = len(columns) + len(row.get(None) or []) - sum(value is None for value in row.values())
