@@ -34,12 +34,14 @@ class TestTSNE:
         assert pipe.transform(X[:3]).shape == (3, 2)
 
 
-class TestExplain:
-    @pytest.fixture(scope="class")
-    def fitted(self):
-        X, y = make_images(24, 48, 2)
-        return tiny_classifier(image_size=48, epochs=2).fit(X, y), X
+@pytest.fixture(scope="module")
+def fitted():
+    """A class-scoped fixture written as a method is deprecated in pytest 9 (an error in 10): a module one."""
+    X, y = make_images(24, 48, 2)
+    return tiny_classifier(image_size=48, epochs=2).fit(X, y), X
 
+
+class TestExplain:
     def test_gradcam_shape_range_and_class(self, fitted):
         clf, X = fitted
         cam, label, layer = gradcam(clf, X[0])

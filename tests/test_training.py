@@ -24,6 +24,22 @@ class TestAugmentation:
             augment_config({"shear": 0.1})
         with pytest.raises(ValueError, match=r"augment\['zoom'\]"):
             augment_config({"zoom": 2})
+        with pytest.raises(ValueError, match=r"augment\['sharpness'\] must be a number in \[0, 0.5\]"):
+            augment_config({"sharpness": 0.7})
+
+    def test_sharpness_blurs_and_sharpens(self):
+        # pediatric normals are twice as sharp as its pneumonia films and as other hospitals' normals:
+        # a shortcut this augmentation takes away
+        X, _ = make_images(16, 32, 2)
+        layer = build_augmentation({"sharpness": 0.5}, seed=0)
+        images = rgb(X)
+
+        def edges(a):
+            return np.var(np.diff(np.asarray(a)[..., 0], axis=1), axis=(1, 2))
+
+        ratio = edges(layer(images, training=True)) / edges(images)
+        assert ratio.min() < 0.7 and ratio.max() > 1.3
+        np.testing.assert_array_equal(np.asarray(layer(images, training=False)), images)
 
     def test_random_in_training_identity_at_inference(self):
         X, _ = make_images(4, 32, 2)

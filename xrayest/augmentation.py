@@ -11,6 +11,7 @@
 | brightness | RandomBrightness | max change as a fraction of the 0-255 range |
 | contrast | RandomContrast | max contrast factor change |
 | crop | RandomZoom (zoom-in only) | random resized crop keeping at least 1 - crop of each side |
+| sharpness | RandomSharpness | blur or sharpen by up to this much (0.5: from fully blurred to twice as sharp) |
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ AUGMENT_PRESETS = {
     # small rotations (+-10 degrees), shifts and exposure changes; no flips (the heart stays on the left).
     "xray": {"crop": 0.16, "rotation": 0.028, "shift": 0.05, "brightness": 0.1, "contrast": 0.1},
 }
-_KEYS = ("rotation", "zoom", "shift", "horizontal_flip", "brightness", "contrast", "crop")
+_KEYS = ("rotation", "zoom", "shift", "horizontal_flip", "brightness", "contrast", "crop", "sharpness")
 
 
 def augment_config(augment) -> dict | None:
@@ -44,6 +45,8 @@ def augment_config(augment) -> dict | None:
     for key, value in augment.items():
         if key != "horizontal_flip" and not (isinstance(value, (int, float)) and 0 <= value < 1):
             raise ValueError(f"augment[{key!r}] must be a number in [0, 1); got {value!r}")
+        if key == "sharpness" and value > 0.5:
+            raise ValueError(f"augment['sharpness'] must be a number in [0, 0.5]; got {value!r}")
     return dict(augment)
 
 
@@ -92,6 +95,9 @@ def build_augmentation(config: dict, seed=None):
         layers.append(L.RandomBrightness(config["brightness"], value_range=(0, 255), seed=next(seeds)))
     if config.get("contrast"):
         layers.append(L.RandomContrast(config["contrast"], value_range=(0, 255), seed=next(seeds)))
+    if config.get("sharpness"):  # Keras' factor: 0 fully blurred, 0.5 unchanged, 1 sharpened
+        amount = float(config["sharpness"])
+        layers.append(L.RandomSharpness((0.5 - amount, 0.5 + amount), value_range=(0, 255), seed=next(seeds)))
     return keras.Sequential(layers, name="augment")
 
 
