@@ -60,6 +60,7 @@ sphinx_gallery_conf = {
     "image_scrapers": ("gallery_support.figure_scraper", "matplotlib"),
     "show_memory": False,
     "min_reported_time": 1,
+    "write_computation_times": False,  # no docs/sg_execution_times.rst: a build leaves the checkout unchanged
 }
 
 html_theme = "pydata_sphinx_theme"

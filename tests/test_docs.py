@@ -17,10 +17,13 @@ def test_site_builds_without_warnings_and_runs_the_gallery(tmp_path):
         pytest.importorskip(module, reason='the [docs] extra is not installed: pip install ".[docs]"')
     out = tmp_path / "html"
     env = {**os.environ, "XRAYEST_DOCS_FULL": "0"}
+    status = ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=all"]
+    before = subprocess.run(status, capture_output=True, text=True).stdout
     result = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-d",
                              str(tmp_path / "doctrees"), str(ROOT / "docs"), str(out)],
                             check=False, capture_output=True, text=True, env=env, timeout=1500)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    assert subprocess.run(status, capture_output=True, text=True).stdout == before  # the checkout is unchanged
     for page in ("index.html", "api.html", "generated/xrayest.XrayCNNClassifier.html", "scaling.html",
                  "reports.html", "auto_examples/index.html"):
         assert (out / page).is_file(), page
