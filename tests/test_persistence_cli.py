@@ -81,6 +81,16 @@ class TestCli:
             assert command in out
         assert "usage: xrayest fit" in run_cli("fit", "--help").stdout
 
+    def test_library_advice_is_given_in_cli_words(self, image_folder, tmp_path, capsys):
+        from xrayest.cli import _cli_words, main
+
+        assert main(["fit", str(image_folder), "--backbone", "small_cnn", "--weights", "imagenet", "-q",
+                     "--out", str(tmp_path / "m.keras")]) == 1
+        err = capsys.readouterr().err
+        assert "use --weights none" in err and "weights=None" not in err
+        assert _cli_words("pass weights='/path/to/x.weights.h5'; or use weights=None") == \
+            "pass --weights /path/to/x.weights.h5; or use --weights none"
+
     def test_usage_error_exit_2(self):
         assert run_cli("fit", check=False).returncode == 2
 

@@ -632,11 +632,19 @@ def main(argv=None):
         return COMMANDS[args.command](args)
     except (UserError, ValueError, OSError, WeightsUnavailableError, DeviceUnavailableError,
             WeightsChangedError) as exc:
-        print(f"xrayest {args.command}: error: {exc}", file=sys.stderr)
+        print(f"xrayest {args.command}: error: {_cli_words(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("xrayest: interrupted", file=sys.stderr)
         return 130
+
+
+def _cli_words(message: str) -> str:
+    """A library message in the command line's words: ``weights=...`` advice becomes ``--weights ...``."""
+    import re
+
+    message = re.sub(r"weights='([^']*)'", r"--weights \1", message)
+    return message.replace("weights=None", "--weights none")
 
 
 if __name__ == "__main__":  # pragma: no cover
