@@ -186,7 +186,8 @@ def main():
     print(table)
     append_results(f"bench_pediatric_cv: {args.folds}-fold CV, {len(X)} pediatric_cxr images",
                    table, notes=f"Overrides {overrides or 'none'}; seeds {seeds}; equalize={args.equalize}; "
-                                f"fit {np.mean(fit_seconds):.0f} s per model on {len(X) * (args.folds - 1) // args.folds}"
+                                f"fit {np.mean(fit_seconds):.0f} s per model on "
+                                f"{len(X) * (args.folds - 1) // args.folds}"
                                 f" images. Mean ± sd over folds (single models: over folds x seeds). Mix: each "
                                 f"fold's test images resampled to 38/39/23 normal/bacterial/viral; BU proxy: "
                                 f"{0 if y_bu is None else len(y_bu)} BU non-COVID films at 150 px.")

@@ -161,6 +161,12 @@ def test_non_finite_features_in_a_store_are_named_not_predicted(folder, tmp_path
     group["features"][3] = np.nan
     with pytest.raises(ValueError, match="holds non-finite features in rows 3 "):
         FeatureStore.open(tmp_path / "f.zarr").read(np.arange(8))
+    from conftest import tiny_classifier
+
+    default_cache().clear()
+    with pytest.raises(ValueError, match="non-finite features in rows 3 "):  # a model fitted on them predicted NaN
+        tiny_classifier(backbone="small_cnn", freeze_backbone=True, epochs=1).fit(rows, FeatureStore.open(
+            tmp_path / "f.zarr").labels)
 
 
 def test_resume_keeps_the_stores_own_chunks(folder, tmp_path):

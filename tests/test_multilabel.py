@@ -199,7 +199,8 @@ def test_cli_fit_grid_evaluate_predict_from_an_nih_style_table(tmp_path, capsys)
     assert "give DATA_DIR" in capsys.readouterr().err
     # a patient column the table lacks: an error listing its columns (grouping was dropped silently)
     before = model.read_bytes()
-    assert main(["grid", "--labels", str(train), *common, "--patient-column", "Patient", "--param", "dropout=0.0", "--cv", "2"]) == 1
+    assert main(["grid", "--labels", str(train), *common, "--patient-column", "Patient", "--param", "dropout=0.0",
+                 "--cv", "2"]) == 1
     err = capsys.readouterr().err
     assert "--patient-column 'Patient' is not a column of" in err and "'Patient ID'" in err
     assert model.read_bytes() == before

@@ -289,7 +289,8 @@ class TestEnsembles:
     def test_cascade_rejects_incomplete_plans(self):
         X, y_num = make_images(12, 32, 3)
         y = np.array(["normal", "covid", "pneumonia"])[y_num]
-        bad = CascadeClassifier([("root", tiny_classifier(), {"normal": ["normal"], "infected": ["covid", "pneumonia"]})])
+        bad = CascadeClassifier([("root", tiny_classifier(),
+                                  {"normal": ["normal"], "infected": ["covid", "pneumonia"]})])
         with pytest.raises(ValueError, match="add a stage named 'infected'"):
             bad.fit(X, y)
         bad = CascadeClassifier([("root", tiny_classifier(), {"normal": ["normal"], "covid": ["covid"]})])

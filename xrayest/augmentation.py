@@ -145,4 +145,6 @@ class AugmentedCopies:
             self._one = one
         images = np.asarray(images, np.float32)
         copy = tf.constant(int(k), tf.int64)
-        return np.stack([np.asarray(self._one(tf.constant(image), copy)) for image in images]) if len(images) else images
+        if not len(images):
+            return images
+        return np.stack([np.asarray(self._one(tf.constant(image), copy)) for image in images])

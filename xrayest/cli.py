@@ -588,7 +588,8 @@ def cmd_featurize(args):
     return 0
 
 
-COMMANDS = {"featurize": cmd_featurize, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate, "grid": cmd_grid, "demo": cmd_demo}
+COMMANDS = {"featurize": cmd_featurize, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "grid": cmd_grid, "demo": cmd_demo}
 
 
 @contextlib.contextmanager
