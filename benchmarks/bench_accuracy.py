@@ -60,13 +60,16 @@ def main():
             model.fit(Xtr, ytr)
             pred = model.predict(Xte)
             secs = time.perf_counter() - start
-            rows.append([task, precision, name, f"{accuracy_score(yte, pred):.3f}", f"{f1_score(yte, pred, average='macro'):.3f}",
+            rows.append([task, precision, name, f"{accuracy_score(yte, pred):.3f}",
+                         f"{f1_score(yte, pred, average='macro'):.3f}",
                          f"{secs:.0f}", PUBLISHED[task]])
             print(rows[-1], flush=True)
-    table = markdown_table(["task", "precision", "model", "test accuracy", "test macro-F1", "fit+predict s", "published"], rows)
+    table = markdown_table(["task", "precision", "model", "test accuracy", "test macro-F1", "fit+predict s",
+                            "published"], rows)
     append_results("bench_accuracy: BU CS542 test set (36 images, 18 for binary)", table,
-                   notes="Data: ../shared/data/bu_cs542. Train 269 (binary 129) images, test 36 (binary 18): one test image is "
-                         "2.8 points of 4-class accuracy. Known shortcut: covid films are adult, the rest pediatric.")
+                   notes="Data: ../shared/data/bu_cs542. Train 269 (binary 129) images, test 36 (binary 18): one "
+                         "test image is 2.8 points of 4-class accuracy. Known shortcut: covid films are adult, the "
+                         "rest pediatric.")
 
 
 if __name__ == "__main__":

@@ -164,8 +164,8 @@ def main():
              f"{args.image_size} px, {args.precision}, pooled features of {bytes_per_image:,} bytes per image. "
              f"Every store equal to the serial one byte for byte: {same}. Store write rate (the same features "
              f"into a fresh Zarr array, chunk by chunk): {write_rate:.0f} MB/s. Reading, decoding, resizing and "
-             f"hashing the files alone (no trunk, one thread, 512 images): {decode_rate:.0f} images/s. Each worker process uses "
-             "TensorFlow's default thread pools (as many threads as cores).\n\n" + grid_table)
+             f"hashing the files alone (no trunk, one thread, 512 images): {decode_rate:.0f} images/s. Each worker "
+             "process uses TensorFlow's default thread pools (as many threads as cores).\n\n" + grid_table)
     append_results("bench_distributed: featurization on a Dask LocalCluster vs in-process", table, notes=notes)
 
 

@@ -132,13 +132,14 @@ def main():
                             "FeatureExtractor bfloat16 img/s", "time ratio (bf16/Keras)",
                             "float32 GFLOP/s (of f32 matmul peak)", "bfloat16 GFLOP/s (of bf16 matmul peak)"], rows)
     append_results("bench_features: extraction throughput", table,
-                   notes=f"Large-matmul peak in the same run (best of its start and end): {peaks['float32']:.0f} GFLOP/s float32, "
-                         f"{peaks['bfloat16']:.0f} GFLOP/s bfloat16 (2048x2048). 'Keras predict': "
+                   notes=f"Large-matmul peak in the same run (best of its start and end): "
+                         f"{peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} GFLOP/s bfloat16 "
+                         "(2048x2048). 'Keras predict': "
                          "model.predict of the Keras application with its BatchNorm layers as they come, "
                          "float32 input; FeatureExtractor (BN folded) includes the uint8->float RGB conversion, "
                          "content hashing off (cache_features=False) to time the extraction itself; best of "
-                         f"{args.repeats} rounds (the three variants in turn, each round) after a warm-up, {args.n} images each. Random weights: speed "
-                         "does not depend on their values.")
+                         f"{args.repeats} rounds (the three variants in turn, each round) after a warm-up, "
+                         f"{args.n} images each. Random weights: speed does not depend on their values.")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--backbone", default="residual_cnn")
     parser.add_argument("--augment", default="light")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ", ".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated subset of " + ", ".join(VARIANTS))
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -115,9 +116,10 @@ def main():
         rows.append([variant, " / ".join(f"{r['img_per_s']:.0f}" for r in runs),
                      " / ".join(f"{r['total_s']:.0f}" for r in runs),
                      " / ".join(f"{r['peak_rss_mb']:.0f}" for r in runs), runs[0]["images_held_mb"]])
-    append_results(f"bench_train_speed: {args.backbone} from scratch, 150 px, augment={args.augment!r}, batch {args.batch}, "
-                   f"{args.n} pediatric_cxr images, {args.epochs} epochs",
-                   markdown_table(["variant", "img/s (epochs 2+)", "fit s", "peak RSS MB", "training images held as, MB"], rows),
+    append_results(f"bench_train_speed: {args.backbone} from scratch, 150 px, augment={args.augment!r}, "
+                   f"batch {args.batch}, {args.n} pediatric_cxr images, {args.epochs} epochs",
+                   markdown_table(["variant", "img/s (epochs 2+)", "fit s", "peak RSS MB",
+                                   "training images held as, MB"], rows),
                    notes="Each variant in its own process, in turn, per round. Peak RSS includes TensorFlow "
                          "itself (~0.6-0.8 GB).")
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(HERE.parent / "examples"))  # the examples import their h
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import xrayest
+import xrayest  # noqa: E402  (after the environment it reads at import)
 
 project = "xrayest"
 author = "the xrayest developers"

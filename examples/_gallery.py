@@ -34,7 +34,8 @@ def parse_args(description: str, **extra):
     parser.add_argument("--quick", action="store_true", help="a few images and epochs, random weights: checks the code")
     parser.add_argument("--data", type=Path, default=BU, help="a folder with train/ and test/ class sub-folders")
     parser.add_argument("--weights", default=None,
-                        help="imagenet (default in full runs), none, or a .weights.h5 file (examples with one backbone)")
+                        help="imagenet (default in full runs), none, or a .weights.h5 file "
+                             "(examples with one backbone)")
     for name, default in extra.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     args, _ = parser.parse_known_args()

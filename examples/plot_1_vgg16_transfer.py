@@ -8,10 +8,10 @@ dropout sweeps become one ``GridSearchCV`` (the backbone runs once per image for
 fold), plotted against each parameter; then the 4-class task with VGG16, VGG19 and ResNet50 under a
 GlobalMaxPooling + 2 x Dense 512 head, in one table next to the published figures.
 
-**Full run**: ``python examples/plot_1_vgg16_transfer.py`` downloads the ImageNet weights of VGG16, VGG19 and ResNet50 through Keras (or, offline,
-reads them from ``XRAYEST_WEIGHTS_DIR``). The machine this site was measured on has no network
-and only Xception's ImageNet weights, so no full-run table of this example is published yet; the run
-below is the quick one.
+**Full run**: ``python examples/plot_1_vgg16_transfer.py`` downloads the ImageNet weights of VGG16, VGG19 and
+ResNet50 through Keras (or, offline, reads them from ``XRAYEST_WEIGHTS_DIR``). The machine this site was
+measured on has no network and only Xception's ImageNet weights, so no full-run table of this example is
+published yet; the run below is the quick one.
 """
 
 # %%

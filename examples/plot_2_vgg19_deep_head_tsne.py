@@ -7,10 +7,10 @@ sigmoid: 26,529,473 parameters at 224 px, counted from the model xrayest builds.
 estimator's ``transform``; its t-SNE for the training and test images, coloured by class, shows what the
 head separates. A DenseNet121 backbone under the same deep head is the report's variant.
 
-**Full run**: ``python examples/plot_2_vgg19_deep_head_tsne.py`` downloads the ImageNet weights of VGG19 and DenseNet121 through Keras (or, offline,
-reads them from ``XRAYEST_WEIGHTS_DIR``). The machine this site was measured on has no network
-and only Xception's ImageNet weights, so no full-run table of this example is published yet; the run
-below is the quick one, and the parameter count it checks is the full model's.
+**Full run**: ``python examples/plot_2_vgg19_deep_head_tsne.py`` downloads the ImageNet weights of VGG19 and
+DenseNet121 through Keras (or, offline, reads them from ``XRAYEST_WEIGHTS_DIR``). The machine this site was
+measured on has no network and only Xception's ImageNet weights, so no full-run table of this example is
+published yet; the run below is the quick one, and the parameter count it checks is the full model's.
 """
 
 # %%

@@ -7,10 +7,10 @@ penalty, Dropout 0.3 and a sigmoid: 21,139,777 parameters at 224 px. InceptionV3
 layers frozen and the rest fine-tuned, with ReduceLROnPlateau and early stopping, as the report trained
 it; xrayest trains the unfrozen layers on the cached activation where the frozen part ends.
 
-**Full run**: ``python examples/plot_3_vgg16_batchnorm_inception.py`` downloads the ImageNet weights of VGG16 and InceptionV3 through Keras (or, offline,
-reads them from ``XRAYEST_WEIGHTS_DIR``). The machine this site was measured on has no network
-and only Xception's ImageNet weights, so no full-run table of this example is published yet; the run
-below is the quick one, and the parameter count it checks is the full model's.
+**Full run**: ``python examples/plot_3_vgg16_batchnorm_inception.py`` downloads the ImageNet weights of VGG16
+and InceptionV3 through Keras (or, offline, reads them from ``XRAYEST_WEIGHTS_DIR``). The machine this site
+was measured on has no network and only Xception's ImageNet weights, so no full-run table of this example is
+published yet; the run below is the quick one, and the parameter count it checks is the full model's.
 """
 
 # %%

@@ -93,7 +93,7 @@ if g.have_data(args):
 # ``device="auto"`` takes a GPU when there is one; ``"gpu"`` or ``"gpu:N"`` where there is none is an
 # error, never a silent CPU run. The reports measured their fits at 748-7453 s on CPUs and 127-497 s
 # on GPUs.
-from xrayest import available_devices, resolve_device
+from xrayest import available_devices, resolve_device  # noqa: E402  (a gallery cell of its own)
 
 print("devices here:", available_devices(), "| device='auto' runs on:", resolve_device("auto"))
 print(f"published fit times: {g.PUBLISHED['cpu_seconds']}, {g.PUBLISHED['gpu_seconds']}")

@@ -22,6 +22,7 @@ def _estimators():
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@parametrize_with_checks(_estimators(), expected_failed_checks=lambda est: EXPECTED_FAILURES if isinstance(est, XrayCNNClassifier) else {})
+@parametrize_with_checks(_estimators(), expected_failed_checks=lambda est: (
+    EXPECTED_FAILURES if isinstance(est, XrayCNNClassifier) else {}))
 def test_sklearn_compatible(estimator, check):
     check(estimator)

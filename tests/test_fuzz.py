@@ -83,8 +83,8 @@ def test_labels_give_classes_or_a_named_error(y):
 
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True),
                    st.text(max_size=6), st.tuples(st.integers(-2, 64)), st.tuples(st.floats(-1, 2)),
-                   st.just("imagenet"), st.just("balanced"), st.just("xray"), st.dictionaries(st.text(max_size=2),
-                                                                                                 st.floats(), max_size=2))
+                   st.just("imagenet"), st.just("balanced"), st.just("xray"),
+                   st.dictionaries(st.text(max_size=2), st.floats(), max_size=2))
 
 
 @FAST

@@ -118,7 +118,8 @@ class FeatureCache:
                        f"shape {features.shape}, expected {expected}" if expected and features.shape != expected else
                        "values that are not finite" if features.dtype.kind == "f" and not np.isfinite(features).all()
                        else None)
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, not a zip, missing arrays
+        # truncated, not a zip, missing arrays
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             problem = f"unreadable ({type(exc).__name__})"
         if problem is None:
             return features
@@ -154,8 +155,9 @@ class FeatureCache:
                 self._write_disk(self._disk_path(config, key), features)
             except OSError as exc:  # read-only or full: the features computed so far are kept in memory
                 self._disk_writable = False
-                self._warn_once("readonly", f"cannot write the feature cache in {self.directory} ({exc.strerror or exc}); "
-                                            "keeping features in memory only for this process")
+                self._warn_once("readonly", f"cannot write the feature cache in {self.directory} "
+                                            f"({exc.strerror or exc}); keeping features in memory only for this "
+                                            "process")
 
     @staticmethod
     def _write_disk(path: Path, features: np.ndarray):

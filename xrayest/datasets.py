@@ -259,7 +259,8 @@ def find_duplicates(paths, other=None) -> list[tuple[str, str]]:
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> for name, data in [("a.png", b"1"), ("b.png", b"2"), ("c.png", b"1")]:
     ...     _ = (d / name).write_bytes(data)
-    >>> [(pathlib.Path(a).name, pathlib.Path(b).name) for a, b in find_duplicates([d / "a.png", d / "b.png"], [d / "c.png"])]
+    >>> pairs = find_duplicates([d / "a.png", d / "b.png"], [d / "c.png"])
+    >>> [(pathlib.Path(a).name, pathlib.Path(b).name) for a, b in pairs]
     [('a.png', 'c.png')]
     """
     import hashlib

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import re
 
-__all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16", "warn_if_bfloat16_emulated"]
+__all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
+           "warn_if_bfloat16_emulated"]
 
 class DeviceUnavailableError(RuntimeError):
     """The ``device`` asked for (a GPU) is not on this machine."""

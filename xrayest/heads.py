@@ -89,8 +89,8 @@ def build_head(feature_shape, n_outputs: int, *, pooling, hidden_units=(256,), d
 
     for i, (units, rate) in enumerate(zip(hidden_units, rates)):
         last = i == len(hidden_units) - 1
-        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, kernel_initializer=kernel(2 * i),
-                               name=EMBEDDING_LAYER if last else f"dense_{i + 1}")(x)
+        x = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer,
+                               kernel_initializer=kernel(2 * i), name=EMBEDDING_LAYER if last else f"dense_{i + 1}")(x)
         if rate:
             x = keras.layers.Dropout(rate, seed=layer_seed(2 * i + 1), name=f"dropout_{i + 1}")(x)
     activation = "sigmoid" if n_outputs == 1 or multilabel else "softmax"

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import check_array
 
-__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb", "take_rows", "check_labels", "check_image_size",
-           "check_n_features"]
+__all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb", "take_rows",
+           "check_labels", "check_image_size", "check_n_features"]
 
 
 BIT_DEPTHS = (8, 10, 12, 14, 16)
@@ -65,7 +65,7 @@ def _is_wide_int(dtype) -> bool:
 
 def to_float(images: np.ndarray) -> np.ndarray:
     """A new float32 array of ``images`` ``(..., h, w, c)`` on the 0-255 scale, alpha dropped, channels kept."""
-    out = images[..., :3].astype(np.float32, copy=True) if images.shape[-1] == 4 else images.astype(np.float32, copy=True)
+    out = (images[..., :3] if images.shape[-1] == 4 else images).astype(np.float32, copy=True)
     if _is_wide_int(images.dtype) and images.ndim >= 3 and images.size:
         flat = images.reshape(-1, *images.shape[-3:]) if images.ndim > 3 else images[None]
         scales = np.array([pixel_scale(img.max()) for img in flat], np.float32)
@@ -216,7 +216,8 @@ def _is_path_list(X) -> bool:
     if isinstance(X, (str, os.PathLike)):
         return False
     if isinstance(X, np.ndarray):
-        return X.ndim == 1 and X.dtype.kind in "USO" and len(X) > 0 and all(isinstance(v, (str, os.PathLike)) for v in X)
+        return (X.ndim == 1 and X.dtype.kind in "USO" and len(X) > 0
+                and all(isinstance(v, (str, os.PathLike)) for v in X))
     if isinstance(X, (list, tuple)):
         return len(X) > 0 and all(isinstance(v, (str, os.PathLike)) for v in X)
     return False
@@ -228,7 +229,8 @@ def _row_adapter(X):
     Lets other modules (the feature store) offer their rows as estimator input without this module
     importing them.
     """
-    if not isinstance(X, (list, tuple, np.ndarray)) or (isinstance(X, np.ndarray) and (X.ndim != 1 or X.dtype != object)):
+    object_vector = isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype == object
+    if not isinstance(X, (list, tuple)) and not object_vector:
         return None
     if len(X) == 0:
         return None
@@ -249,7 +251,8 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
     if isinstance(X, ImageSource):
         return X
     if isinstance(X, (str, os.PathLike)):
-        raise ValueError(f"X must be a collection of images or image paths, not a single path ({X!r}); wrap it in a list")
+        raise ValueError(f"X must be a collection of images or image paths, not a single path ({X!r}); "
+                         "wrap it in a list")
     if isinstance(X, (bytes, bytearray, memoryview)):
         raise ValueError(f"X is {type(X).__name__} ({len(X)} bytes); pass decoded image arrays or a list of image "
                          "file paths")
@@ -263,12 +266,13 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
             raise ValueError("X is empty (0 images); pass at least one image")
         shapes = {np.shape(x) for x in X}
         if len(shapes) > 1:
-            raise ValueError(f"X is a list of {len(X)} images of different shapes ({', '.join(map(str, sorted(shapes)[:3]))}"
-                             f"{', ...' if len(shapes) > 3 else ''}); resize them to one shape, or pass image file paths")
+            listed = ", ".join(map(str, sorted(shapes)[:3])) + (", ..." if len(shapes) > 3 else "")
+            raise ValueError(f"X is a list of {len(X)} images of different shapes ({listed}); resize them to one "
+                             "shape, or pass image file paths")
         kinds = {type(x).__name__ for x in X if isinstance(x, (str, bytes, os.PathLike))}
         if kinds:
-            raise ValueError(f"X mixes image paths with other values ({', '.join(sorted(kinds))} and arrays or numbers); "
-                             "pass only paths or only arrays")
+            raise ValueError(f"X mixes image paths with other values ({', '.join(sorted(kinds))} and arrays or "
+                             "numbers); pass only paths or only arrays")
     try:
         shape = np.asarray(X).shape
     except (TypeError, ValueError) as exc:
@@ -303,7 +307,8 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
         )
     if array.size:
         _check_pixel_range(array, image_like)
-    if warn_unit_range and image_like and array.dtype.kind == "f" and array.size and float(np.max(array)) <= 1.0 and float(np.min(array)) >= 0.0:
+    if (warn_unit_range and image_like and array.dtype.kind == "f" and array.size
+            and float(np.max(array)) <= 1.0 and float(np.min(array)) >= 0.0):
         warnings.warn(
             "X holds floats in [0, 1]; xrayest reads pixel values on the 0-255 scale. "
             "Multiply by 255 if these are images scaled to [0, 1].",

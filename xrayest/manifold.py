@@ -57,7 +57,8 @@ class TSNEEmbedding(TransformerMixin, BaseEstimator):
     def _reduce(self, X, fit):
         if fit:
             use_pca = self.pca_components is not None and X.shape[1] > self.pca_components
-            self.pca_ = PCA(min(self.pca_components, *X.shape), random_state=self.random_state).fit(X) if use_pca else None
+            self.pca_ = (PCA(min(self.pca_components, *X.shape), random_state=self.random_state).fit(X)
+                         if use_pca else None)
         return X if self.pca_ is None else self.pca_.transform(X)
 
     def fit(self, X, y=None):

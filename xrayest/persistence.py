@@ -100,7 +100,8 @@ def read_model(path):
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except (ValueError, TypeError, KeyError, OSError) as exc:
-        raise ValueError(f"corrupt or incompatible model file {path}: Keras cannot rebuild the network ({exc})") from exc
+        raise ValueError(f"corrupt or incompatible model file {path}: Keras cannot rebuild the network "
+                         f"({exc})") from exc
     return model, meta
 
 

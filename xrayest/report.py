@@ -35,7 +35,8 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
         return _multilabel_report(estimator, X, y, out, title, findings)
     result = evaluate(estimator, X, y)
     pictures = {
-        "confusion_matrix.png": plot_confusion_matrix(result.confusion, result.classes, title="Confusion matrix (test)"),
+        "confusion_matrix.png": plot_confusion_matrix(result.confusion, result.classes,
+                                                      title="Confusion matrix (test)"),
         "class_distribution.png": plot_class_distribution(y, title="Test images per class"),
     }
     if getattr(estimator, "history_", None):

@@ -46,7 +46,8 @@ def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None, 
     are too few to stratify).  A multi-label ``y`` is stratified by each image's first finding.
     """
     n = len(y_encoded)
-    labels = np.asarray(y_encoded).reshape(n, -1).argmax(axis=1) if np.ndim(y_encoded) > 1 and np.shape(y_encoded)[1] > 1 else np.asarray(y_encoded).ravel()
+    multi = np.ndim(y_encoded) > 1 and np.shape(y_encoded)[1] > 1
+    labels = np.asarray(y_encoded).reshape(n, -1).argmax(axis=1) if multi else np.asarray(y_encoded).ravel()
     n_val = int(np.ceil(fraction * n))
     if n_val < 1 or n - n_val < 1:
         raise ValueError(f"validation_split={fraction} leaves no data for training or validation with {n} samples")
