@@ -142,6 +142,10 @@ class TestCli:
         out = run_cli("demo", "--out", tmp_path, "--n-images", 60, "--image-size", 32, "--epochs", 2).stdout
         assert "synthetic" in out and "accuracy" in out
         assert (tmp_path / "model.keras").is_file() and (tmp_path / "report.md").is_file()
+        report = (tmp_path / "report.md").read_text()
+        assert "synthetic" in report and "not real X-rays" in report  # the report says what it measured
+        assert "| parameter | value |" in report and "| epochs | `2` |" in report
+        assert max(len(line) for line in report.splitlines()) < 250  # no 600-character settings line
 
     @pytest.mark.slow
     def test_demo_on_real_folder(self, tmp_path):

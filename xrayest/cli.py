@@ -530,7 +530,8 @@ def cmd_demo(args):
         X, y = make_synthetic_xrays(args.n_images, size, random_state=args.random_state)
         X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y,
                                                             random_state=args.random_state)
-        source = f"{args.n_images} synthetic {size}x{size} X-rays (make_synthetic_xrays)"
+        source = (f"{args.n_images} synthetic {size}x{size} chest-X-ray-like images (make_synthetic_xrays), not "
+                  "real X-rays: the scores show that the pipeline works, not how well it diagnoses")
     _say(args, f"xrayest demo: {source}\n  train {len(X_train)} images, test {len(X_test)} images, "
                f"classes {_class_list(y_train)}")
     clf = XrayCNNClassifier(args.backbone, weights=_weights(args.weights), image_size=size, epochs=args.epochs,
@@ -540,7 +541,8 @@ def cmd_demo(args):
     clf.fit(X_train, y_train)
     out = Path(args.out)
     model_path = clf.save(out / "model.keras")
-    result = write_evaluation_report(clf, X_test, y_test, out, title="xrayest demo: held-out evaluation")
+    result = write_evaluation_report(clf, X_test, y_test, out, title="xrayest demo: held-out evaluation",
+                                     data=f"{source}; training {len(X_train)} images, held out {len(X_test)}")
     print()
     print(result)
     _say(args, f"\nmodel:  {model_path}\nreport: {out / 'report.md'}\n"

@@ -15,14 +15,16 @@ __all__ = ["write_evaluation_report"]
 
 
 def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation", tsne=True, gradcam=True,
-                            findings=None):
+                            findings=None, data=None):
     """Evaluate a fitted classifier and write ``report.md``, ``metrics.json`` and PNGs to ``out_dir``.
 
     Pictures: confusion matrix, class distribution, training history, a t-SNE map of the
     classifier's embeddings (``tsne``, 12 images or more) and a Grad-CAM heatmap for the first
     image of each class (``gradcam``, XrayCNNClassifier only).  A multi-label classifier gets
     per-finding ROC AUC with 95% bootstrap intervals, ROC curves and the training history
-    (``findings`` names the columns of ``y``).
+    (``findings`` names the columns of ``y``).  ``data`` says where the images come from (a line
+    of the report, e.g. that they are synthetic).  The model's settings are a table of the
+    parameters that differ from the estimator's defaults.
 
     Returns
     -------
@@ -62,14 +64,15 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
     for name, fig in pictures.items():
         fig.savefig(out / name, dpi=110)
     (out / "metrics.json").write_text(json.dumps(result.as_dict(), indent=1))
-    params = {k: v for k, v in estimator.get_params(deep=False).items() if not k.startswith("callbacks")}
     lines = [
         f"# {title}",
         "",
+        *([f"- data: {data}"] if data else []),
         f"- images evaluated: {len(result.y_true)}",
         f"- accuracy: **{result.accuracy:.3f}**, macro-F1: **{result.macro_f1:.3f}**, ROC AUC: "
         + ("n/a" if result.roc_auc is None else f"**{result.roc_auc:.3f}**"),
-        f"- model: `{type(estimator).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})`",
+        "",
+        *_settings_table(estimator),
         "",
         "## Per-class report",
         "",
@@ -101,3 +104,25 @@ def _multilabel_report(estimator, X, y, out, title, findings):
              *[f"![{name[:-4].replace('_', ' ')}]({name})\n" for name in pictures]]
     (out / "report.md").write_text("\n".join(lines))
     return result
+
+
+def _settings_table(estimator) -> list[str]:
+    """The estimator's parameters that differ from its class defaults, as markdown table lines."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(type(estimator).__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    rows = [(k, v) for k, v in estimator.get_params(deep=False).items()
+            if k in defaults and not _same(v, defaults[k])]
+    lines = [f"## Model: {type(estimator).__name__}", ""]
+    if not rows:
+        return [*lines, "Every parameter at its default."]
+    return [*lines, "| parameter | value |", "|---|---|", *(f"| {k} | `{v!r}` |" for k, v in rows), "",
+            "Every other parameter at its default."]
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except (TypeError, ValueError):
+        return a is b
