@@ -111,7 +111,7 @@ class TestEvaluation:
         assert "confusion matrix" in str(result)
         write_evaluation_report(clf, X, names, tmp_path)
         assert {"report.md", "metrics.json", "confusion_matrix.png", "class_distribution.png", "history.png",
-                "tsne.png", "gradcam_covid.png", "gradcam_pneumonia.png"} <= {p.name for p in tmp_path.iterdir()}
+                "tsne.png", "gradcam_true_covid.png", "gradcam_true_pneumonia.png"} <= {p.name for p in tmp_path.iterdir()}
         assert json.loads((tmp_path / "metrics.json").read_text())["accuracy"] == pytest.approx(result.accuracy)
         assert "![confusion matrix](confusion_matrix.png)" in (tmp_path / "report.md").read_text()
 

@@ -88,8 +88,14 @@ def plot_feature_maps(clf, image, layer=None, max_maps=16):
     return fig
 
 
-def plot_gradcam(clf, image, class_index=None, layer=None, alpha=0.45):
-    """The X-ray with its Grad-CAM heatmap overlaid, titled with the explained class and probability."""
+def plot_gradcam(clf, image, class_index=None, layer=None, alpha=0.35, true_label=None):
+    """The X-ray beside the same film with its Grad-CAM heatmap overlaid.
+
+    The titles say the true class (``true_label``, when given), the predicted one and the class whose
+    evidence the map shows; the colour scale is relative to the image's own maximum (1 = where
+    the model looked most), not comparable between images.  The overlay is translucent and drawn
+    only where the map is above a tenth of its maximum, so the film stays visible under it.
+    """
     from PIL import Image
 
     from .plotting import new_figure
@@ -101,13 +107,15 @@ def plot_gradcam(clf, image, class_index=None, layer=None, alpha=0.45):
     heat = np.asarray(Image.fromarray((cam * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)) / 255.0
     proba = clf.predict_proba(np.asarray(rgb[None], dtype=np.float32))[0]
     idx = list(clf.classes_).index(label)
-    fig, (ax_img, ax_cam) = new_figure(2, 4.2, 4.4)
+    predicted = clf.classes_[int(np.argmax(proba))]
+    fig, (ax_img, ax_cam) = new_figure(2, 4.2, 4.6)
     ax_img.imshow(gray, cmap="gray")
-    ax_img.set_title("X-ray")
+    ax_img.set_title("X-ray" + (f" (true: {true_label})" if true_label is not None else ""))
     ax_cam.imshow(gray, cmap="gray")
-    overlay = ax_cam.imshow(heat, cmap="jet", alpha=alpha, vmin=0, vmax=1)
-    ax_cam.set_title(f"Grad-CAM: {label} (p={proba[idx]:.2f})")
-    fig.colorbar(overlay, ax=ax_cam, shrink=0.8, label="importance")
+    overlay = ax_cam.imshow(np.ma.masked_less(heat, 0.1), cmap="jet", alpha=alpha, vmin=0, vmax=1)
+    ax_cam.set_title(f"predicted: {predicted} (p={proba[int(np.argmax(proba))]:.2f})\n"
+                     f"Grad-CAM evidence for {label} (p={proba[idx]:.2f})", fontsize=9)
+    fig.colorbar(overlay, ax=ax_cam, shrink=0.8, label="relative to this image's maximum")
     for ax in (ax_img, ax_cam):
         ax.axis("off")
     fig.suptitle(f"What the model looked at (layer '{layer}')")

@@ -60,7 +60,7 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
             rows = np.flatnonzero(result.y_true == label)
             if len(rows):
                 image = take_rows(X, [int(rows[0])])[0]
-                pictures[f"gradcam_{label}.png"] = plot_gradcam(estimator, image)
+                pictures[f"gradcam_true_{label}.png"] = plot_gradcam(estimator, image, true_label=label)
     for name, fig in pictures.items():
         fig.savefig(out / name, dpi=110)
     (out / "metrics.json").write_text(json.dumps(result.as_dict(), indent=1))
