@@ -419,3 +419,15 @@ def test_mutation_free(fitted):
         before = array.copy()
         clf.predict_proba(array)
         np.testing.assert_array_equal(array, before)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: __import__("xrayest").TSNEEmbedding(perplexity=-1), "TSNEEmbedding: perplexity"),
+    (lambda: __import__("xrayest").TSNEEmbedding(n_components=5), "TSNEEmbedding: n_components"),
+    (lambda: __import__("xrayest").CascadeClassifier("root"), "CascadeClassifier: stages"),
+    (lambda: __import__("xrayest").CascadeClassifier([("root", "vgg16", None)]), "each stage must be"),
+])
+def test_meta_estimators_validate_their_parameters_at_fit(make, match):
+    X, y = make_images(12, 32, 2)
+    with pytest.raises(ValueError, match=match):
+        make().fit(X.reshape(12, -1).astype(float) if "TSNE" in match else X, y)

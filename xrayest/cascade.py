@@ -7,6 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .inputs import take_rows
+from .params import constraints_for, validate_params
 
 __all__ = ["CascadeClassifier"]
 
@@ -123,8 +124,15 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"stages {sorted(unused)} are never reached from {ROOT!r}")
         return plan
 
+    _parameter_constraints = constraints_for("stages")
+
     def fit(self, X, y):
         """Fit each stage on the images that reach it, with the stage's own labels."""
+        validate_params(self)
+        bad = [stage for stage in self.stages if len(stage) != 3 or not isinstance(stage[0], str)
+               or not hasattr(stage[1], "fit")]
+        if bad:
+            raise ValueError(f"CascadeClassifier: each stage must be (name, estimator, groups); got {bad[0]!r}")
         y = np.asarray(y)
         if y.ndim != 1 and not (y.ndim == 2 and y.shape[1] == 1):
             raise ValueError(f"CascadeClassifier splits one class per image; y has shape {y.shape} (a multi-label "

@@ -9,6 +9,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .params import constraints_for, validate_params
+
 __all__ = ["TSNEEmbedding"]
 
 
@@ -61,9 +63,13 @@ class TSNEEmbedding(TransformerMixin, BaseEstimator):
                          if use_pca else None)
         return X if self.pca_ is None else self.pca_.transform(X)
 
+    _parameter_constraints = constraints_for("n_components", "perplexity", "pca_components", "n_iter", "metric",
+                                             "random_state", "n_jobs")
+
     def fit(self, X, y=None):
         from openTSNE import TSNE
 
+        validate_params(self)
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=4)
         Z = self._reduce(X, fit=True)
         perplexity = float(self.perplexity)

@@ -195,6 +195,15 @@ PARAMETERS = {
     "verbose": [Interval(Integral, 0, None), InstanceOf(bool, "a bool")],
     "estimator": [_Classifier()],
     "n_members": [_POSITIVE_INT],
+    # TSNEEmbedding
+    "n_components": [Interval(Integral, 1, 3)],
+    "perplexity": [Interval(Real, 0, None, "neither")],
+    "pca_components": [_NoneConstraint(), _POSITIVE_INT],
+    "n_iter": [_POSITIVE_INT],
+    "metric": [InstanceOf(str, "a metric name")],
+    "n_jobs": [Interval(Integral, -1, None)],
+    # CascadeClassifier (the stages themselves are checked against the labels at fit)
+    "stages": [SequenceOf(InstanceOf(tuple, "a (name, estimator, groups) tuple"))],
 }
 
 
