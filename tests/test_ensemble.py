@@ -54,6 +54,10 @@ class TestEnsemble:
         # a single classifier still loads as one
         single = ensemble.estimators_[0]
         assert isinstance(xrayest.load(single.save(tmp_path / "one.keras")), XrayCNNClassifier)
+        from xrayest.classifier import load as load_one
+
+        with pytest.raises(ValueError, match="holds a EnsembleClassifier, not one classifier: read it with"):
+            load_one(tmp_path / "ensemble.keras")
 
     def test_grid_search_reaches_the_members_and_clone_keeps_params(self, binary_images):
         X, y = binary_images

@@ -610,6 +610,8 @@ def load(path, device="auto") -> XrayCNNClassifier:
 
     with device_scope(device):
         model, meta = read_model(path)
+    if meta.get("estimator", "XrayCNNClassifier") != "XrayCNNClassifier":
+        raise ValueError(f"{path} holds a {meta['estimator']}, not one classifier: read it with xrayest.load")
     return from_saved(model, meta, path, device)
 
 
