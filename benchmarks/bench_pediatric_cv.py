@@ -14,7 +14,7 @@ With several seeds, the mean of their probabilities is scored too (a seed ensemb
 table to RESULTS.md; --save writes every probability to an .npz for later analysis.
 
     python benchmarks/bench_pediatric_cv.py --recipe sutd_cnn [--n 1500] [--folds 5] [--epochs 20]
-        [--seeds 0,1] [--equalize] [--set key=value ...] [--save out.npz]
+        [--seeds 0,1] [--equalize] [--swa N] [--set key=value ...] [--save out.npz]
 """
 
 from __future__ import annotations
@@ -111,6 +111,8 @@ def main():
     parser.add_argument("--equalize", action="store_true", help="histogram-equalise every image before fitting")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an estimator parameter over the recipe's (a Python literal, else a string)")
+    parser.add_argument("--swa", type=int, default=0,
+                        help="stochastic weight averaging over the last N epochs (xrayest.training.WeightAveraging)")
     parser.add_argument("--label", default="", help="name of this variant in the table")
     parser.add_argument("--save", default="", help="write labels and probabilities to this .npz")
     parser.add_argument("--fit-all", action="store_true",
@@ -133,6 +135,10 @@ def main():
             overrides[key] = value
     if args.epochs:
         overrides["epochs"] = args.epochs
+    if args.swa:
+        from xrayest.training import WeightAveraging
+
+        overrides["callbacks"] = [WeightAveraging(args.swa)]
     seeds = [int(s) for s in args.seeds.split(",")]
     X, y = load_pediatric(args.n)
     X_bu, y_bu = load_bu_proxy()

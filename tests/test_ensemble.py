@@ -142,3 +142,27 @@ def test_pediatric_pneumonia_recipe_and_its_ensemble(tmp_path):
     assert ensemble.predict_proba(X).shape == (24, 3) and set(ensemble.predict(X)) <= set(labels)
     with pytest.raises(ValueError, match="classes and normal are for the cascade recipe"):
         make_recipe("pediatric_pneumonia", classes=("normal", "viral"))
+
+
+def test_weight_averaging_ends_with_the_mean_of_the_last_epochs_weights(multiclass_images):
+    import keras
+
+    from xrayest.training import WeightAveraging
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.kernels = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.kernels.append(self.model.get_layer("head").get_layer("output").get_weights()[0])
+
+    X, y = multiclass_images
+    recorder = Recorder()
+    clf = member(epochs=4, augment="light", random_state=0, callbacks=[recorder, WeightAveraging(last_epochs=3)])
+    clf.fit(X, y)
+    assert len(recorder.kernels) == 4
+    np.testing.assert_allclose(clf.head_.get_layer("output").get_weights()[0], np.mean(recorder.kernels[1:], 0),
+                               rtol=1e-5, atol=1e-6)
+    assert clf.predict_proba(X).shape == (30, 3)
+    with pytest.raises(ValueError, match="last_epochs must be a positive int"):
+        WeightAveraging(0)

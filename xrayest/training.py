@@ -33,7 +33,7 @@ from sklearn.model_selection import StratifiedShuffleSplit, ShuffleSplit
 
 __all__ = ["Phase", "TrainingPlan", "plan_training", "choose_loop", "run_phase", "recalibrate_batch_norm",
            "RecalibratedValidation", "has_trainable_batch_norm",
-           "stratified_split", "EpochTimer", "fit_callbacks", "sample_weights"]
+           "stratified_split", "EpochTimer", "WeightAveraging", "fit_callbacks", "sample_weights"]
 
 
 def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None, groups=None):
@@ -82,6 +82,52 @@ def _group_split(labels, groups, fraction, random_state):
     if len(train) == 0 or len(val) == 0:
         raise ValueError(f"validation_split={fraction} with {n_groups} groups leaves no data on one side")
     return np.sort(train), np.sort(val)
+
+
+class WeightAveraging(keras.callbacks.Callback):
+    """Stochastic weight averaging: the model ends with the mean of its weights over the last epochs.
+
+    Weights are taken at the end of each of the last ``last_epochs`` epochs of a phase and their
+    mean is set when training ends (Izmailov et al. 2018, "Averaging weights leads to wider optima and
+    better generalization").  A network trained on images then has its BatchNorm statistics
+    recalibrated for the averaged weights (:func:`recalibrate_batch_norm`), as every such fit does.
+    Pass it as ``XrayCNNClassifier(callbacks=[WeightAveraging(10)])``.
+
+    Examples
+    --------
+    >>> import numpy as np, keras
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> averaging = WeightAveraging(last_epochs=2)
+    >>> _ = model.fit(np.ones((4, 2)), np.ones(4), epochs=3, verbose=0, callbacks=[averaging])
+    >>> averaging.averaged
+    2
+    """
+
+    def __init__(self, last_epochs=5):
+        super().__init__()
+        if isinstance(last_epochs, bool) or not isinstance(last_epochs, int) or last_epochs < 1:
+            raise ValueError(f"WeightAveraging: last_epochs must be a positive int; got {last_epochs!r}")
+        self.last_epochs = last_epochs
+
+    def __repr__(self):
+        return f"WeightAveraging(last_epochs={self.last_epochs})"
+
+    def on_train_begin(self, logs=None):
+        self._sum, self.averaged = None, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch < int(self.params.get("epochs", 0)) - self.last_epochs:
+            return
+        weights = [np.asarray(w, np.float64) for w in self.model.get_weights()]
+        self._sum = weights if self._sum is None else [s + w for s, w in zip(self._sum, weights)]
+        self.averaged += 1
+
+    def on_train_end(self, logs=None):
+        if self._sum is not None and self.averaged > 1:
+            current = self.model.get_weights()
+            self.model.set_weights([(s / self.averaged).astype(c.dtype) for s, c in zip(self._sum, current)])
+        self._sum = None
 
 
 class EpochTimer(keras.callbacks.Callback):
