@@ -65,9 +65,9 @@ def layer_seeds(seed, count: int) -> list:
     """
     if seed is None:
         return [None] * count
-    import numpy as np
+    from .seeding import derive_seeds
 
-    return [int(s) for s in np.random.SeedSequence(int(seed)).generate_state(count) % (2**31 - 1)]
+    return derive_seeds(seed, count)
 
 
 def build_augmentation(config: dict, seed=None):

@@ -14,7 +14,7 @@ from .cache import estimator_cache
 from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head
-from .inputs import as_image_source, check_labels, check_n_features
+from .inputs import as_image_source, check_labels, check_n_features, missing_positions
 from .multilabel import (MaskedBinaryCrossentropy, check_multilabel, dense_target, is_multilabel,
                          masked_subset_accuracy)
 from .multilabel import accuracy_metric as multilabel_accuracy
@@ -570,7 +570,7 @@ def _check_groups(groups, n_images: int) -> np.ndarray:
     if groups.ndim != 1 or len(groups) != n_images:
         raise ValueError(f"groups must hold one group (patient) per image: {n_images} images, groups of shape "
                          f"{groups.shape}")
-    missing = [i for i, g in enumerate(groups.tolist()) if g is None or (isinstance(g, float) and np.isnan(g))]
+    missing = missing_positions(groups.tolist())
     if missing:
         raise ValueError(f"groups has {len(missing)} missing entries (None or NaN) at positions "
                          f"{', '.join(map(str, missing[:5]))}: every image needs its patient")

@@ -29,18 +29,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .params import constraints_for, validate_params
+from .seeding import derive_seeds
 
 __all__ = ["EnsembleClassifier", "member_seeds"]
 
 
 def member_seeds(random_state, n_members: int) -> list[int]:
-    """The ``random_state`` of each member: distinct, derived from ``random_state`` (fresh when None).
-
-    >>> member_seeds(0, 3) == member_seeds(0, 3), len(set(member_seeds(0, 3)))
-    (True, 3)
-    """
-    sequence = np.random.SeedSequence(None if random_state is None else int(random_state))
-    return [int(s) for s in sequence.generate_state(int(n_members)) % (2**31 - 1)]
+    """The ``random_state`` of each member: distinct, derived from ``random_state`` (fresh when None)."""
+    return derive_seeds(random_state, n_members)
 
 
 class EnsembleClassifier(ClassifierMixin, BaseEstimator):

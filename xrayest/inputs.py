@@ -387,6 +387,19 @@ def take_rows(X, rows):
     return [X[int(i)] for i in rows]
 
 
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and np.isnan(value))
+
+
+def missing_positions(values) -> list[int]:
+    """Positions of the None or NaN entries of a 1-D sequence (labels, patient groups)."""
+    return [i for i, value in enumerate(values) if _is_missing(value)]
+
+
+def _first(positions, shown=5) -> str:
+    return ", ".join(map(str, positions[:shown])) + (", ..." if len(positions) > shown else "")
+
+
 def check_labels(y, n_images: int):
     """Class labels as a 1-D array, checked against X: ``(classes, encoded)``.
 
@@ -401,18 +414,14 @@ def check_labels(y, n_images: int):
 
     if y is None:
         raise ValueError("XrayCNNClassifier requires y to be passed, but the target y is None")
-    def is_missing(v):
-        return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
-
     def refuse_missing(values):
-        missing = np.flatnonzero([is_missing(v) for v in values])
-        if len(missing):
-            where = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
-            raise ValueError(f"y has {len(missing)} missing labels (None or NaN) at positions {where}")
+        missing = missing_positions(values)
+        if missing:
+            raise ValueError(f"y has {len(missing)} missing labels (None or NaN) at positions {_first(missing)}")
 
     if isinstance(y, (list, tuple)) or (isinstance(y, np.ndarray) and y.dtype == object):
         raw = np.asarray(y, dtype=object)
-        kinds = {"text" if isinstance(v, (str, bytes)) else "number" for v in np.ravel(raw) if not is_missing(v)}
+        kinds = {"text" if isinstance(v, (str, bytes)) else "number" for v in np.ravel(raw) if not _is_missing(v)}
         if len(kinds) > 1:
             raise ValueError("y mixes text and numeric labels (e.g. 'covid' and 1); use one type for every label")
         if raw.ndim == 1:  # before numpy turns a NaN among strings into the string "nan"

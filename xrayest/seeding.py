@@ -7,7 +7,17 @@ import random
 
 import numpy as np
 
-__all__ = ["seeded", "reseed_initial_weights"]
+__all__ = ["seeded", "reseed_initial_weights", "derive_seeds"]
+
+
+def derive_seeds(seed, count: int) -> list[int]:
+    """``count`` distinct seeds drawn from ``seed`` (NumPy's SeedSequence; fresh entropy when None).
+
+    >>> derive_seeds(0, 3) == derive_seeds(0, 3), len(set(derive_seeds(0, 3)))
+    (True, 3)
+    """
+    sequence = np.random.SeedSequence(None if seed is None else int(seed))
+    return [int(s) for s in sequence.generate_state(int(count)) % (2**31 - 1)]
 
 
 @contextlib.contextmanager
