@@ -107,6 +107,8 @@ class MultilabelEvaluation:
 
 
 def _evaluate_multilabel(estimator, X, y, findings, n_bootstraps, random_state) -> MultilabelEvaluation:
+    from .multilabel import masked_subset_accuracy
+
     y = np.asarray(y)
     proba = estimator.predict_proba(X)
     if y.shape != proba.shape:
@@ -125,7 +127,7 @@ def _evaluate_multilabel(estimator, X, y, findings, n_bootstraps, random_state) 
                                   "recall": float(r), "f1": float(f), "positives": int((truth == 1).sum())}
         if np.isfinite(auc):
             aucs.append(auc)
-    subset = float(np.mean(np.all((pred == y) | (y == -1), axis=1)))
+    subset = masked_subset_accuracy(y, pred)
     return MultilabelEvaluation(findings=findings, per_finding=per_finding,
                                 macro_auc=float(np.mean(aucs)) if aucs else float("nan"), subset_accuracy=subset,
                                 y_true=y, y_pred=pred, proba=proba)
