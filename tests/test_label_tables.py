@@ -59,3 +59,53 @@ def test_excel_cp1252_and_gzip_tables_read(tmp_path):
     broken.write_bytes(b"not gzip at all")
     with pytest.raises(ValueError, match="broken.csv.gz cannot be read"):
         load_label_table(broken, "path", label_column="label", check_files=False)
+
+
+def test_a_dataframe_read_by_pandas_gives_what_the_file_gives(tmp_path):
+    pd = pytest.importorskip("pandas")
+    text = "Path,Edema,Cardiomegaly,Patient\np1/a.jpg,1.0,,7\np1/b.jpg,-1.0,0.0,7\np2/c.jpg,,1.0,9\n"
+    csv_path = write(tmp_path / "t.csv", text)
+    from_file = load_label_table(csv_path, "Path", label_columns=["Edema", "Cardiomegaly"], uncertain="ignore",
+                                 patient_column="Patient", check_files=False)
+    frame = pd.read_csv(csv_path)  # floats with NaN for blank, ints for the patient column
+    from_frame = load_label_table(frame, "Path", label_columns=["Edema", "Cardiomegaly"], uncertain="ignore",
+                                  patient_column="Patient", root=tmp_path, check_files=False)
+    assert from_file.y.tolist() == from_frame.y.tolist() == [[1, 0], [-1, 0], [0, 1]]
+    assert from_file.paths.tolist() == from_frame.paths.tolist()
+    assert from_file.groups.tolist() == from_frame.groups.tolist() == ["7", "7", "9"]
+    out = from_file.to_frame()
+    assert out.columns.tolist() == ["path", "Edema", "Cardiomegaly", "patient"] and out["Edema"].tolist() == [1, -1, 0]
+
+
+@pytest.mark.parametrize("suffix", [".bz2", ".xz", ".zip"])
+def test_compressed_tables_read(tmp_path, suffix):
+    import bz2
+    import lzma
+    import zipfile
+
+    text = "path,label\na.png,normal\nb.png,covid\n"
+    path = tmp_path / f"t.csv{suffix}"
+    if suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("t.csv", text)
+    else:
+        path.write_bytes((bz2 if suffix == ".bz2" else lzma).compress(text.encode()))
+    assert load_label_table(path, "path", label_column="label", check_files=False).y.tolist() == ["normal", "covid"]
+
+
+def test_the_cli_reads_a_gzipped_table(tmp_path, capsys):
+    from PIL import Image
+
+    from xrayest.cli import main
+
+    rows = []
+    for i in range(8):
+        name = f"img{i}.png"
+        Image.fromarray(np.full((16, 16), 40 * (i % 2) + i, np.uint8)).save(tmp_path / name)
+        rows.append(f"{name},{'normal' if i % 2 else 'covid'},p{i // 2}")
+    (tmp_path / "labels.csv.gz").write_bytes(gzip.compress(("path,label,Patient ID\n" + "\n".join(rows)).encode()))
+    model = tmp_path / "m.keras"
+    assert main(["fit", "--labels", str(tmp_path / "labels.csv.gz"), "--path-column", "path", "--label-column",
+                 "label", "--backbone", "small_cnn", "--weights", "none", "--image-size", "16", "--epochs", "1",
+                 "-q", "--out", str(model)]) == 0, capsys.readouterr().err
+    assert model.is_file()

@@ -22,6 +22,8 @@ _EXPORTS = {
     "find_duplicates": "datasets",
     "make_synthetic_findings": "datasets",
     "load_label_table": "labels",
+    "read_table": "labels",
+    "LabelTable": "labels",
     "read_dicom": "dicom",
     "featurize": "distributed",
     "FeatureStore": "feature_store",

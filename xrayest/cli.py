@@ -298,19 +298,18 @@ def _load_data(args, classes=None):
             raise UserError("give DATA_DIR (class sub-folders) or --labels TABLE.csv")
         X, y = _load_folder(args.data_dir, classes)
         return X, y, None, None
-    import csv as csv_module
+    from .labels import load_label_table, read_table
 
-    from .labels import load_label_table
-
-    with open(args.labels, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv_module.reader(fh), [])
+    frame = read_table(args.labels)  # once: its columns decide the default patient column
+    header = [str(c) for c in frame.columns]
     multi = args.label_columns or (args.sep and args.sep.lower() != "none")
     table = load_label_table(
-        args.labels, args.path_column,
+        frame, args.path_column,
         label_column=None if args.label_columns else args.label_column,
         label_columns=_classes(args.label_columns), sep=args.sep if multi and not args.label_columns else None,
         none_label=args.none_label, uncertain=args.uncertain,
-        patient_column=_patient_column(args, header), root=args.data_dir)
+        patient_column=_patient_column(args, header),
+        root=args.data_dir if args.data_dir is not None else Path(args.labels).parent)
     return list(table.paths), table.y, table.groups, table.labels if table.y.ndim == 2 else None
 
 
