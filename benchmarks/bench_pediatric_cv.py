@@ -13,8 +13,13 @@ of it). Each fold trains one model per seed of --seeds; every model is scored on
 With several seeds, the mean of their probabilities is scored too (a seed ensemble). Appends a
 table to RESULTS.md; --save writes every probability to an .npz for later analysis.
 
+--snapshots keeps the weights after every epoch and scores each of them (BatchNorm recalibrated on
+the fold's training images, as fit does at its end) and their means over the last 3, 5 and 10 epochs
+(stochastic weight averaging, what ``training.WeightAveraging`` does in one fit): the curve of CV and
+BU-proxy accuracy over epochs, and SWA against the last epoch on the same runs.
+
     python benchmarks/bench_pediatric_cv.py --recipe sutd_cnn [--n 1500] [--folds 5] [--epochs 20]
-        [--seeds 0,1] [--equalize] [--swa N] [--set key=value ...] [--save out.npz]
+        [--seeds 0,1] [--equalize] [--swa N] [--snapshots] [--set key=value ...] [--save out.npz]
 """
 
 from __future__ import annotations
@@ -101,6 +106,52 @@ def evaluate(y_test, p_test, prior, y_bu, p_bu, rng_seed):
     return out
 
 
+SWA_LAST = (3, 5, 10)
+
+
+def snapshot_callback():
+    """A Keras callback keeping the model's weights after every epoch in ``.weights``."""
+    import keras
+
+    class Snapshots(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.weights = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.weights.append(self.model.get_weights())
+
+    return Snapshots()
+
+
+def snapshot_probas(clf, snapshots, X_train, targets):
+    """Probabilities on each of ``targets`` for every epoch's weights, then for SWA over the last N epochs.
+
+    Returns ``{name: [proba per target]}`` with names ``epoch1..epochE`` and ``swa3``, ``swa5``, ``swa10``;
+    the estimator ends with its own fitted weights and BatchNorm statistics.
+    """
+    import numpy as np
+
+    from xrayest.inputs import as_image_source
+    from xrayest.pipeline import ImageStore
+    from xrayest.training import recalibrate_batch_norm
+
+    store = ImageStore.from_source(as_image_source(X_train), clf.image_size_)
+    rows = np.random.default_rng(0).permutation(len(X_train))[:2048]
+    model, final = clf.model_, clf.model_.get_weights()
+    sets = {f"epoch{e + 1}": w for e, w in enumerate(snapshots)}
+    for n in SWA_LAST:
+        if n < len(snapshots):
+            sets[f"swa{n}"] = [np.mean([s[i] for s in snapshots[-n:]], axis=0).astype(w.dtype)
+                               for i, w in enumerate(snapshots[-1])]
+    out = {}
+    for name, weights in sets.items():
+        model.set_weights(weights)
+        recalibrate_batch_norm(clf.trunk_.model, store.batches(rows, clf.batch_size))
+        out[name] = [None if X is None else clf.predict_proba(X) for X in targets]
+    model.set_weights(final)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="sutd_cnn")
@@ -113,6 +164,8 @@ def main():
                         help="an estimator parameter over the recipe's (a Python literal, else a string)")
     parser.add_argument("--swa", type=int, default=0,
                         help="stochastic weight averaging over the last N epochs (xrayest.training.WeightAveraging)")
+    parser.add_argument("--snapshots", action="store_true",
+                        help="score every epoch's weights and SWA over the last 3/5/10 epochs (see above)")
     parser.add_argument("--label", default="", help="name of this variant in the table")
     parser.add_argument("--save", default="", help="write labels and probabilities to this .npz")
     parser.add_argument("--fit-all", action="store_true",
@@ -149,14 +202,20 @@ def main():
         return fit_all(args, overrides, seeds[0], X, y, X_bu, y_bu)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(X, y))
     results, saved, fit_seconds = {"single": [], "ensemble": []}, {}, []
+    curves = {}  # snapshot name -> evaluations over folds x seeds
     for f, (train, test) in enumerate(folds):
         prior = np.array([np.mean(y[train] == c) for c in CLASSES])
         p_tests, p_bus = [], []
         for seed in seeds:
-            clf = make_recipe(args.recipe, **{**overrides, "random_state": seed})
+            snapshots = snapshot_callback() if args.snapshots else None
+            extra = {"callbacks": [*overrides.get("callbacks", []), snapshots]} if snapshots else {}
+            clf = make_recipe(args.recipe, **{**overrides, **extra, "random_state": seed})
             start = time.perf_counter()
             clf.fit(X[train], y[train])
             fit_seconds.append(time.perf_counter() - start)
+            if snapshots:
+                for name, (p_t, p_b) in snapshot_probas(clf, snapshots.weights, X[train], [X[test], X_bu]).items():
+                    curves.setdefault(name, []).append(evaluate(y[test], p_t, prior, y_bu, p_b, f))
             assert list(clf.classes_) == CLASSES
             p_tests.append(clf.predict_proba(X[test]))
             p_bus.append(None if X_bu is None else clf.predict_proba(X_bu))
@@ -189,6 +248,8 @@ def main():
         rows.append([label, *cells])
     table = markdown_table(["model", "CV acc", "macro-F1", "recall normal", "recall bacterial", "recall viral",
                             "38/39/23 mix acc", "mix + EM", "BU proxy acc", "BU normal recall", "BU + EM"], rows)
+    if curves:
+        table += "\n\n" + curve_table(curves, keys)
     print(table)
     append_results(f"bench_pediatric_cv: {args.folds}-fold CV, {len(X)} pediatric_cxr images",
                    table, notes=f"Overrides {overrides or 'none'}; seeds {seeds}; equalize={args.equalize}; "
@@ -199,23 +260,69 @@ def main():
                                 f"{0 if y_bu is None else len(y_bu)} BU non-COVID films at 150 px.")
 
 
+def mean_sd(runs, key):
+    import numpy as np
+
+    values = np.array([r[key] for r in runs if key in r])
+    if not len(values):
+        return "-"
+    return f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
+
+
+def curve_table(curves, keys):
+    """Snapshot scores: SWA rows against the last epoch, paired differences, then the curve per epoch."""
+    import numpy as np
+
+    epochs = sorted((k for k in curves if k.startswith("epoch")), key=lambda k: int(k[5:]))
+    last = curves[epochs[-1]]
+    rows = [[f"{name} (snapshots)", *[mean_sd(curves[name], key) for key in keys]]
+            for name in [epochs[-1], *[k for k in curves if k.startswith("swa")]]]
+    paired = []
+    for name in [k for k in curves if k.startswith("swa")]:
+        cells = []
+        for key in ("cv_acc", "cv_f1", "bu_acc", "bu_recall_normal"):
+            d = np.array([r[key] - q[key] for r, q in zip(curves[name], last) if key in r])
+            cells.append(f"{d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else 0:.3f}" if len(d) else "-")
+        paired.append([f"{name} - {epochs[-1]}", *cells])
+    per_epoch = [[k[5:], *[mean_sd(curves[k], key) for key in ("cv_acc", "cv_f1", "cv_recall_normal",
+                                                                "cv_recall_viral", "bu_acc", "bu_recall_normal")]]
+                 for k in epochs]
+    return "\n\n".join([
+        markdown_table(["weights", "CV acc", "macro-F1", "recall normal", "recall bacterial", "recall viral",
+                        "38/39/23 mix acc", "mix + EM", "BU proxy acc", "BU normal recall", "BU + EM"], rows),
+        markdown_table(["paired difference", "CV acc", "macro-F1", "BU proxy acc", "BU normal recall"], paired),
+        markdown_table(["epoch", "CV acc", "macro-F1", "recall normal", "recall viral", "BU proxy acc",
+                        "BU normal recall"], per_epoch)])
+
+
 def fit_all(args, overrides, seed, X, y, X_bu, y_bu):
     """The recipe fitted on every image once: its fit time, and its score on the BU proxy."""
     import numpy as np
 
     from xrayest import make_recipe
 
-    clf = make_recipe(args.recipe, **{**overrides, "random_state": seed})
+    snapshots = snapshot_callback() if args.snapshots else None
+    extra = {"callbacks": [*overrides.get("callbacks", []), snapshots]} if snapshots else {}
+    clf = make_recipe(args.recipe, **{**overrides, **extra, "random_state": seed})
     start = time.perf_counter()
     clf.fit(X, y)
     fit_s = time.perf_counter() - start
     row = [args.label or args.recipe, len(X), f"{fit_s:.0f}", f"{fit_s / 60:.1f}"]
+    prior = np.array([np.mean(y == c) for c in CLASSES])
     if X_bu is not None:
-        prior = np.array([np.mean(y == c) for c in CLASSES])
         out = evaluate(y_bu, clf.predict_proba(X_bu), prior, y_bu, clf.predict_proba(X_bu), 0)
         row += [f"{out['bu_acc']:.3f}", f"{out['bu_recall_normal']:.3f}", f"{out['bu_em_acc']:.3f}"]
     table = markdown_table(["model", "images", "fit s", "fit min", "BU proxy acc", "BU normal recall", "BU + EM"],
                            [row])
+    if snapshots and X_bu is not None:
+        rows = []
+        for name, (p_bu,) in snapshot_probas(clf, snapshots.weights, X, [X_bu]).items():
+            bu = scores(y_bu, p_bu)
+            rows.append([name, *[f"{bu[k]:.3f}" for k in ("acc", "f1", "recall_normal", "recall_bacterial",
+                                                           "recall_viral")]])
+        table += "\n\n" + markdown_table(["weights", "BU proxy acc", "BU macro-F1", "BU recall normal",
+                                           "BU recall bacterial", "BU recall viral"], rows)
+    print(table)
     append_results(f"bench_pediatric_cv --fit-all: {args.label or args.recipe} on {len(X)} pediatric_cxr images",
                    table, notes=f"Overrides {overrides or 'none'}; random_state {seed}; equalize={args.equalize}.")
 
