@@ -81,6 +81,20 @@ class TestCli:
             assert command in out
         assert "usage: xrayest fit" in run_cli("fit", "--help").stdout
 
+    def test_the_cli_takes_the_defaults_of_the_functions_it_calls(self):
+        import inspect
+
+        from xrayest import XrayCNNClassifier
+        from xrayest.cli import CLASSIFIER_DEFAULTS, FEATURIZE_DEFAULTS, build_parser
+        from xrayest.distributed import featurize
+
+        for function, defaults in ((XrayCNNClassifier, CLASSIFIER_DEFAULTS), (featurize, FEATURIZE_DEFAULTS)):
+            signature = inspect.signature(function).parameters
+            assert {name: signature[name].default for name in defaults} == defaults, function
+        fit = build_parser().parse_args(["fit", "data", "--out", "m.keras"])
+        assert (fit.backbone, fit.epochs, fit.batch_size, fit.image_size) == ("vgg16", 20, 32, None)
+        assert build_parser().parse_args(["featurize", "data", "--out", "f.zarr"]).backbone == "xception"
+
     def test_library_advice_is_given_in_cli_words(self, image_folder, tmp_path, capsys):
         from xrayest.cli import _cli_words, main
 

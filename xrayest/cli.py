@@ -74,23 +74,46 @@ def _parse_params(items, grid=False):
     return params
 
 
+# The options that set a model, each a (type, help) pair.  Their defaults are those of the function they
+# feed (XrayCNNClassifier for fit/grid, featurize for featurize), written out here so that building the
+# parser (--help) imports no TensorFlow; tests/test_persistence_cli.py checks they equal the signatures.
+_MODEL_OPTIONS = {
+    "backbone": (str, "vgg16, vgg19, resnet50, densenet121, inceptionv3, xception, mobilenetv2, efficientnetb0, "
+                      "small_cnn, residual_cnn, sutd_cnn, sutd_residual"),
+    "weights": (str, "imagenet, none, or a .weights.h5 file (offline: set XRAYEST_WEIGHTS_DIR or pass a file)"),
+    "image_size": (int, "side in pixels images are resized to"),
+    "pooling": (str, "avg or max"),
+    "epochs": (int, "training epochs"),
+    "batch_size": (int, "images per step"),
+    "learning_rate": (float, "Adam's learning rate"),
+    "device": (str, "auto, cpu, gpu or gpu:N"),
+    "precision": (str, "float32 or bfloat16 (faster on CPUs with AMX and on recent GPUs)"),
+    "random_state": (int, "seed of weights, shuffling and augmentation"),
+}
+_CHOICES = {"precision": ["float32", "bfloat16"], "pooling": ["avg", "max"]}
+CLASSIFIER_DEFAULTS = dict(backbone="vgg16", weights="imagenet", image_size=None, epochs=20, batch_size=32,
+                           learning_rate=1e-3, device="auto", precision="float32", random_state=None)
+FEATURIZE_DEFAULTS = dict(backbone="xception", weights="imagenet", image_size=None, pooling="avg",
+                          precision="float32", batch_size=32, device="cpu", random_state=None)
+# A command line run repeats by default; XrayCNNClassifier's own random_state=None draws anew each fit.
+_CLI_OVERRIDES = {"random_state": 0}
+
+
+def _add_options(group, defaults, names, helps=None):
+    """``--name`` options for ``names`` of :data:`_MODEL_OPTIONS`, with ``defaults`` shown as the CLI spells them."""
+    for name in names:
+        kind, text = _MODEL_OPTIONS[name]
+        default = _CLI_OVERRIDES.get(name, defaults[name])
+        shown = ("the backbone's" if name == "image_size" else "none") if default is None else default
+        group.add_argument("--" + name.replace("_", "-"), type=kind, choices=_CHOICES.get(name),
+                           default=None if default is None else default,
+                           help=f"{(helps or {}).get(name, text)} (default: {shown})")
+
+
 def _add_model_options(p):
-    g = p.add_argument_group("model")
-    g.add_argument("--backbone", default="xception",
-                   help="vgg16, vgg19, resnet50, densenet121, inceptionv3, xception, mobilenetv2, efficientnetb0, "
-                        "small_cnn, residual_cnn, sutd_cnn, sutd_residual (default: %(default)s)")
-    g.add_argument("--weights", default="imagenet",
-                   help="imagenet, none, or a .weights.h5 file (default: %(default)s; offline: set "
-                        "XRAYEST_WEIGHTS_DIR or pass a file)")
-    g.add_argument("--image-size", type=int, help="side in pixels images are resized to (default: the backbone's)")
-    g.add_argument("--epochs", type=int, default=40, help="default: %(default)s")
-    g.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
-    g.add_argument("--learning-rate", type=float, default=1e-3, help="default: %(default)s")
-    g.add_argument("--device", default="auto", help="auto, cpu, gpu or gpu:N (default: %(default)s)")
-    g.add_argument("--precision", default="float32", choices=["float32", "bfloat16"],
-                   help="backbone arithmetic; bfloat16 is faster on CPUs with AMX and recent GPUs "
-                        "(default: %(default)s)")
-    g.add_argument("--random-state", type=int, default=0, help="seed (default: %(default)s)")
+    g = p.add_argument_group("model (defaults: XrayCNNClassifier's)")
+    _add_options(g, CLASSIFIER_DEFAULTS, ["backbone", "weights", "image_size", "epochs", "batch_size",
+                                                       "learning_rate", "device", "precision", "random_state"])
     g.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="any other XrayCNNClassifier parameter, e.g. --param dropout=0.3 --param hidden_units=256,64")
     p.add_argument("--classes", help="comma-separated class folders to use, e.g. covid,normal (default: all)")
@@ -161,15 +184,11 @@ def build_parser():
                                    "cluster, --scheduler ADDRESS uses a running one; neither: this process.")
     p.add_argument("folder", metavar="FOLDER", help="images (class sub-folders give labels)")
     p.add_argument("--out", required=True, metavar="STORE", help="the Zarr store (e.g. features.zarr)")
-    p.add_argument("--backbone", default="xception", help="default: %(default)s")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none or a .weights.h5 file (default: %(default)s)")
-    p.add_argument("--image-size", type=int, help="side in pixels (default: the backbone's)")
-    p.add_argument("--pooling", default="avg", choices=["avg", "max"], help="default: %(default)s")
-    p.add_argument("--precision", default="float32", choices=["float32", "bfloat16"], help="default: %(default)s")
+    _add_options(p.add_argument_group("trunk (defaults: xrayest.distributed.featurize's)"), FEATURIZE_DEFAULTS,
+                 ["backbone", "weights", "image_size", "pooling", "precision", "batch_size", "device", "random_state"],
+                 helps={"device": "device of each task: cpu, gpu or gpu:N",
+                        "random_state": "seed of random weights"})
     p.add_argument("--chunk", type=int, default=256, help="images per task and per Zarr chunk (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    p.add_argument("--device", default="cpu", help="device of each task: cpu, gpu or gpu:N (default: %(default)s)")
-    p.add_argument("--random-state", type=int, default=0, help="seed of random weights (default: %(default)s)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
     where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
