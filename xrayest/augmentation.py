@@ -2,16 +2,18 @@
 
 ``augment=`` takes a preset name or a dict of these keys (plain data):
 
-| key | layer | meaning |
-|---|---|---|
-| rotation | RandomRotation | max angle as a fraction of a full turn (0.05 = 18 degrees) |
-| zoom | RandomZoom | max zoom in/out fraction |
-| shift | RandomTranslation | max shift as a fraction of height/width |
-| horizontal_flip | RandomFlip | True to mirror left-right (moves the heart: off in every preset) |
-| brightness | RandomBrightness | max change as a fraction of the 0-255 range |
-| contrast | RandomContrast | max contrast factor change |
-| crop | RandomZoom (zoom-in only) | random resized crop keeping at least 1 - crop of each side |
-| sharpness | RandomSharpness | blur or sharpen by up to this much (0.5: from fully blurred to twice as sharp) |
+=============== ========================= ==============================================================================
+key             layer                     meaning
+=============== ========================= ==============================================================================
+rotation        RandomRotation            max angle as a fraction of a full turn (0.05 = 18 degrees)
+zoom            RandomZoom                max zoom in/out fraction
+shift           RandomTranslation         max shift as a fraction of height/width
+horizontal_flip RandomFlip                True to mirror left-right (moves the heart: off in every preset)
+brightness      RandomBrightness          max change as a fraction of the 0-255 range
+contrast        RandomContrast            max contrast factor change
+crop            RandomZoom (zoom-in only) random resized crop keeping at least 1 - crop of each side
+sharpness       RandomSharpness           blur or sharpen by up to this much (0.5: from fully blurred to twice as sharp)
+=============== ========================= ==============================================================================
 """
 
 from __future__ import annotations

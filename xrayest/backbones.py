@@ -33,7 +33,7 @@ class BackboneSpec:
         Attribute of ``keras.applications`` (str), or a function
         ``builder(input_shape) -> keras.Model`` for the from-scratch CNNs.
     preprocess : str
-        Key of :data:`xrayest.layers.PREPROCESS_MODES`.
+        Key of ``xrayest.layers.PREPROCESS_MODES``.
     default_size : int
         Input side length the published ImageNet weights were trained at.
     min_size : int

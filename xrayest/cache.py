@@ -1,9 +1,9 @@
 """The feature cache: frozen-backbone outputs kept by image content and trunk configuration.
 
 A frozen backbone's output never changes, so xrayest runs it once per distinct image.
-:class:`FeatureCache` keeps those outputs keyed by *trunk configuration* (a hash that
+``FeatureCache`` keeps those outputs keyed by *trunk configuration* (a hash that
 includes the weights fingerprint and the compute precision, see
-:attr:`xrayest.trunk.TrunkRecipe.cache_key`) and *image content*, so clones,
+``TrunkRecipe.cache_key`` in ``xrayest.trunk``) and *image content*, so clones,
 cross-validation folds and grid-search candidates share them.
 
 The cache lives in memory (least-recently-used entries are dropped past ``max_bytes``)

@@ -54,6 +54,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
 
     # ----------------------------------------------------------- parameters
     def get_params(self, deep=True):
+        """``stages``, and with ``deep`` each stage by name and its parameters as ``<stage>__<param>``."""
         params = {"stages": self.stages}
         if deep:
             for name, estimator, _ in self.stages:
@@ -63,6 +64,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         return params
 
     def set_params(self, **params):
+        """Set ``stages``, a stage by name, or a stage's parameter as ``<stage>__<param>``; returns self."""
         stages = list(self.stages)
         if "stages" in params:
             stages = list(params.pop("stages"))

@@ -40,7 +40,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     When the backbone is frozen (the default for pretrained backbones), ``fit`` runs it
     once per distinct image, caches the result (:mod:`xrayest.cache`) and trains only the
     head; predictions still come from raw images and equal those of the composed model
-    ``model_``.  How each fit trains is a :class:`~xrayest.training.TrainingPlan`
+    ``model_``.  How each fit trains is a ``TrainingPlan`` (``xrayest.training``)
     (``training_plan_``).
 
     Parameters
@@ -67,7 +67,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         L2 penalty on the head's Dense kernels.
     optimizer : str, class or keras Optimizer, default="adam"
         A fresh copy is made per fit.  Plain Adam runs as
-        :class:`~xrayest.optimizers.FusedAdam` (same results, one fused kernel per update).
+        ``xrayest.optimizers.FusedAdam`` (same results, one fused kernel per update).
     learning_rate : float, default=1e-3
     epochs : int, default=20
     batch_size : int, default=32
@@ -108,7 +108,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     callbacks : list of keras.callbacks.Callback, optional
     training_loop : {"auto", "graph", "keras"}, default="auto"
         How a head on cached features trains.  "graph": one compiled graph per epoch
-        (:func:`~xrayest.head_training.fit_head`, ~3x less fixed cost per fit; only the
+        (``xrayest.head_training.fit_head``, ~3x less fixed cost per fit; only the
         epoch-level hooks of callbacks run, and a callback with per-batch hooks is an error).
         "keras": ``keras.Model.fit``.  "auto": "graph" unless a callback has per-batch hooks.
         Training on images always uses ``keras.Model.fit``.  ``training_loop_`` records
@@ -148,7 +148,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         The backbone inside the trunk.
     history_ : dict of list
         Per-epoch ``loss``, ``accuracy``, ``epoch_time`` and, with validation, ``val_*``.
-    training_plan_ : xrayest.training.TrainingPlan
+    training_plan_ : TrainingPlan
     training_loop_ : list of str
         "graph" or "keras", one per phase of the plan.
     training_inputs_ : list of str

@@ -105,7 +105,7 @@ def make_synthetic_findings(out_dir, n_patients=24, images_per_patient=3, image_
     Like NIH ChestX-ray14: columns ``Image Index``, ``Finding Labels`` (findings joined by ``|``,
     or ``No Finding``) and ``Patient ID``; several images per patient, whose findings mostly
     persist from one image to the next (each image is drawn anew, so the pixels themselves do
-    not reveal the patient).  Findings (:data:`SYNTHETIC_FINDINGS`): an enlarged heart, a dense patch
+    not reveal the patient).  Findings (:data:`~xrayest.datasets.SYNTHETIC_FINDINGS`): an enlarged heart, a dense patch
     in one lung, fluid in the bottom of one lung.  For docs, tests and demos, not clinical use.
 
     Returns

@@ -1,6 +1,6 @@
 """Featurize a collection on a Dask cluster (or in this process) into a resumable Zarr feature store.
 
-:func:`featurize` splits the images into chunks of rows; each chunk is one task that computes the
+:func:`~xrayest.featurize` splits the images into chunks of rows; each chunk is one task that computes the
 frozen trunk's features and the images' content keys and writes them into the store
 (:mod:`xrayest.feature_store`).  With a ``dask.distributed`` ``Client`` the tasks run on its workers;
 each worker process builds the trunk once and keeps it for every later task (a per-process table
@@ -32,7 +32,7 @@ _LOCK = threading.Lock()  # one trunk per process may be shared by a worker's th
 
 
 class FeaturizeReport(dict):
-    """What :func:`featurize` did: ``store``, ``n_images``, ``chunks_total``, ``chunks_computed``,
+    """What :func:`~xrayest.featurize` did: ``store``, ``n_images``, ``chunks_total``, ``chunks_computed``,
     ``chunks_stale`` (done chunks computed again because an image's content changed since),
     ``seconds``, ``trunk_seconds`` (summed over tasks) and ``images_per_second``."""
 

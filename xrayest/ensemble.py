@@ -49,7 +49,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         ``random_state`` is ignored).
     n_members : int, default=3
     random_state : int, optional
-        Seeds the members' seeds (:func:`member_seeds`): two fits with the same value train the
+        Seeds the members' seeds (``xrayest.ensemble.member_seeds``): two fits with the same value train the
         same members.  None draws fresh seeds.
 
     Attributes

@@ -25,7 +25,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     Parameters
     ----------
     backbone : str or keras.Model, default="xception"
-        A name from :data:`xrayest.BACKBONES` or your own ``keras.Model``.
+        A name from :data:`xrayest.backbones.BACKBONES` or your own ``keras.Model``.
     weights : {"imagenet", None} or path, default="imagenet"
     pooling : {"avg", "max", "flatten"}, default="avg"
         How each feature map becomes a vector ("flatten" keeps every position).

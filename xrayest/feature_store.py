@@ -14,11 +14,11 @@ Layout of a store (a Zarr v3 group, a folder on disk or any path Zarr opens):
 Each chunk of rows is one Zarr chunk of every array, so tasks writing different chunks never touch
 the same object; ``done`` is written last, so a chunk interrupted mid-write is simply recomputed.
 
-:meth:`FeatureStore.rows` gives the estimators their input: an object array of :class:`StoreRow`
-(store, row, path, key) that ``XrayCNNClassifier`` / ``FeatureExtractor`` accept as ``X`` and
-scikit-learn slices like any array.  Their features come from the store when the store's
-fingerprint is the estimator's trunk's (the images are not read); otherwise from the images, as
-for paths, with one warning.
+:meth:`~xrayest.FeatureStore.rows` gives the estimators their input: an object array of
+:class:`~xrayest.feature_store.StoreRow` (store, row, path, key) that ``XrayCNNClassifier`` /
+``FeatureExtractor`` accept as ``X`` and scikit-learn slices like any array.  Their features come
+from the store when the store's fingerprint is the estimator's trunk's (the images are not read);
+otherwise from the images, as for paths, with one warning.
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ class StoreRow:
 
     @classmethod
     def image_source(cls, rows) -> "StoreImages":
-        """How :func:`xrayest.inputs.as_image_source` reads a list of rows."""
+        """How ``xrayest.inputs.as_image_source`` reads a list of rows."""
         return StoreImages(rows)
 
 
 class FeatureStore:
-    """A Zarr feature store: open an existing one, or create one with :meth:`create`."""
+    """A Zarr feature store: open an existing one, or create one with :meth:`~xrayest.FeatureStore.create`."""
 
     def __init__(self, group, location):
         self.group = group
@@ -191,7 +191,10 @@ class FeatureStore:
         self.group["done"][i] = True
 
     def rows(self) -> np.ndarray:
-        """Estimator input: an object array of :class:`StoreRow`, one per image (complete stores only)."""
+        """Estimator input: an object array of :class:`~xrayest.feature_store.StoreRow`, one per image.
+
+        Complete stores only.
+        """
         if not self.is_complete():
             raise ValueError(f"feature store {self.location} is incomplete ({len(self.missing())} chunks missing); "
                              "run featurize again to finish it")
@@ -237,7 +240,7 @@ class FeatureStore:
 
 
 def is_store_rows(X) -> bool:
-    """Whether ``X`` is a sequence of :class:`StoreRow` (what :meth:`FeatureStore.rows` returns)."""
+    """Whether ``X`` is a sequence of ``StoreRow`` (what :meth:`~xrayest.FeatureStore.rows` returns)."""
     try:
         return len(X) > 0 and all(isinstance(r, StoreRow) for r in X)
     except TypeError:

@@ -1,6 +1,6 @@
 """Evaluation numbers from one call: accuracy, macro-F1, per-class P/R/F1, confusion matrix, ROC AUC.
 
-A multi-label classifier (several findings per image) gets :class:`MultilabelEvaluation`: per-finding
+A multi-label classifier (several findings per image) gets :class:`~xrayest.metrics.MultilabelEvaluation`: per-finding
 ROC AUC with a bootstrap 95% confidence interval (the field's standard), precision/recall/F1 at 0.5,
 and the subset accuracy.
 """
@@ -17,7 +17,7 @@ __all__ = ["Evaluation", "MultilabelEvaluation", "evaluate", "bootstrap_auc"]
 
 @dataclass
 class Evaluation:
-    """What :func:`evaluate` measured; ``str()`` gives a readable report."""
+    """What :func:`~xrayest.evaluate` measured; ``str()`` gives a readable report."""
 
     classes: list
     accuracy: float
@@ -79,7 +79,7 @@ def bootstrap_auc(y_true, score, n_bootstraps=1000, random_state=0, level=0.95):
 
 @dataclass
 class MultilabelEvaluation:
-    """What :func:`evaluate` measured for a multi-label classifier; ``str()`` gives a readable report."""
+    """What :func:`~xrayest.evaluate` measured for a multi-label classifier; ``str()`` gives a readable report."""
 
     findings: list
     per_finding: dict
@@ -138,7 +138,7 @@ def evaluate(estimator, X, y, findings=None, n_bootstraps=1000, random_state=0):
 
     ROC AUC is binary AUC for two classes and one-vs-rest macro AUC for more; it is None
     when ``y`` holds a single class.  A multi-label classifier returns a
-    :class:`MultilabelEvaluation` instead: per-finding ROC AUC with a bootstrap 95% confidence
+    :class:`~xrayest.metrics.MultilabelEvaluation` instead: per-finding ROC AUC with a bootstrap 95% confidence
     interval over ``n_bootstraps`` resamples (``findings`` names the columns of ``y``).
     """
     if getattr(estimator, "multilabel_", False):

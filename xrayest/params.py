@@ -3,7 +3,7 @@
 This follows scikit-learn's convention (``_parameter_constraints``, checked at the start of
 ``fit``, never in ``__init__``), written with xrayest's own small constraint types so that
 nothing depends on scikit-learn's private validation module.  Each estimator takes the
-rows of :data:`PARAMETERS` it has, and :func:`validate_params` raises a ``ValueError``
+rows of ``PARAMETERS`` it has, and ``validate_params`` raises a ``ValueError``
 naming the parameter, what it accepts and what it got.
 
 Checks that need more than the value itself (a backbone name looked up in the registry,

@@ -1,6 +1,6 @@
 """Named training recipes: plain-data parameter sets for :class:`~xrayest.XrayCNNClassifier`.
 
-A recipe is a row of :data:`RECIPES` (a dict of estimator parameters); :func:`make_recipe` builds
+A recipe is a row of :data:`~xrayest.recipes.RECIPES` (a dict of estimator parameters); :func:`make_recipe` builds
 the estimator, with any parameter overridden.  ``"sutd_cascade"`` builds the published study's
 two-stage :class:`~xrayest.CascadeClassifier` (normal vs infected, then bacterial vs viral) from
 two ``sutd_cnn`` classifiers.  ``"pediatric_pneumonia"`` is the best estimator found for normal /
@@ -58,7 +58,7 @@ def make_recipe(name: str, classes=None, normal: str = "normal", **overrides):
     Parameters
     ----------
     name : str
-        A key of :data:`RECIPES`, or ``"sutd_cascade"``.
+        A key of :data:`~xrayest.recipes.RECIPES`, or ``"sutd_cascade"``.
     classes : sequence of str, optional
         For ``"sutd_cascade"``: every label of the task (default normal, bacterial, viral).
     normal : str, default="normal"

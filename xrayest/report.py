@@ -29,7 +29,7 @@ def write_evaluation_report(estimator, X, y, out_dir, title="xrayest evaluation"
     Returns
     -------
     Evaluation
-        The numbers written (see :func:`xrayest.metrics.evaluate`).
+        The numbers written (see :func:`xrayest.evaluate`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
