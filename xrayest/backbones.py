@@ -18,7 +18,8 @@ import keras
 
 from .layers import FusedBatchNormalization
 
-__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone"]
+__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone", "backbone_spec_or_model",
+           "image_size_for"]
 
 
 @dataclass(frozen=True)
@@ -156,3 +157,27 @@ def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -
         return spec.builder(input_shape)
     constructor = getattr(keras.applications, spec.builder)
     return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
+
+
+def backbone_spec_or_model(backbone):
+    """The registry entry for a backbone name, or the user's ``keras.Model`` itself."""
+    return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)
+
+
+def image_size_for(spec_or_model, image_size) -> tuple:
+    """``(height, width)`` the backbone runs at: ``image_size`` or the backbone's default."""
+    from .inputs import check_image_size
+
+    if image_size is None:
+        if isinstance(spec_or_model, BackboneSpec):
+            return (spec_or_model.default_size, spec_or_model.default_size)
+        shape = spec_or_model.input_shape[1:3]
+        if None in shape:
+            raise ValueError("image_size is required with a keras.Model backbone whose input size is not fixed")
+        return tuple(int(s) for s in shape)
+    size = check_image_size(image_size)
+    min_size = getattr(spec_or_model, "min_size", 1)
+    if min(size) < min_size:
+        raise ValueError(f"image_size {size} is below the smallest input backbone {spec_or_model.name!r} "
+                         f"accepts ({min_size} px)")
+    return size

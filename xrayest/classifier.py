@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -10,21 +11,20 @@ from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
 from .augmentation import AugmentedCopies, augment_config, build_augmentation
+from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
 from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
-from .heads import EMBEDDING_LAYER, build_head
+from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_count
 from .inputs import as_image_source, check_labels, check_n_features, missing_positions
-from .multilabel import (MaskedBinaryCrossentropy, check_multilabel, dense_target, is_multilabel,
-                         masked_subset_accuracy)
-from .multilabel import accuracy_metric as multilabel_accuracy
+from .multilabel import check_multilabel, dense_target, is_multilabel, masked_subset_accuracy
 from .optimizers import build_optimizer
 from .pipeline import ImageStore, image_dataset
 from .params import constraints_for, validate_param, validate_params
 from .seeding import seeded
-from .training import EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm, \
-    plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split
-from .trunk import Trunk, backbone_spec_or_model, image_size_for
+from .training import (EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm,
+                       plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split)
+from .trunk import Trunk
 
 __all__ = ["XrayCNNClassifier", "load", "from_saved"]
 
@@ -262,111 +262,115 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                              augmented=augment is not None, epochs=self.epochs, learning_rate=self.learning_rate,
                              fine_tune_learning_rate=self.fine_tune_learning_rate)
         source = as_image_source(X, warn_unit_range=True)
-        y = dense_target(y)
-        multilabel = is_multilabel(y)
-        if multilabel:
-            classes, y_encoded = check_multilabel(y, len(source))
-            if self.class_weight is not None:
-                raise ValueError("class_weight weighs the classes of a single-label y; with a multi-label y "
-                                 "pass per-image sample_weight instead")
-            weights = sample_weights(y_encoded, None, sample_weight)
-        else:
-            classes, y_encoded = check_labels(y, len(source))
-            weights = sample_weights(np.asarray(y), self.class_weight, sample_weight)
+        targets = self._check_targets(y, len(source), sample_weight)
         groups = None if groups is None else _check_groups(groups, len(source))
         check_n_features(self, source, reset=True)
-        validation = None
-        if validation_data is not None:
-            val_source = as_image_source(validation_data[0])
-            val_labels = np.asarray(validation_data[1])
-            if multilabel:
-                if val_labels.shape != (len(val_source), len(classes)):
-                    raise ValueError(f"validation_data's y has shape {val_labels.shape}; expected "
-                                     f"({len(val_source)}, {len(classes)}) like y")
-                validation = (val_source, val_labels.astype(np.float32))
-            else:
-                unknown = sorted(set(val_labels.tolist()) - set(classes.tolist()), key=str)
-                if unknown:
-                    raise ValueError(f"validation_data has labels {unknown} that are not in y")
-                validation = (val_source, np.searchsorted(classes, val_labels))
-
-        self.classes_, self.image_size_, self.training_plan_ = classes, image_size, plan
-        self.multilabel_ = multilabel
-        if multilabel:  # a DataFrame's column names, else the column numbers
-            self.findings_ = [str(c) for c in getattr(y, "columns", range(len(classes)))]
-        n_outputs = len(classes) if multilabel or len(classes) != 2 else 1
-        cache = estimator_cache(self)
-        # A frozen trunk pools inside (smaller cached features) unless the head needs the map.
-        pool_in_trunk = plan.trunk == "frozen" and not self.batch_norm and self.pooling != "flatten"
+        validation = _check_validation(validation_data, targets)
+        self.classes_, self.image_size_, self.training_plan_ = targets.classes, image_size, plan
+        self.multilabel_ = targets.multilabel
+        if targets.multilabel:  # a DataFrame's column names, else the column numbers
+            self.findings_ = [str(c) for c in getattr(y, "columns", range(len(targets.classes)))]
         self.history_, self.training_loop_, self.training_inputs_ = {}, [], []
+        cache = estimator_cache(self)
         with device_scope(self.device):
-            if plan.trunk == "frozen":
-                trunk = Trunk.frozen(self.backbone, self.weights, image_size,
-                                     pooling=self.pooling if pool_in_trunk else None, seed=self.random_state,
-                                     precision=self.precision, fold_batch_norm=plan.fold_batch_norm,
-                                     cache=self.cache_features)
-            else:
-                trunk = Trunk.trainable(self.backbone, self.weights, image_size, seed=self.random_state,
-                                        precision=self.precision,
-                                        fine_tune=self.fine_tune if plan.trunk == "fine_tune" else None)
-            head, model, store = None, None, None
+            trunk = self._make_trunk(plan, image_size)
             frozen_key = trunk.cache_key if cache is not None else None
+            head = model = store = None
             for phase in plan.phases:
                 if phase.unfreeze:
                     trunk = trunk.unfrozen(self.fine_tune)
-                # Fine-tuning without augmentation: the frozen part's output at the cut is as fixed as
-                # frozen features, so it is computed once (and cached) and each epoch runs the rest only.
-                cut = trunk.cut(frozen_key) if (self.fine_tune is not None and not phase.on_features
-                                                and augment is None and self.cache_features) else None
-                if phase.on_features or cut:
-                    front = trunk if phase.on_features else cut[0]
-                    inputs = front.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
-                    val = validation and (front.features(validation[0], batch_size=self.batch_size, cache=cache),
-                                          validation[1])
-                else:  # images decoded once into a compact store, streamed in batches
-                    if store is None:
-                        store = ImageStore.from_source(source, image_size)
-                    inputs = store
-                    val = validation and (ImageStore.from_source(validation[0], image_size), validation[1])
+                inputs = self._phase_inputs(phase, trunk, frozen_key, source, validation, image_size, augment, cache,
+                                             store)
+                store = inputs.data if inputs.kind == "images" else store
                 if head is None:
-                    with seeded(self.random_state):  # the head's weights do not depend on what was built before
-                        head = build_head(inputs.shape[1:] if phase.on_features else trunk.model.output_shape[1:],
-                                          n_outputs, pooling=self.pooling, hidden_units=self.hidden_units,
-                                          dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2,
-                                          multilabel=multilabel, seed=self.random_state)
-                if phase.on_features:
-                    trainee = head
-                elif cut:
-                    trainee = _stack(cut[1], head)
-                else:
-                    with seeded(self.random_state):
-                        model = _compose(trunk.model, head, augment, self.random_state)
-                    trainee = model
-                on_images = not (phase.on_features or cut)
-                train_rows = self._train(trainee, phase, inputs, y_encoded, weights, val, n_outputs,
-                                         trunk_model=trunk.model if on_images else None, groups=groups)
-                if on_images:  # moving BatchNorm statistics of the trained trunk, made exact
+                    head = self._make_head(inputs.feature_shape, targets)
+                trainee = self._trainee(inputs, head, augment)
+                model = trainee if inputs.kind == "images" else model
+                train_rows = self._train(trainee, phase, inputs, targets, groups)
+                if inputs.kind == "images":  # moving BatchNorm statistics of the trained trunk, made exact
                     recalibrate_batch_norm(trunk.model, store.batches(train_rows, self.batch_size))
-                self.training_inputs_.append("images" if on_images else "cut" if cut else "features")
+                self.training_inputs_.append(inputs.kind)
         self.trunk_, self.head_, self._model = trunk, head, model
         return self
 
-    def _train(self, trainee, phase, inputs, y, weights, validation, n_outputs, trunk_model=None, groups=None):
-        """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
-        if self.multilabel_:
-            loss, metrics = MaskedBinaryCrossentropy(), [multilabel_accuracy()]
+    # ------------------------------------------------------------------ the steps of fit
+    def _check_targets(self, y, n_images, sample_weight) -> "_Targets":
+        """Labels checked and encoded, with the per-image training weights."""
+        y = dense_target(y)
+        if is_multilabel(y):
+            classes, encoded = check_multilabel(y, n_images)
+            if self.class_weight is not None:
+                raise ValueError("class_weight weighs the classes of a single-label y; with a multi-label y "
+                                 "pass per-image sample_weight instead")
+            weights = sample_weights(encoded, None, sample_weight)
         else:
-            loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
-            metrics = ["accuracy"]
+            classes, encoded = check_labels(y, n_images)
+            weights = sample_weights(np.asarray(y), self.class_weight, sample_weight)
+        multilabel = is_multilabel(y)
+        return _Targets(classes, encoded, weights, multilabel, output_count(len(classes), multilabel))
+
+    def _make_trunk(self, plan, image_size) -> Trunk:
+        if plan.trunk == "frozen":
+            # A frozen trunk pools inside (smaller cached features) unless the head needs the map.
+            pool_in_trunk = not self.batch_norm and self.pooling != "flatten"
+            return Trunk.frozen(self.backbone, self.weights, image_size,
+                                pooling=self.pooling if pool_in_trunk else None, seed=self.random_state,
+                                precision=self.precision, fold_batch_norm=plan.fold_batch_norm,
+                                cache=self.cache_features)
+        fine_tune = self.fine_tune if plan.trunk == "fine_tune" else None
+        return Trunk.trainable(self.backbone, self.weights, image_size, seed=self.random_state,
+                               precision=self.precision, fine_tune=fine_tune)
+
+    def _phase_inputs(self, phase, trunk, frozen_key, source, validation, image_size, augment, cache,
+                      store) -> "PhaseInputs":
+        """What ``phase`` trains on (:class:`PhaseInputs`): the trunk's cached features, the output of a
+        fine-tuned trunk's frozen front (the cut), or the images themselves."""
+        # Fine-tuning without augmentation: the frozen part's output at the cut is as fixed as frozen
+        # features, so it is computed once (and cached) and each epoch runs the rest only.
+        cut = trunk.cut(frozen_key) if (self.fine_tune is not None and not phase.on_features
+                                        and augment is None and self.cache_features) else None
+        if phase.on_features or cut:
+            front = trunk if phase.on_features else cut[0]
+            data = front.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
+            val = validation and (front.features(validation[0], batch_size=self.batch_size, cache=cache),
+                                  validation[1])
+            if phase.on_features:
+                return PhaseInputs("features", data, val, None, data.shape[1:])
+            return PhaseInputs("cut", data, val, cut[1], trunk.model.output_shape[1:])
+        # images decoded once into a compact store, streamed in batches
+        store = store if store is not None else ImageStore.from_source(source, image_size)
+        val = validation and (ImageStore.from_source(validation[0], image_size), validation[1])
+        return PhaseInputs("images", store, val, trunk.model, trunk.model.output_shape[1:])
+
+    def _make_head(self, feature_shape, targets):
+        with seeded(self.random_state):  # the head's weights do not depend on what was built before
+            return build_head(feature_shape, targets.n_outputs, pooling=self.pooling, hidden_units=self.hidden_units,
+                              dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2,
+                              multilabel=targets.multilabel, seed=self.random_state)
+
+    def _trainee(self, inputs, head, augment):
+        """The Keras model a phase trains: the head, the cut's back part + head, or augmentation + trunk + head."""
+        if inputs.kind == "features":
+            return head
+        if inputs.kind == "cut":
+            return _stack(inputs.below, head)
+        with seeded(self.random_state):
+            return _compose(inputs.below, head, augment, self.random_state)
+
+    def _train(self, trainee, phase, inputs, targets, groups=None):
+        """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
+        loss, metrics = head_loss(targets.n_outputs, targets.multilabel)
         trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate), loss=loss,
                         metrics=metrics, jit_compile=False)
-        x, y, weights, validation, train_rows = self._phase_data(inputs, y, weights, validation, n_outputs, groups)
+        data = self._phase_data(inputs, targets, groups)
+        validation = data.validation
         done = len(self.history_.get("loss", []))
         scored = []
-        if validation is not None and trunk_model is not None and has_trainable_batch_norm(trunk_model):
+        if validation is not None and inputs.kind == "images" and has_trainable_batch_norm(inputs.below):
             # validation scored after recalibrating BatchNorm on up to 1,024 training images, not by Keras
-            sample = train_rows[np.random.default_rng(self.random_state).permutation(len(train_rows))[:1024]]
-            scored = [RecalibratedValidation(trunk_model, lambda: inputs.batches(sample, self.batch_size),
+            rows = data.train_rows
+            sample = rows[np.random.default_rng(self.random_state).permutation(len(rows))[:1024]]
+            scored = [RecalibratedValidation(inputs.below, lambda: inputs.data.batches(sample, self.batch_size),
                                              validation)]
             has_validation, validation = True, None
         else:
@@ -377,49 +381,47 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                     epochs=done + phase.epochs),
                      *(self.callbacks or [])]
         loop = choose_loop(self.training_loop, phase, callbacks)
-        history = run_phase(trainee, x, y, loop=loop, epochs=phase.epochs, initial_epoch=done,
-                            batch_size=self.batch_size, sample_weight=weights, validation=validation,
+        history = run_phase(trainee, data.x, data.y, loop=loop, epochs=phase.epochs, initial_epoch=done,
+                            batch_size=self.batch_size, sample_weight=data.sample_weight, validation=validation,
                             callbacks=callbacks, seed=self.random_state, verbose=self.verbose)
         self.training_loop_.append(loop)
         for key, values in history.items():
             self.history_.setdefault(key, []).extend(values)
-        return train_rows
+        return data.train_rows
 
-    def _phase_data(self, inputs, y, weights, validation, n_outputs, groups=None):
+    def _phase_data(self, inputs, targets, groups=None) -> "_PhaseData":
         """What one phase trains and validates on: feature arrays, or image batches streamed from a store.
 
-        ``inputs`` are feature rows (an array) or an :class:`~xrayest.pipeline.ImageStore`;
         ``validation_split`` holds rows out, stratified (whole ``groups`` when given), unless
-        ``validation`` was given.
-
-        Returns
-        -------
-        x, y, sample_weight, validation, train_rows
-            For a store, ``x`` and ``validation`` are ``tf.data`` datasets and ``y``, ``sample_weight`` None.
+        validation data was given.  For images, ``x`` and ``validation`` are ``tf.data`` datasets
+        (targets and weights inside) and ``y``, ``sample_weight`` are None.
         """
-        def targets(labels):
-            return labels.reshape(-1, 1).astype(np.float32) if n_outputs == 1 else labels
+        def shaped(labels):
+            return head_targets(labels, targets.n_outputs, targets.multilabel)
 
+        y, weights, validation = targets.encoded, targets.weights, inputs.validation
         train_rows, val_rows = np.arange(len(y)), None
         if validation is None and self.validation_split:
             train_rows, val_rows = stratified_split(y, float(self.validation_split), self.random_state,
                                                     groups=groups)
-        if isinstance(inputs, ImageStore):
+        if inputs.kind == "images":
             stream = dict(batch_size=self.batch_size, seed=self.random_state)
-            x = image_dataset(inputs, train_rows, targets(y), weights, shuffle=True, **stream)
+            x = image_dataset(inputs.data, train_rows, shaped(y), weights, shuffle=True, **stream)
             if val_rows is not None:
-                validation = image_dataset(inputs, val_rows, targets(y), weights, shuffle=False, **stream)
+                validation = image_dataset(inputs.data, val_rows, shaped(y), weights, shuffle=False, **stream)
             elif validation is not None:
                 val_store, val_y = validation
-                validation = image_dataset(val_store, np.arange(len(val_y)), targets(val_y), shuffle=False,
+                validation = image_dataset(val_store, np.arange(len(val_y)), shaped(val_y), shuffle=False,
                                            **stream)
-            return x, None, None, validation, train_rows
+            return _PhaseData(x, None, None, validation, train_rows)
+        features = inputs.data
         if val_rows is not None:
-            validation = (inputs[val_rows], targets(y[val_rows]), *(() if weights is None else (weights[val_rows],)))
+            validation = (features[val_rows], shaped(y[val_rows]),
+                          *(() if weights is None else (weights[val_rows],)))
         elif validation is not None:
-            validation = (validation[0], targets(validation[1]))
-        return (inputs[train_rows], targets(y[train_rows]), None if weights is None else weights[train_rows],
-                validation, train_rows)
+            validation = (validation[0], shaped(validation[1]))
+        return _PhaseData(features[train_rows], shaped(y[train_rows]),
+                          None if weights is None else weights[train_rows], validation, train_rows)
 
     # ------------------------------------------------------------------ the fitted network
     @property
@@ -564,6 +566,72 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         }
 
 
+@dataclass(frozen=True)
+class _Targets:
+    """The labels of one fit: ``classes``, ``encoded`` (class indices or the 0/1 matrix), per-image
+    ``weights`` (or None), ``multilabel``, and the head's ``n_outputs``."""
+
+    classes: object
+    encoded: np.ndarray
+    weights: object
+    multilabel: bool
+    n_outputs: int
+
+
+@dataclass(frozen=True)
+class PhaseInputs:
+    """What one training phase trains on; ``kind`` is what ``training_inputs_`` reports.
+
+    Attributes
+    ----------
+    kind : {"features", "cut", "images"}
+        The frozen trunk's cached features (the head trains alone); the cached output of a fine-tuned
+        trunk's frozen front (its trainable back part and the head train); the images (augmentation,
+        trunk and head train, or the head on a frozen trunk behind augmentation).
+    data : ndarray or ImageStore
+        Feature rows, or the images held compactly and streamed in batches.
+    validation : (inputs, encoded labels) or None
+        ``validation_data`` in the same form as ``data``.
+    below : keras.Model or None
+        What sits under the head: the cut's back part, or the trunk's model for images.
+    feature_shape : tuple
+        The shape of one input of the head.
+    """
+
+    kind: str
+    data: object
+    validation: object
+    below: object
+    feature_shape: tuple
+
+
+@dataclass(frozen=True)
+class _PhaseData:
+    x: object
+    y: object
+    sample_weight: object
+    validation: object
+    train_rows: np.ndarray
+
+
+def _check_validation(validation_data, targets):
+    """``validation_data`` as ``(image source, encoded labels)``, or None; labels must be ``y``'s."""
+    if validation_data is None:
+        return None
+    source = as_image_source(validation_data[0])
+    labels = np.asarray(validation_data[1])
+    classes = targets.classes
+    if targets.multilabel:
+        if labels.shape != (len(source), len(classes)):
+            raise ValueError(f"validation_data's y has shape {labels.shape}; expected ({len(source)}, {len(classes)}) "
+                             "like y")
+        return source, labels.astype(np.float32)
+    unknown = sorted(set(labels.tolist()) - set(classes.tolist()), key=str)
+    if unknown:
+        raise ValueError(f"validation_data has labels {unknown} that are not in y")
+    return source, np.searchsorted(classes, labels)
+
+
 def _check_groups(groups, n_images: int) -> np.ndarray:
     """``groups`` as an array of one group per image, or a ValueError naming the mismatch."""
     groups = np.asarray(groups)
@@ -649,7 +717,7 @@ def from_saved(model, meta: dict, path, device="auto") -> XrayCNNClassifier:
     if "trunk" not in names or "head" not in names:
         bad(f"the network has no 'trunk' and 'head' (layers: {names})")
     estimator.multilabel_ = bool(state.get("multilabel_", False))
-    n_outputs = len(estimator.classes_) if estimator.multilabel_ or len(estimator.classes_) != 2 else 1
+    n_outputs = output_count(len(estimator.classes_), estimator.multilabel_)
     if tuple(model.output_shape[1:]) != (n_outputs,):
         bad(f"{len(estimator.classes_)} classes but the network has {model.output_shape[-1]} outputs")
     estimator.image_size_ = tuple(state["image_size_"])

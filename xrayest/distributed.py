@@ -64,7 +64,7 @@ def _image_list(images, labels):
 
 def _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device) -> dict:
     from .backbones import get_backbone_spec
-    from .trunk import image_size_for
+    from .backbones import image_size_for
 
     if not isinstance(backbone, str):
         raise ValueError("featurize builds the trunk on every worker from its name: pass a registry backbone name, "

@@ -10,7 +10,8 @@ from .cache import estimator_cache
 from .device import device_scope, warn_if_bfloat16_emulated
 from .inputs import as_image_source, check_n_features
 from .params import constraints_for, validate_params
-from .trunk import Trunk, backbone_spec_or_model, image_size_for
+from .backbones import backbone_spec_or_model, image_size_for
+from .trunk import Trunk
 
 __all__ = ["FeatureExtractor"]
 

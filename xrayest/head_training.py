@@ -42,14 +42,10 @@ def _multilabel(head) -> bool:
 
 
 def _targets(head, y):
-    """Targets shaped for the head's loss: (n, 1) floats for a sigmoid output, (n, k) floats for several
-    sigmoids (multi-label), int labels for a softmax."""
-    y = np.asarray(y)
-    if _multilabel(head):
-        return y.astype(np.float32)
-    if head.output_shape[-1] == 1:
-        return y.reshape(len(y), 1).astype(np.float32)
-    return y.reshape(len(y)).astype(np.int32)
+    """Targets shaped for ``head``'s loss (:func:`xrayest.heads.head_targets`)."""
+    from .heads import head_targets
+
+    return head_targets(y, head.output_shape[-1], _multilabel(head))
 
 
 def sample_hits(y_true, y_pred):

@@ -5,23 +5,42 @@ from __future__ import annotations
 from numbers import Real
 
 import keras
+import numpy as np
 
-__all__ = ["POOLINGS", "pooling_layer", "build_head", "EMBEDDING_LAYER"]
+from .layers import POOLINGS, pooling_layer
 
-POOLINGS = ("flatten", "avg", "max")
+__all__ = ["POOLINGS", "pooling_layer", "build_head", "EMBEDDING_LAYER", "output_count", "head_loss", "head_targets"]
+
 EMBEDDING_LAYER = "embedding"
 
 
-def pooling_layer(pooling: str, name: str = "pool") -> keras.layers.Layer:
-    """The Keras layer turning a feature map into a vector."""
-    layers = {
-        "flatten": keras.layers.Flatten,
-        "avg": keras.layers.GlobalAveragePooling2D,
-        "max": keras.layers.GlobalMaxPooling2D,
-    }
-    if pooling not in layers:
-        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
-    return layers[pooling](name=name)
+def output_count(n_classes: int, multilabel: bool) -> int:
+    """Outputs of the head: one sigmoid for two classes, else one per class (softmax) or per finding (sigmoids).
+
+    >>> output_count(2, False), output_count(3, False), output_count(2, True)
+    (1, 3, 2)
+    """
+    return n_classes if multilabel or n_classes != 2 else 1
+
+
+def head_loss(n_outputs: int, multilabel: bool):
+    """The loss and metrics a head of ``n_outputs`` is compiled with."""
+    if multilabel:
+        from .multilabel import MaskedBinaryCrossentropy, accuracy_metric
+
+        return MaskedBinaryCrossentropy(), [accuracy_metric()]
+    return ("binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"), ["accuracy"]
+
+
+def head_targets(y, n_outputs: int, multilabel: bool) -> np.ndarray:
+    """Encoded labels shaped for the head's loss: ``(n, k)`` floats for several sigmoids (multi-label),
+    ``(n, 1)`` floats for one sigmoid, int class indices for a softmax."""
+    y = np.asarray(y)
+    if multilabel:
+        return y.astype(np.float32)
+    if n_outputs == 1:
+        return y.reshape(len(y), 1).astype(np.float32)
+    return y.reshape(len(y)).astype(np.int32)
 
 
 def dropout_rates(dropout, n_hidden: int) -> list[float]:

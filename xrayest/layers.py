@@ -9,7 +9,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ImagePreprocessing", "FusedBatchNormalization", "PREPROCESS_MODES"]
+__all__ = ["ImagePreprocessing", "FusedBatchNormalization", "PREPROCESS_MODES", "POOLINGS", "pooling_layer"]
 
 # The arithmetic of keras.applications.*.preprocess_input, one entry per mode, as data.
 # Unlike preprocess_input this never writes into the caller's array (it runs as graph ops).
@@ -120,3 +120,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 x=x, scale=gamma, offset=beta, mean=self.moving_mean.value, variance=self.moving_variance.value,
                 epsilon=self.epsilon, data_format="NHWC", is_training=False)
         return tf.cast(y, self.compute_dtype)
+
+
+POOLINGS = ("flatten", "avg", "max")
+
+
+def pooling_layer(pooling: str, name: str = "pool") -> keras.layers.Layer:
+    """The Keras layer turning a feature map into a vector."""
+    layers = {
+        "flatten": keras.layers.Flatten,
+        "avg": keras.layers.GlobalAveragePooling2D,
+        "max": keras.layers.GlobalMaxPooling2D,
+    }
+    if pooling not in layers:
+        raise ValueError(f"pooling must be one of {POOLINGS}; got {pooling!r}")
+    return layers[pooling](name=name)

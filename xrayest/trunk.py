@@ -26,43 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .inputs import ImageSource, check_image_size
+from .backbones import backbone_spec_or_model
+from .inputs import ImageSource
 from .seeding import reseed_initial_weights, seeded
 
-__all__ = ["Trunk", "TrunkRecipe", "WeightsChangedError", "image_size_for", "make_backbone", "build_trunk_model",
-           "unfreeze"]
+__all__ = ["Trunk", "TrunkRecipe", "WeightsChangedError", "make_backbone", "build_trunk_model", "unfreeze"]
 
 
 class WeightsChangedError(RuntimeError):
     """A rebuilt backbone's weights differ from those the estimator was fitted with."""
-
-
-def backbone_spec_or_model(backbone):
-    """The registry entry for a backbone name, or the user's ``keras.Model`` itself."""
-    import keras
-
-    from .backbones import get_backbone_spec
-
-    return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)
-
-
-def image_size_for(spec_or_model, image_size) -> tuple:
-    """``(height, width)`` the backbone runs at: ``image_size`` or the backbone's default."""
-    from .backbones import BackboneSpec
-
-    if image_size is None:
-        if isinstance(spec_or_model, BackboneSpec):
-            return (spec_or_model.default_size, spec_or_model.default_size)
-        shape = spec_or_model.input_shape[1:3]
-        if None in shape:
-            raise ValueError("image_size is required with a keras.Model backbone whose input size is not fixed")
-        return tuple(int(s) for s in shape)
-    size = check_image_size(image_size)
-    min_size = getattr(spec_or_model, "min_size", 1)
-    if min(size) < min_size:
-        raise ValueError(f"image_size {size} is below the smallest input backbone {spec_or_model.name!r} "
-                         f"accepts ({min_size} px)")
-    return size
 
 
 def make_backbone(backbone, weights, size):
@@ -102,8 +74,7 @@ def build_trunk_model(backbone, size, preprocess: str, pooling=None, name="trunk
     """Raw RGB images (any size, 0-255) -> resize + preprocess -> backbone -> optional pooling."""
     import keras
 
-    from .heads import pooling_layer
-    from .layers import ImagePreprocessing
+    from .layers import ImagePreprocessing, pooling_layer
 
     inputs = keras.Input((None, None, 3), name="images")
     channels = 1 if backbone.input_shape[-1] == 1 else 3  # grayscale-input backbones get the mean of R, G, B
