@@ -16,7 +16,7 @@ from .cache import estimator_cache
 from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_count
-from .inputs import as_image_source, check_labels, check_n_features, missing_positions
+from .inputs import as_image_source, check_labels, check_n_features, chunk_size, missing_positions
 from .multilabel import check_multilabel, dense_target, is_multilabel, masked_subset_accuracy
 from .optimizers import build_optimizer
 from .pipeline import ImageStore, image_dataset
@@ -484,7 +484,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 self.model_.input, head(self.trunk_.model(self.model_.input)))
             copies = tta and AugmentedCopies(augment_config(self.augment) or augment_config("xray"),
                                             seed=self.random_state)
-            chunk = 8 * self.batch_size  # files are read a chunk at a time: bounded memory
+            chunk = chunk_size(self.batch_size)  # files are read a chunk at a time: bounded memory
             out = []
             for i in range(0, len(source), chunk):
                 images = source.batch(i, i + chunk, self.image_size_)

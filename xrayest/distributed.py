@@ -81,17 +81,20 @@ def _trunk_config(backbone, weights, image_size, pooling, precision, random_stat
 
 def _trunk(config: dict):
     """The frozen trunk of ``config``, built once per process."""
-    from .trunk import Trunk
-
     key = json.dumps(config, sort_keys=True)
     with _LOCK:
         trunk = _TRUNKS.get(key)
         if trunk is None:
-            trunk = Trunk.frozen(config["backbone"], config["weights"], tuple(config["image_size"]),
-                                 pooling=config["pooling"], seed=config["random_state"],
-                                 precision=config["precision"], fold_batch_norm=True, cache=True)
-            _TRUNKS[key] = trunk
+            trunk = _TRUNKS[key] = _frozen_trunk(config)
     return trunk
+
+
+def _frozen_trunk(config: dict):
+    """The frozen trunk a store's ``config`` describes (BatchNorm folded, features keyed for caching)."""
+    from .trunk import Trunk
+
+    return Trunk.frozen(config["backbone"], config["weights"], tuple(config["image_size"]), pooling=config["pooling"],
+                        seed=config["random_state"], precision=config["precision"], fold_batch_norm=True, cache=True)
 
 
 def _run_chunk(location: str, i: int, config: dict) -> tuple[int, float]:
@@ -132,10 +135,7 @@ def _replaceable(location) -> bool:
 
 def _open_or_create(location, paths, labels, config, chunk, overwrite):
     """The store at ``location``: reused when it was made for these images by this trunk, else created."""
-    from .trunk import Trunk
-
-    trunk = Trunk.frozen(config["backbone"], config["weights"], tuple(config["image_size"]), pooling=config["pooling"],
-                         seed=config["random_state"], precision=config["precision"], fold_batch_norm=True, cache=True)
+    trunk = _frozen_trunk(config)
     if trunk.cache_key is None:
         raise ValueError("random weights without random_state are not reproducible: pass random_state (or weights)")
     if overwrite and Path(location).exists() and not _replaceable(location):

@@ -205,7 +205,9 @@ def predict_head(head, x, batch_size=32):
     """
     import tensorflow as tf
 
+    from .inputs import chunk_size
+
     x = np.asarray(x, dtype=np.float32)
-    chunk = 8 * batch_size
+    chunk = chunk_size(batch_size)
     out = [head(tf.constant(x[i:i + chunk]), training=False).numpy() for i in range(0, len(x), chunk)]
     return np.concatenate(out) if out else np.zeros((0, *head.output_shape[1:]), np.float32)

@@ -240,6 +240,14 @@ def _row_adapter(X):
     return getattr(kinds.pop(), "image_source", None)
 
 
+PREDICT_CHUNK_BATCHES = 8  # images are read (and run) this many batches at a time: bounded memory
+
+
+def chunk_size(batch_size: int) -> int:
+    """How many rows inference reads at a time: :data:`PREDICT_CHUNK_BATCHES` batches."""
+    return PREDICT_CHUNK_BATCHES * int(batch_size)
+
+
 def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
     """Validate X (see module docstring) and wrap it as an :class:`ImageSource`.
 

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 
-__all__ = ["seeded", "reseed_initial_weights", "derive_seeds"]
+__all__ = ["seeded", "reseed_initial_weights", "derive_seeds", "all_layers"]
 
 
 def derive_seeds(seed, count: int) -> list[int]:
@@ -62,12 +62,12 @@ _INITIALIZED = (("kernel_initializer", "kernel"), ("bias_initializer", "bias"),
                 ("gamma_initializer", "gamma"), ("beta_initializer", "beta"))
 
 
-def _layers(model):
-    """Every layer of ``model``, nested models' layers included, in a fixed order."""
+def all_layers(model):
+    """Every layer of ``model``, nested models (themselves, then their layers) included, in a fixed order."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _layers(layer)
+            yield from all_layers(layer)
 
 
 def reseed_initial_weights(model, seed) -> int:
@@ -94,7 +94,7 @@ def reseed_initial_weights(model, seed) -> int:
     import keras
 
     count = 0
-    for index, layer in enumerate(_layers(model)):
+    for index, layer in enumerate(all_layers(model)):
         layer_seed = (int(seed) * 7919 + index) % (2**31 - 1)
         for j, (init_name, var_name) in enumerate(_INITIALIZED):
             initializer, variable = getattr(layer, init_name, None), getattr(layer, var_name, None)

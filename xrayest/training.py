@@ -31,6 +31,8 @@ import keras
 import numpy as np
 from sklearn.model_selection import StratifiedShuffleSplit, ShuffleSplit
 
+from .seeding import all_layers
+
 __all__ = ["Phase", "TrainingPlan", "plan_training", "choose_loop", "run_phase", "recalibrate_batch_norm",
            "RecalibratedValidation", "has_trainable_batch_norm",
            "stratified_split", "EpochTimer", "WeightAveraging", "fit_callbacks", "sample_weights"]
@@ -295,14 +297,6 @@ def run_phase(trainee, x, y, *, loop, epochs, initial_epoch, batch_size, sample_
             for key, values in history.history.items()}
 
 
-def _layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
-
-
 _RECALIBRATION_STEPS = weakref.WeakKeyDictionary()
 
 
@@ -325,7 +319,7 @@ def recalibrate_batch_norm(model, batches) -> int:
     """
     import tensorflow as tf
 
-    norms = [layer for layer in _layers(model)
+    norms = [layer for layer in all_layers(model)
              if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable and layer.built]
     if not norms:
         return 0
@@ -357,7 +351,7 @@ def recalibrate_batch_norm(model, batches) -> int:
 
 def has_trainable_batch_norm(model) -> bool:
     """Whether any BatchNorm layer of ``model`` (nested models included) trains."""
-    return any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in _layers(model))
+    return any(isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in all_layers(model))
 
 
 class RecalibratedValidation(keras.callbacks.Callback):

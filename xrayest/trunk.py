@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backbones import backbone_spec_or_model
-from .inputs import ImageSource
+from .inputs import ImageSource, chunk_size
 from .seeding import reseed_initial_weights, seeded
 
 __all__ = ["Trunk", "TrunkRecipe", "WeightsChangedError", "make_backbone", "build_trunk_model", "unfreeze"]
@@ -413,7 +413,7 @@ class Trunk:
         todo = np.fromiter(first_index.values(), dtype=np.intp, count=len(first_index))
         bar = _progress(len(todo), verbose if len(todo) >= 2 * batch_size else 0, "backbone features")
         pending = source.subset(todo) if len(todo) else None
-        chunk = 8 * batch_size
+        chunk = chunk_size(batch_size)
         for start in range(0, len(todo), chunk):
             stop = min(start + chunk, len(todo))
             out = np.asarray(self.model.predict(pending.batch(start, stop, size), batch_size=batch_size, verbose=0))
