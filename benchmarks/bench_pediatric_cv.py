@@ -148,10 +148,10 @@ def snapshot_probas(clf, snapshots, X_train, targets):
     import numpy as np
 
     from xrayest.inputs import as_image_source
-    from xrayest.pipeline import ImageStore
+    from xrayest.pipeline import PackedImages
     from xrayest.training import recalibrate_batch_norm
 
-    store = ImageStore.from_source(as_image_source(X_train), clf.image_size_)
+    store = PackedImages.from_source(as_image_source(X_train), clf.image_size_)
     rows = np.random.default_rng(0).permutation(len(X_train))[:2048]
     model, final = clf.model_, clf.model_.get_weights()
     sets = {f"epoch{e + 1}": w for e, w in enumerate(snapshots)}

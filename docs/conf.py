@@ -47,7 +47,7 @@ nitpicky = True
 _EXTERNAL = r"(numpy|np|sklearn|keras|tensorflow|tf|pandas|pd|scipy|dask|zarr|pydicom|matplotlib)(\..*)?"
 nitpick_ignore_regex = [(r"py:.*", _EXTERNAL)]
 # Internal types that appear only in signatures (their docstrings say what they hold).
-nitpick_ignore = [("py:class", "xrayest.feature_store.StoreImages")]
+nitpick_ignore = [("py:class", "xrayest.feature_store.StoreRowImages")]
 if os.environ.get("XRAYEST_DOCS_INTERSPHINX") == "1":
     extensions.append("sphinx.ext.intersphinx")
     intersphinx_mapping = {

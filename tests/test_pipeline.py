@@ -6,7 +6,7 @@ from PIL import Image
 
 from conftest import make_images, tiny_classifier
 from xrayest.inputs import as_image_source, read_image
-from xrayest.pipeline import ImageStore, image_dataset
+from xrayest.pipeline import PackedImages, image_dataset
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def png_paths(tmp_path):
 
 def test_files_are_stored_once_as_one_uint8_channel(png_paths):
     paths, _ = png_paths
-    store = ImageStore.from_source(as_image_source(paths), (32, 24), chunk=3)
+    store = PackedImages.from_source(as_image_source(paths), (32, 24), chunk=3)
     assert store.array.dtype == np.uint8 and store.array.shape == (10, 32, 24, 1)
     expected = np.stack([read_image(p, (32, 24)) for p in paths[:4]])
     np.testing.assert_array_equal(store.batch([0, 1, 2, 3]), expected)  # exactly what reading gives
@@ -32,7 +32,7 @@ def test_a_colour_image_keeps_three_channels(png_paths, tmp_path):
     colour = np.zeros((40, 40, 3), np.uint8)
     colour[..., 0] = 200
     Image.fromarray(colour).save(tmp_path / "red.png")
-    store = ImageStore.from_source(as_image_source([*paths, str(tmp_path / "red.png")]), (16, 16), chunk=4)
+    store = PackedImages.from_source(as_image_source([*paths, str(tmp_path / "red.png")]), (16, 16), chunk=4)
     assert store.array.shape[-1] == 3
     np.testing.assert_array_equal(store.batch([0]), read_image(paths[0], (16, 16))[None])
     assert store.batch([10])[0, 0, 0].tolist() == [200.0, 0.0, 0.0]
@@ -40,7 +40,7 @@ def test_a_colour_image_keeps_three_channels(png_paths, tmp_path):
 
 def test_arrays_are_used_as_they_are():
     X, _ = make_images(6, 16, 2)
-    store = ImageStore.from_source(as_image_source(X), (32, 32))
+    store = PackedImages.from_source(as_image_source(X), (32, 32))
     assert np.shares_memory(store.array, X)
     batch = store.batch([5, 0])
     assert batch.dtype == np.float32 and batch.shape == (2, 16, 16, 3)
@@ -50,7 +50,7 @@ def test_arrays_are_used_as_they_are():
 
 def test_dataset_covers_every_row_once_per_epoch_reshuffled_and_seeded():
     X, y = make_images(23, 8, 2)
-    store = ImageStore.from_source(as_image_source(X), (8, 8))
+    store = PackedImages.from_source(as_image_source(X), (8, 8))
     rows = np.arange(3, 23)
     weights = np.linspace(0.5, 1.5, 23)
 

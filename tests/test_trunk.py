@@ -121,7 +121,7 @@ class TestTrunk:
     def test_recipe_builds_on_demand_and_pickles_small(self, binary_images, empty_cache):
         X, _ = binary_images
         trunk = Trunk.frozen("vgg16", None, (32, 32), pooling="avg", seed=0)
-        assert trunk.recipe is not None and not trunk.is_built
+        assert trunk.config is not None and not trunk.is_built
         feats = trunk.features(as_image_source(X), batch_size=8, cache=empty_cache)
         assert trunk.is_built and feats.shape == (len(X), 512)
         assert trunk.output_shape(empty_cache) == (512,)
@@ -133,7 +133,7 @@ class TestTrunk:
 
     def test_unseeded_random_weights_are_built_now_and_never_cached(self):
         trunk = Trunk.frozen("small_cnn", None, (16, 16), pooling="avg", seed=None)
-        assert trunk.recipe is None and trunk.is_built and trunk.cache_key is None
+        assert trunk.config is None and trunk.is_built and trunk.cache_key is None
 
     def test_cache_key_follows_weights_precision_pooling_and_size(self):
         base = dict(pooling="avg", seed=0)
@@ -163,7 +163,7 @@ class TestTrunk:
         assert issubclass(WeightsChangedError, RuntimeError)
 
     def test_a_trunk_needs_a_model_or_a_recipe(self):
-        with pytest.raises(ValueError, match="model or a recipe"):
+        with pytest.raises(ValueError, match="model or a TrunkConfig"):
             Trunk()
 
 

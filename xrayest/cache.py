@@ -3,7 +3,7 @@
 A frozen backbone's output never changes, so xrayest runs it once per distinct image.
 ``FeatureCache`` keeps those outputs keyed by *trunk configuration* (a hash that
 includes the weights fingerprint and the compute precision, see
-``TrunkRecipe.cache_key`` in ``xrayest.trunk``) and *image content*, so clones,
+``TrunkConfig.cache_key`` in ``xrayest.trunk``) and *image content*, so clones,
 cross-validation folds and grid-search candidates share them.
 
 The cache lives in memory (least-recently-used entries are dropped past ``max_bytes``)

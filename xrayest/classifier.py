@@ -19,7 +19,7 @@ from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_
 from .inputs import as_image_source, check_labels, check_n_features, chunk_size, missing_positions
 from .multilabel import check_multilabel, dense_target, is_multilabel, masked_subset_accuracy
 from .optimizers import build_optimizer
-from .pipeline import ImageStore, image_dataset
+from .pipeline import PackedImages, image_dataset
 from .params import constraints_for, validate_param, validate_params
 from .seeding import seeded
 from .training import (EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm,
@@ -136,7 +136,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     classes_ : ndarray
         Class labels, in the order of ``predict_proba``'s columns.
     trunk_ : xrayest.trunk.Trunk
-        Images -> backbone features.  A frozen named backbone is kept as a recipe, built
+        Images -> backbone features.  A frozen named backbone is kept as a TrunkConfig, built
         on first use and not pickled; its weights are checked against the fingerprint taken
         at fit.  ``trunk_.model`` is the Keras model.
     head_ : keras.Model
@@ -275,20 +275,20 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         with device_scope(self.device):
             trunk = self._make_trunk(plan, image_size)
             frozen_key = trunk.cache_key if cache is not None else None
-            head = model = store = None
+            head = model = packed = None
             for phase in plan.phases:
                 if phase.unfreeze:
                     trunk = trunk.unfrozen(self.fine_tune)
                 inputs = self._phase_inputs(phase, trunk, frozen_key, source, validation, image_size, augment, cache,
-                                             store)
-                store = inputs.data if inputs.kind == "images" else store
+                                             packed)
+                packed = inputs.data if inputs.kind == "images" else packed
                 if head is None:
                     head = self._make_head(inputs.feature_shape, targets)
                 trainee = self._trainee(inputs, head, augment)
                 model = trainee if inputs.kind == "images" else model
                 train_rows = self._train(trainee, phase, inputs, targets, groups)
                 if inputs.kind == "images":  # moving BatchNorm statistics of the trained trunk, made exact
-                    recalibrate_batch_norm(trunk.model, store.batches(train_rows, self.batch_size))
+                    recalibrate_batch_norm(trunk.model, packed.batches(train_rows, self.batch_size))
                 self.training_inputs_.append(inputs.kind)
         self.trunk_, self.head_, self._model = trunk, head, model
         return self
@@ -322,7 +322,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                                precision=self.precision, fine_tune=fine_tune)
 
     def _phase_inputs(self, phase, trunk, frozen_key, source, validation, image_size, augment, cache,
-                      store) -> "PhaseInputs":
+                      packed) -> "PhaseInputs":
         """What ``phase`` trains on (:class:`PhaseInputs`): the trunk's cached features, the output of a
         fine-tuned trunk's frozen front (the cut), or the images themselves."""
         # Fine-tuning without augmentation: the frozen part's output at the cut is as fixed as frozen
@@ -337,10 +337,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             if phase.on_features:
                 return PhaseInputs("features", data, val, None, data.shape[1:])
             return PhaseInputs("cut", data, val, cut[1], trunk.model.output_shape[1:])
-        # images decoded once into a compact store, streamed in batches
-        store = store if store is not None else ImageStore.from_source(source, image_size)
-        val = validation and (ImageStore.from_source(validation[0], image_size), validation[1])
-        return PhaseInputs("images", store, val, trunk.model, trunk.model.output_shape[1:])
+        # images decoded once into uint8 (PackedImages), streamed in batches
+        packed = packed if packed is not None else PackedImages.from_source(source, image_size)
+        val = validation and (PackedImages.from_source(validation[0], image_size), validation[1])
+        return PhaseInputs("images", packed, val, trunk.model, trunk.model.output_shape[1:])
 
     def _make_head(self, feature_shape, targets):
         with seeded(self.random_state):  # the head's weights do not depend on what was built before
@@ -390,7 +390,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return data.train_rows
 
     def _phase_data(self, inputs, targets, groups=None) -> "_PhaseData":
-        """What one phase trains and validates on: feature arrays, or image batches streamed from a store.
+        """What one phase trains and validates on: feature arrays, or image batches streamed from PackedImages.
 
         ``validation_split`` holds rows out, stratified (whole ``groups`` when given), unless
         validation data was given.  For images, ``x`` and ``validation`` are ``tf.data`` datasets
@@ -410,8 +410,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             if val_rows is not None:
                 validation = image_dataset(inputs.data, val_rows, shaped(y), weights, shuffle=False, **stream)
             elif validation is not None:
-                val_store, val_y = validation
-                validation = image_dataset(val_store, np.arange(len(val_y)), shaped(val_y), shuffle=False,
+                val_images, val_y = validation
+                validation = image_dataset(val_images, np.arange(len(val_y)), shaped(val_y), shuffle=False,
                                            **stream)
             return _PhaseData(x, None, None, validation, train_rows)
         features = inputs.data
@@ -443,7 +443,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         state = dict(self.__dict__)
         model, trunk = state.get("_model"), state.get("trunk_")
         if model is not None and trunk is not None:
-            if trunk.recipe is not None:
+            if trunk.config is not None:
                 state["_model"] = None  # recomposed from the rebuilt trunk and the head
             else:
                 # trunk and head are layers of the model: pickle the model once and find them in it again
@@ -588,7 +588,7 @@ class PhaseInputs:
         The frozen trunk's cached features (the head trains alone); the cached output of a fine-tuned
         trunk's frozen front (its trainable back part and the head train); the images (augmentation,
         trunk and head train, or the head on a frozen trunk behind augmentation).
-    data : ndarray or ImageStore
+    data : ndarray or PackedImages
         Feature rows, or the images held compactly and streamed in batches.
     validation : (inputs, encoded labels) or None
         ``validation_data`` in the same form as ``data``.

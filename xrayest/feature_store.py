@@ -32,7 +32,7 @@ import numpy as np
 
 from .inputs import ImageSource, PathImages
 
-__all__ = ["FeatureStore", "StoreRow", "StoreImages", "FORMAT", "StoreMismatchError"]
+__all__ = ["FeatureStore", "StoreRow", "StoreRowImages", "FORMAT", "StoreMismatchError"]
 
 FORMAT = 1
 
@@ -59,9 +59,9 @@ class StoreRow:
     key: str
 
     @classmethod
-    def image_source(cls, rows) -> "StoreImages":
+    def image_source(cls, rows) -> "StoreRowImages":
         """How ``xrayest.inputs.as_image_source`` reads a list of rows."""
-        return StoreImages(rows)
+        return StoreRowImages(rows)
 
 
 class FeatureStore:
@@ -247,7 +247,7 @@ def is_store_rows(X) -> bool:
         return False
 
 
-class StoreImages(ImageSource):
+class StoreRowImages(ImageSource):
     """An :class:`~xrayest.inputs.ImageSource` over store rows: features from the store, pixels from the files."""
 
     kind = "store"
@@ -271,7 +271,7 @@ class StoreImages(ImageSource):
         return self._files.keys(size)  # another input size: the keys of the files themselves
 
     def subset(self, indices):
-        return StoreImages([self.rows[i] for i in np.asarray(indices, dtype=np.intp)])
+        return StoreRowImages([self.rows[i] for i in np.asarray(indices, dtype=np.intp)])
 
     def stored(self, cache_key) -> dict:
         """Features for this source's keys from its store(s) built by the trunk ``cache_key``; {} otherwise."""

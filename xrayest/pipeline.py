@@ -1,14 +1,14 @@
-"""The input pipeline of phases that train on images: a compact image store, streamed in shuffled batches.
+"""The input pipeline of phases that train on images: images packed as uint8, streamed in shuffled batches.
 
 A phase on images (augmentation, an unfrozen backbone) shows every training image to the network in
 every epoch.  Decoding the set into one float32 array at model size costs 12 bytes per pixel (three
-float channels) and is held for the whole fit.  Instead, :class:`ImageStore` decodes each file once
+float channels) and is held for the whole fit.  Instead, :class:`PackedImages` decodes each file once
 into ``uint8`` at the model's input size, with one channel when the images are grayscale (X-rays
 are): 1 byte per pixel, 12x less.  An array passed by the caller is used as it is, not copied.
-:func:`image_dataset` then streams shuffled batches from the store with ``tf.data``: a batch of
-indices is gathered from the store and converted to float RGB (the only float copy is one batch),
+:func:`image_dataset` then streams shuffled batches from them with ``tf.data``: a batch of
+indices is gathered and converted to float RGB (the only float copy is one batch),
 and the next batches are prepared while the current one trains (``prefetch``).  Augmentation runs
-inside the model's graph (:mod:`xrayest.augmentation`).  Resident memory is the store plus a few
+inside the model's graph (:mod:`xrayest.augmentation`).  Resident memory is the packed images plus a few
 batches, whatever the number of epochs.
 """
 
@@ -18,17 +18,17 @@ import numpy as np
 
 from .inputs import ArrayImages, ImageSource, to_rgb
 
-__all__ = ["ImageStore", "image_dataset"]
+__all__ = ["PackedImages", "image_dataset"]
 
 
-class ImageStore:
+class PackedImages:
     """Training images held compactly: ``(n, h, w, c)``, read a batch at a time as float32 RGB.
 
     Examples
     --------
     >>> import numpy as np
     >>> from xrayest.inputs import as_image_source
-    >>> store = ImageStore.from_source(as_image_source(np.zeros((5, 8, 8), np.uint8)), (8, 8))
+    >>> store = PackedImages.from_source(as_image_source(np.zeros((5, 8, 8), np.uint8)), (8, 8))
     >>> len(store), store.batch([0, 3]).shape, store.batch([0, 3]).dtype
     (5, (2, 8, 8, 3), dtype('float32'))
     """
@@ -37,7 +37,7 @@ class ImageStore:
         self.array = array
 
     @classmethod
-    def from_source(cls, source: ImageSource, size, *, chunk: int = 256) -> "ImageStore":
+    def from_source(cls, source: ImageSource, size, *, chunk: int = 256) -> "PackedImages":
         """The images of ``source`` at ``size`` (height, width).
 
         Arrays are used as they are (the model resizes them); files are decoded once, ``chunk`` at a
@@ -78,13 +78,13 @@ class ImageStore:
             yield self.batch(rows[start:start + batch_size])
 
 
-def image_dataset(store: ImageStore, indices, y, sample_weight=None, *, batch_size: int, shuffle: bool,
+def image_dataset(store: PackedImages, indices, y, sample_weight=None, *, batch_size: int, shuffle: bool,
                   seed=None):
     """A ``tf.data.Dataset`` of ``(images, y[, sample_weight])`` batches over ``store[indices]``.
 
     Parameters
     ----------
-    store : ImageStore
+    store : PackedImages
     indices : array of int
         The rows of the store this dataset covers (a training or validation split).
     y : ndarray

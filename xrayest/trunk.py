@@ -5,9 +5,9 @@ Both estimators own a :class:`Trunk`.  A trunk is either
 * **frozen**: a fixed function of the image, so its outputs are cached per image
   (:mod:`xrayest.cache`) and a head trains on them.  A frozen named backbone with known
   weights (a file, ImageNet, or random weights drawn from a seed) is kept as a
-  :class:`TrunkRecipe`, a few fields of plain data; the Keras model is built on first use
+  :class:`TrunkConfig`, a few fields of plain data; the Keras model is built on first use
   (only when an image misses the cache, or when the model itself is asked for), is not
-  pickled, and is checked against the weights fingerprint taken when the recipe was made.
+  pickled, and is checked against the weights fingerprint taken when the config was made.
   A user's ``keras.Model`` or unseeded random weights can only come from the object that
   holds them, so those trunks keep their model and pickle it.
 * **trainable**: its backbone (or the part ``fine_tune`` names) trains with the head;
@@ -30,7 +30,7 @@ from .backbones import backbone_spec_or_model
 from .inputs import ImageSource, chunk_size
 from .seeding import reseed_initial_weights, seeded
 
-__all__ = ["Trunk", "TrunkRecipe", "WeightsChangedError", "make_backbone", "build_trunk_model", "unfreeze"]
+__all__ = ["Trunk", "TrunkConfig", "WeightsChangedError", "make_backbone", "build_trunk_model", "unfreeze"]
 
 
 class WeightsChangedError(RuntimeError):
@@ -160,7 +160,7 @@ def _frozen_model(backbone, weights, size, pooling, seed, precision, fold_batch_
 
 
 @dataclass(frozen=True)
-class TrunkRecipe:
+class TrunkConfig:
     """Plain-data description of a frozen, reproducible trunk; :meth:`build` makes the Keras model.
 
     Use :meth:`for_backbone` to make one.
@@ -178,7 +178,7 @@ class TrunkRecipe:
     @classmethod
     def for_backbone(cls, backbone, weights, image_size, pooling, seed, precision="float32",
                      fold_batch_norm=True):
-        """A recipe, or None when the trunk could not be rebuilt identically later.
+        """A config, or None when the trunk could not be rebuilt identically later.
 
         That is the case for a user's ``keras.Model`` backbone (its weights live only in
         that object) and for random weights without a seed.
@@ -210,7 +210,7 @@ class TrunkRecipe:
         Raises
         ------
         WeightsChangedError
-            When the weights found now are not those the recipe was made with.
+            When the weights found now are not those the config was made with.
         """
         model, _, fingerprint = _frozen_model(self.backbone, self.weights, self.image_size, self.pooling,
                                               self.seed, self.precision, self.fold_batch_norm)
@@ -237,7 +237,7 @@ class Trunk:
 
     Attributes
     ----------
-    recipe : TrunkRecipe or None
+    config : TrunkConfig or None
         Set when the model can be rebuilt on demand (and is then never pickled).
     is_frozen : bool
     cache_key : str or None
@@ -249,19 +249,19 @@ class Trunk:
     >>> from xrayest.trunk import Trunk
     >>> from xrayest.inputs import as_image_source
     >>> trunk = Trunk.frozen("small_cnn", None, (16, 16), pooling="avg", seed=0)
-    >>> trunk.recipe is not None, trunk.is_frozen          # nothing built yet
+    >>> trunk.config is not None, trunk.is_frozen          # nothing built yet
     (True, True)
     >>> images = as_image_source(np.zeros((3, 16, 16), np.uint8))
     >>> trunk.features(images, batch_size=2).shape
     (3, 128)
     """
 
-    def __init__(self, model=None, *, recipe: TrunkRecipe | None = None, is_frozen: bool = True,
+    def __init__(self, model=None, *, config: TrunkConfig | None = None, is_frozen: bool = True,
                  cache_key: str | None = None):
-        if model is None and recipe is None:
-            raise ValueError("a Trunk needs a Keras model or a recipe to build one")
+        if model is None and config is None:
+            raise ValueError("a Trunk needs a Keras model or a TrunkConfig to build one")
         self._model = model
-        self.recipe = recipe
+        self.config = config
         self.is_frozen = bool(is_frozen)
         self.cache_key = cache_key if self.is_frozen else None
 
@@ -269,14 +269,14 @@ class Trunk:
     @classmethod
     def frozen(cls, backbone, weights, image_size, *, pooling=None, seed=None, precision="float32",
                fold_batch_norm=True, cache=True) -> "Trunk":
-        """A frozen trunk: a recipe when the backbone can be rebuilt identically, else built now.
+        """A frozen trunk: a config when the backbone can be rebuilt identically, else built now.
 
         ``fold_batch_norm=False`` keeps BatchNorm layers (for a backbone fine-tuned later);
         ``cache=False`` gives no cache key (features are computed on every call).
         """
-        recipe = TrunkRecipe.for_backbone(backbone, weights, image_size, pooling, seed, precision, fold_batch_norm)
-        if recipe is not None:
-            return cls(recipe=recipe, cache_key=recipe.cache_key if cache else None)
+        config = TrunkConfig.for_backbone(backbone, weights, image_size, pooling, seed, precision, fold_batch_norm)
+        if config is not None:
+            return cls(config=config, cache_key=config.cache_key if cache else None)
         model, preprocess, fingerprint = _frozen_model(backbone, weights, image_size, pooling, seed, precision,
                                                        fold_batch_norm)
         key = _cache_key(backbone_spec_or_model(backbone), fingerprint, image_size, preprocess, pooling, seed,
@@ -345,9 +345,9 @@ class Trunk:
     # ------------------------------------------------------------------ the model
     @property
     def model(self):
-        """The trunk as a ``keras.Model`` (built from the recipe on first access)."""
+        """The trunk as a ``keras.Model`` (built from the config on first access)."""
         if self._model is None:
-            self._model = self.recipe.build()
+            self._model = self.config.build()
         return self._model
 
     @property
@@ -369,7 +369,7 @@ class Trunk:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        if self.recipe is not None:
+        if self.config is not None:
             state["_model"] = None  # rebuilt (weights checked) on first use: pickles stay small
         return state
 
@@ -385,7 +385,7 @@ class Trunk:
         -------
         ndarray of shape ``(len(source), *output_shape)``, float32
         """
-        size = self.recipe.image_size if self.recipe is not None else None
+        size = self.config.image_size if self.config is not None else None
         if size is None:
             size = tuple(self._image_size())
         n = len(source)
