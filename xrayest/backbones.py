@@ -60,7 +60,7 @@ def _conv_block(x, filters, name):
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     # BatchNorm makes from-scratch training robust to input scale; momentum 0.9 lets its moving
     # statistics settle within the few hundred steps a small X-ray set gives.  The fused layer is
-    # Keras' BatchNormalization in TensorFlow's one-pass kernel (2-5x faster training here).
+    # Keras' BatchNormalization in TensorFlow's one-pass kernel (faster training: docs/design.md).
     x = FusedBatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
     x = keras.layers.ReLU(name=f"{name}_relu")(x)
     return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)

@@ -108,7 +108,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     callbacks : list of keras.callbacks.Callback, optional
     training_loop : {"auto", "graph", "keras"}, default="auto"
         How a head on cached features trains.  "graph": one compiled graph per epoch
-        (``xrayest.head_training.fit_head``, ~3x less fixed cost per fit; only the
+        (``xrayest.head_training.fit_head``, far less fixed cost per fit; only the
         epoch-level hooks of callbacks run, and a callback with per-batch hooks is an error).
         "keras": ``keras.Model.fit``.  "auto": "graph" unless a callback has per-batch hooks.
         Training on images always uses ``keras.Model.fit``.  ``training_loop_`` records
@@ -122,9 +122,9 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
     precision : {"float32", "bfloat16"}, default="float32"
         Arithmetic of the backbone.  "bfloat16" (Keras ``mixed_bfloat16``: float32
-        weights, bfloat16 compute) runs the Xception trunk about 1.9x faster on CPUs with
-        AMX and uses tensor cores on recent GPUs; its features differ from float32 ones
-        by ~3% relative (cached apart).  The head always trains in float32.
+        weights, bfloat16 compute) is faster on CPUs with AMX and uses tensor cores on
+        recent GPUs (benchmarks/RESULTS.md measures it); its features differ slightly from
+        float32 ones (cached apart).  The head always trains in float32.
     random_state : int, optional
         Seeds weights, shuffling, dropout and the validation split: two fits give
         identical predictions on CPU.

@@ -35,9 +35,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
     precision : {"float32", "bfloat16"}, default="float32"
         Arithmetic of the backbone.  "bfloat16" (Keras ``mixed_bfloat16``: float32
-        weights, bfloat16 compute) runs about 1.9x faster on CPUs with AMX (Xception,
-        see benchmarks/RESULTS.md) and on recent GPUs; features then differ from
-        float32 ones by ~3% relative, and are cached apart.  Features are float32 either way.
+        weights, bfloat16 compute) is faster on CPUs with AMX and on recent GPUs
+        (benchmarks/RESULTS.md measures it); features then differ slightly from float32
+        ones, and are cached apart.  Features are float32 either way.
     batch_size : int, default=32
     cache_features : bool, default=True
     cache_dir : path, optional

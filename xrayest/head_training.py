@@ -3,9 +3,8 @@
 ``keras.Model.fit`` is built for data that streams: per fit it builds a tf.data pipeline,
 traces a train function with metric and distribution machinery, and dispatches each step
 from Python.  On a frozen backbone's cached features (a few hundred rows, a head of a few
-dense layers) that fixed cost is nearly all of the work: about 3 s of a 10-epoch fit on
-180 Xception vectors, when the arithmetic takes a few hundredths of a second.  A grid
-search pays it once per candidate and fold.
+dense layers) that fixed cost is nearly all of the work (benchmarks/bench_head.py measures
+it against the arithmetic).  A grid search pays it once per candidate and fold.
 
 :func:`fit_head` trains the same compiled head with the same loss, optimizer, regularisation,
 dropout and BatchNorm updates, but runs each epoch as a single ``tf.function`` call looping

@@ -306,10 +306,10 @@ def recalibrate_batch_norm(model, batches) -> int:
     During training a BatchNorm layer normalises with the statistics of each batch and keeps an
     exponential moving average of them for inference.  After a short training run that average still
     remembers the early, very different weights, and inference-mode outputs drift from what training
-    saw: a residual_cnn with training loss 0.02 scored 0.71 on its own training images in inference
-    mode, 1.0 with batch statistics.  This pass runs ``model`` over ``batches`` (un-augmented training
+    saw (a network near zero training loss can score far lower on its own training images in
+    inference mode than with batch statistics).  This pass runs ``model`` over ``batches`` (un-augmented training
     images) in training mode with the momentum of batch ``k`` set to ``1 - 1/k``, so each layer ends
-    with the plain average of its batch statistics over the training set (then 1.0 above).  Weights
+    with the plain average of its batch statistics over the training set.  Weights
     do not change; frozen BatchNorm layers (``trainable=False``, e.g. when fine-tuning) are left alone.
 
     Returns
@@ -358,8 +358,9 @@ class RecalibratedValidation(keras.callbacks.Callback):
     """Validation scored at each epoch end with BatchNorm statistics recalibrated first.
 
     Keras scores ``validation_data`` with the running BatchNorm averages, which lag the weights and
-    were taken on augmented batches: on pediatric X-rays that made validation accuracy jump between
-    0.52 and 0.74 from one epoch to the next while training accuracy rose steadily.  This callback,
+    were taken on augmented batches: on pediatric X-rays that made validation accuracy jump by tens of
+    points from one epoch to the next while training accuracy rose steadily (benchmarks/RESULTS.md).
+    This callback,
     placed before early stopping and learning-rate callbacks, recalibrates the trunk's trainable
     BatchNorm layers on ``calibration()`` (un-augmented training batches, see
     :func:`recalibrate_batch_norm`), then writes ``val_loss`` and ``val_accuracy`` into the epoch's
