@@ -24,7 +24,7 @@ from .params import constraints_for, validate_param, validate_params
 from .seeding import seeded
 from .training import (EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm,
                        plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split)
-from .trunk import Trunk
+from .trunk import Trunk, pooling_in_trunk
 
 __all__ = ["XrayCNNClassifier", "load", "from_saved"]
 
@@ -311,10 +311,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def _make_trunk(self, plan, image_size) -> Trunk:
         if plan.trunk == "frozen":
-            # A frozen trunk pools inside (smaller cached features) unless the head needs the map.
-            pool_in_trunk = not self.batch_norm and self.pooling != "flatten"
             return Trunk.frozen(self.backbone, self.weights, image_size,
-                                pooling=self.pooling if pool_in_trunk else None, seed=self.random_state,
+                                pooling=pooling_in_trunk(self.pooling, self.batch_norm), seed=self.random_state,
                                 precision=self.precision, fold_batch_norm=plan.fold_batch_norm,
                                 cache=self.cache_features)
         fine_tune = self.fine_tune if plan.trunk == "fine_tune" else None

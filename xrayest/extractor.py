@@ -11,7 +11,7 @@ from .device import device_scope, warn_if_bfloat16_emulated
 from .inputs import as_image_source, check_n_features
 from .params import constraints_for, validate_params
 from .backbones import backbone_spec_or_model, image_size_for
-from .trunk import Trunk
+from .trunk import Trunk, pooling_in_trunk
 
 __all__ = ["FeatureExtractor"]
 
@@ -108,7 +108,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.image_size_ = image_size_for(backbone_spec_or_model(self.backbone), self.image_size)
         with device_scope(self.device):
             self.trunk_ = Trunk.frozen(self.backbone, self.weights, self.image_size_,
-                                       pooling=None if self.pooling == "flatten" else self.pooling,
+                                       pooling=pooling_in_trunk(self.pooling),
                                        seed=self.random_state, precision=self.precision, cache=self.cache_features)
             self.n_features_out_ = int(np.prod(self.trunk_.output_shape(estimator_cache(self))))
         check_n_features(self, source, reset=True)

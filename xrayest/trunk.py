@@ -30,11 +30,22 @@ from .backbones import backbone_spec_or_model
 from .inputs import ImageSource, chunk_size
 from .seeding import reseed_initial_weights, seeded
 
-__all__ = ["Trunk", "TrunkConfig", "WeightsChangedError", "make_backbone", "build_trunk_model", "unfreeze"]
+__all__ = ["Trunk", "TrunkConfig", "WeightsChangedError", "make_backbone", "build_trunk_model", "unfreeze",
+           "pooling_in_trunk"]
 
 
 class WeightsChangedError(RuntimeError):
     """A rebuilt backbone's weights differ from those the estimator was fitted with."""
+
+
+def pooling_in_trunk(pooling: str, batch_norm: bool = False):
+    """The pooling a frozen trunk applies itself (smaller cached features), or None when what comes after
+    needs the whole feature map: ``"flatten"`` keeps every position, and a head's BatchNorm normalises the map.
+
+    >>> pooling_in_trunk("avg"), pooling_in_trunk("flatten"), pooling_in_trunk("avg", batch_norm=True)
+    ('avg', None, None)
+    """
+    return None if pooling == "flatten" or batch_norm else pooling
 
 
 def make_backbone(backbone, weights, size):
