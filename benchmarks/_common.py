@@ -24,12 +24,13 @@ def report_result(result: dict):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_child(script, args, what) -> dict:
-    """Run ``script`` with ``args`` in a fresh Python process (its own peak memory) and return the dict
-    it printed with :func:`report_result`; exit naming ``what`` with the child's stderr when it failed."""
+def run_child(script, args, what, python=None) -> dict:
+    """Run ``script`` with ``args`` in a fresh Python process (its own peak memory; ``python``, default this
+    interpreter) and return the dict it printed with :func:`report_result`; exit naming ``what`` with the
+    child's stderr when it failed."""
     import json
 
-    out = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+    out = subprocess.run([python or sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if not line:
@@ -83,7 +84,9 @@ def machine_info() -> str:
 
 def append_results(title: str, table: str, notes: str = ""):
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    text = f"\n## {title} — {stamp}\n\nMachine: {machine_info()}\n\nCommand: `python {' '.join(sys.argv)}`\n\n{table}\n"
+    # absolute paths (another interpreter, an output file) are this machine's: only their last part is shown
+    command = " ".join(f"PATH/{Path(a).name}" if os.path.isabs(a) else a for a in sys.argv)
+    text = f"\n## {title} — {stamp}\n\nMachine: {machine_info()}\n\nCommand: `python {command}`\n\n{table}\n"
     if notes:
         text += f"\n{notes}\n"
     if not RESULTS.exists():

@@ -1,5 +1,7 @@
 """Training on images: speed (images/s) and peak memory, xrayest's streaming pipeline vs a plain Keras fit.
 
+(Against the peers a user would pick instead, plain Keras in mixed_bfloat16 and PyTorch: bench_peers.py.)
+
 The pediatric pneumonia images (../shared/data/pediatric_cxr, 150 px grayscale), a stratified subsample
 of --n images, a from-scratch CNN (--backbone, default residual_cnn) at 150 px with an augmentation
 preset (--augment, default "light"), batch 64, Adam 1e-3:
