@@ -191,6 +191,60 @@ def run_torch(n, epochs, workers):
     return {"img_per_s": epoch_rate(times, len(X))}
 
 
+def run_profile(n, steps=20):
+    """Where xrayest's training step spends its time: each part timed alone on one fixed batch.
+
+    The composed model of a fitted classifier (augmentation -> trunk -> head) is timed as a whole
+    train step (``train_on_batch``: forward, backward, Adam), without its augmentation layers, and
+    forward only in training mode; the input pipeline (a shuffled epoch of ``image_dataset`` batches)
+    and the augmentation layers are timed alone.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from xrayest import XrayCNNClassifier
+    from xrayest.inputs import as_image_source
+    from xrayest.pipeline import PackedImages, image_dataset
+
+    paths, y = subsample(n)
+    clf = XrayCNNClassifier("sutd_cnn", weights=None, image_size=150, precision="bfloat16", augment="xray",
+                            pooling="flatten", hidden_units=(256, 128), dropout=0.2, batch_size=BATCH, epochs=1,
+                            learning_rate=1e-3, random_state=0).fit(paths, y)
+    model = clf.model_
+    packed = PackedImages.from_source(as_image_source(paths), (150, 150))
+    codes = np.searchsorted(clf.classes_, y)
+    x = tf.constant(packed.batch(np.arange(BATCH)))
+    t = tf.constant(codes[:BATCH])
+    augmentation = model.layers[1]
+    plain = keras.Model(model.input, clf.head_(clf.trunk_.model(model.input)))
+    plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    forward = tf.function(lambda images: model(images, training=True))
+    augment = tf.function(lambda images: augmentation(images, training=True))
+
+    def per_image(run):
+        run()  # traced and warm
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = run()
+        np.asarray(out)
+        return (time.perf_counter() - start) / steps / BATCH * 1e3  # ms per image
+
+    def pipeline():
+        start = time.perf_counter()
+        count = 0
+        for images, _ in image_dataset(packed, np.arange(len(paths)), codes, batch_size=BATCH, shuffle=True, seed=0):
+            count += int(images.shape[0])
+        return (time.perf_counter() - start) / count * 1e3
+
+    return {"train_step": per_image(lambda: model.train_on_batch(x, t)),
+            "train_step_no_augmentation": per_image(lambda: plain.train_on_batch(x, t)),
+            "forward_training_mode": per_image(lambda: forward(x)),
+            "augmentation": per_image(lambda: augment(x)), "input_pipeline": pipeline(),
+            "augmentation_layers": type(augmentation).__name__}
+
+
 def run_peak(size=2048, repeats=10):
     import tensorflow as tf
 
@@ -221,7 +275,8 @@ def main():
     if args.variant:
         kind, _, arg = args.variant.partition(":")
         result = {"xrayest": lambda: run_xrayest(args.n, args.epochs), "keras": lambda: run_keras(args.n, args.epochs),
-                  "torch": lambda: run_torch(args.n, args.epochs, int(arg or 0)), "peak": run_peak}[kind]()
+                  "torch": lambda: run_torch(args.n, args.epochs, int(arg or 0)), "peak": run_peak,
+                  "profile": lambda: run_profile(args.n)}[kind]()
         report_result(result)
         return
     if not DATA.is_dir():
@@ -243,6 +298,7 @@ def main():
             results[variant].append(run_child(__file__, ["--variant", variant, *common], variant, python=python))
             print(variant, results[variant][-1], flush=True)
     peaks.append(run_child(__file__, ["--variant", "peak"], "peak"))
+    profile = run_child(__file__, ["--variant", "profile", *common], "profile")
     peak_bf16 = max(p["bfloat16"] for p in peaks)
     flops = results["xrayest"][0]["flops"]
     rates = {v: max(r["img_per_s"] for r in runs) for v, runs in results.items()}
@@ -260,6 +316,15 @@ def main():
                      f"{100 * rate * flops / 1e9 / peak_bf16:.0f}%", f"{rates['xrayest'] / rate:.2f}"])
     table = markdown_table(["stack", "img/s (epochs 2+), per round", "GFLOP/s (best round)", "of bf16 peak",
                             "xrayest / this"], rows)
+    step = profile["train_step"]
+    parts = [("input pipeline (uint8 store -> float batches, tf.data)", profile["input_pipeline"]),
+             ("augmentation layers alone", profile["augmentation"]),
+             ("forward in training mode (augmentation included)", profile["forward_training_mode"]),
+             ("whole train step without augmentation", profile["train_step_no_augmentation"]),
+             ("whole train step (forward, backward, Adam)", step)]
+    table += "\n\n" + markdown_table(["xrayest, one fixed batch of 64: part timed alone", "ms per image",
+                                       "share of the train step"],
+                                      [[name, f"{ms:.2f}", f"{100 * ms / step:.0f}%"] for name, ms in parts])
     print(table)
     bf16 = " / ".join(f"{p['bfloat16']:.0f}" for p in peaks)
     fp32 = " / ".join(f"{p['float32']:.0f}" for p in peaks)

@@ -357,3 +357,25 @@ class TestBatchNormRecalibration:
         # the last epoch's score is the final model's (both recalibrated on all training rows)
         _, val = stratified_split(np.searchsorted(clf.classes_, y), 0.25, 0)
         assert clf.history_["val_accuracy"][-1] == pytest.approx(clf.score(X[val], y[val]))
+
+
+def test_a_gray_backbone_is_augmented_on_one_channel_with_the_same_result():
+    import tensorflow as tf
+
+    from xrayest import XrayCNNClassifier
+    from xrayest.augmentation import augment_config, build_augmentation
+    from xrayest.layers import OnGray
+
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 255, (16, 32, 32)).astype(np.uint8), np.array(["a", "b"] * 8)
+    gray = XrayCNNClassifier("sutd_cnn", weights=None, image_size=32, augment="xray", epochs=1, batch_size=8,
+                             pooling="flatten", random_state=0).fit(X, y)
+    assert "augment_gray" in [layer.name for layer in gray.model_.layers]
+    rgb = XrayCNNClassifier("vgg16", weights=None, image_size=32, augment="xray", epochs=1, batch_size=8,
+                            freeze_backbone=False, random_state=0)
+    assert "augment_gray" not in [layer.name for layer in rgb.fit(X, y).model_.layers]
+    images = tf.constant(np.repeat(X[..., None], 3, axis=-1).astype(np.float32))
+    three = build_augmentation(augment_config("xray"), seed=3)(images, training=True).numpy()
+    one = OnGray(build_augmentation(augment_config("xray"), seed=3))(images, training=True).numpy()
+    assert one.shape == three.shape and np.abs(one - three).max() < 1e-3  # the same draws, a third of the work
+    assert np.array_equal(OnGray(build_augmentation(augment_config("xray"), seed=3))(images), images)  # inference

@@ -17,6 +17,7 @@ from .device import device_scope, warn_if_bfloat16_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_count
 from .inputs import as_image_source, check_labels, check_n_features, chunk_size, missing_positions
+from .layers import OnGray
 from .multilabel import check_multilabel, dense_target, is_multilabel, masked_subset_accuracy
 from .optimizers import build_optimizer
 from .pipeline import PackedImages, image_dataset
@@ -655,8 +656,20 @@ def _compose(trunk_model, head, augment=None, seed=None):
     import keras
 
     images = keras.Input((None, None, 3), name="images")
-    x = build_augmentation(augment, seed=seed)(images) if augment else images
+    x = images
+    if augment:
+        augmentation = build_augmentation(augment, seed=seed)
+        # a backbone of one gray channel: augment that channel, not three equal ones (a third of the work)
+        x = (OnGray(augmentation, name="augment_gray") if _reads_gray(trunk_model) else augmentation)(images)
     return keras.Model(images, head(trunk_model(x)), name="xray_cnn")
+
+
+def _reads_gray(trunk_model) -> bool:
+    """Whether the trunk's preprocessing averages the input's channels into one."""
+    try:
+        return trunk_model.get_layer("preprocess").channels == 1
+    except (ValueError, AttributeError):
+        return False
 
 
 def load(path, device="auto") -> XrayCNNClassifier:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ImagePreprocessing", "FusedBatchNormalization", "PREPROCESS_MODES", "POOLINGS", "pooling_layer"]
+__all__ = ["ImagePreprocessing", "FusedBatchNormalization", "OnGray", "PREPROCESS_MODES", "POOLINGS",
+           "pooling_layer"]
 
 # The arithmetic of keras.applications.*.preprocess_input, one entry per mode, as data.
 # Unlike preprocess_input this never writes into the caller's array (it runs as graph ops).
@@ -74,6 +75,43 @@ class ImagePreprocessing(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "size": list(self.size), "mode": self.mode, "channels": self.channels}
+
+
+@keras.saving.register_keras_serializable(package="xrayest")
+class OnGray(keras.layers.Layer):
+    """``layer`` (an augmentation) applied to the mean of the channels, given back as equal channels.
+
+    For a backbone that reads one gray channel (its preprocessing averages R, G and B), augmenting
+    that channel alone is the same transformation at a third of the work: each augmentation applies
+    one linear per-pixel operation to every channel alike, so it commutes with their mean.  At
+    inference images pass through unchanged, as through any augmentation.
+    """
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def build(self, input_shape):
+        self.layer.build((*input_shape[:-1], 1))
+        self.built = True
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        gray = self.layer(ops.mean(images, axis=-1, keepdims=True), training=True)
+        return ops.repeat(gray, images.shape[-1], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package="xrayest")
