@@ -317,7 +317,7 @@ def main():
     table = markdown_table(["stack", "img/s (epochs 2+), per round", "GFLOP/s (best round)", "of bf16 peak",
                             "xrayest / this"], rows)
     step = profile["train_step"]
-    parts = [("input pipeline (uint8 store -> float batches, tf.data)", profile["input_pipeline"]),
+    parts = [("input pipeline (packed uint8 -> float batches, tf.data)", profile["input_pipeline"]),
              ("augmentation layers alone", profile["augmentation"]),
              ("forward in training mode (augmentation included)", profile["forward_training_mode"]),
              ("whole train step without augmentation", profile["train_step_no_augmentation"]),

@@ -8,7 +8,7 @@ preset (--augment, default "light"), batch 64, Adam 1e-3:
 
 - ``keras.Model.fit`` on the set decoded as a user would (``load_image_folder`` -> uint8 RGB array ->
   float32), with the same model (xrayest's trunk + head + augmentation layers);
-- ``XrayCNNClassifier.fit`` on the file paths: images decoded once into the uint8 store, streamed;
+- ``XrayCNNClassifier.fit`` on the file paths: images decoded once into packed uint8 images, streamed;
 - the same in ``precision="bfloat16"`` (AMX where the CPU has it).
 
 Each variant runs in its own process (peak resident memory is per process), one after the other, twice.
@@ -76,7 +76,7 @@ def run_variant(variant, n, epochs, batch, backbone, augment):
     else:
         precision = variant.rsplit("_", 1)[1]
         XrayCNNClassifier(backbone, precision=precision, **params).fit(paths, y)
-        held = f"uint8 store {len(paths) * 150 * 150 / 2**20:.0f}"  # grayscale X-rays: one channel
+        held = f"packed uint8 {len(paths) * 150 * 150 / 2**20:.0f}"  # grayscale X-rays: one channel
     total = time.perf_counter() - start
     later = [times[i + 1] - times[i] for i in range(2, len(times) - 1, 2)]  # epochs 2..E
     rate = len(paths) * len(later) / sum(later) if later else float("nan")
