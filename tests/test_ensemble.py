@@ -131,17 +131,26 @@ class TestEqualize:
             equalize_histogram(np.zeros((2, 8, 8, 3), np.uint8))
 
 
-def test_pediatric_pneumonia_recipe_and_its_ensemble(tmp_path):
-    from xrayest import make_recipe
+def test_pediatric_pneumonia_recipe_is_the_cascade_trained_on_every_image_and_saves_as_one_file(tmp_path):
+    from xrayest import CascadeClassifier, load, make_recipe
 
     X, y = make_images(24, 32, 3)
     labels = np.array(["bacterial", "normal", "viral"])[y]
     model = make_recipe("pediatric_pneumonia", epochs=1, image_size=32, batch_size=8, random_state=0)
-    assert model.validation_split == 0.0 and model.backbone == "sutd_cnn"  # trained on every image given
-    ensemble = EnsembleClassifier(model, n_members=2, random_state=0).fit(X, labels)
-    assert ensemble.predict_proba(X).shape == (24, 3) and set(ensemble.predict(X)) <= set(labels)
+    params = model.get_params()
+    assert isinstance(model, CascadeClassifier) and [name for name, _, _ in model.stages] == ["root", "infected"]
+    assert params["root__backbone"] == params["infected__backbone"] == "sutd_cnn"
+    assert params["root__validation_split"] == params["infected__validation_split"] == 0.0  # every image given
+    model.fit(X, labels)
+    model.save(tmp_path / "pediatric.keras")
+    again = load(tmp_path / "pediatric.keras")
+    assert isinstance(again, CascadeClassifier) and list(again.classes_) == ["bacterial", "normal", "viral"]
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), atol=1e-6)
+    assert again.plan_ == model.plan_
+    with pytest.raises(ValueError, match="needs the normal label 'normal'"):
+        make_recipe("pediatric_pneumonia", classes=("healthy", "viral", "bacterial"))
     with pytest.raises(ValueError, match="classes and normal are for the cascade recipe"):
-        make_recipe("pediatric_pneumonia", classes=("normal", "viral"))
+        make_recipe("sutd_cnn", normal="healthy")
 
 
 def test_weight_averaging_ends_with_the_mean_of_the_last_epochs_weights(multiclass_images):

@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 from .inputs import take_rows
 from .params import constraints_for, validate_params
 
-__all__ = ["CascadeClassifier"]
+__all__ = ["CascadeClassifier", "from_saved"]
 
 ROOT = "root"
 
@@ -177,3 +177,72 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def save(self, path):
+        """Save every stage into one ``.keras`` file; :func:`xrayest.load` returns the cascade.
+
+        Each fitted stage must be an :class:`~xrayest.XrayCNNClassifier` (their networks are stored
+        side by side; the stages' groups and the classes go into the file's metadata).
+        """
+        import keras
+
+        from .classifier import XrayCNNClassifier
+        from .persistence import write_model
+
+        check_is_fitted(self, "estimators_")
+        other = [name for name, est in self.estimators_.items() if not isinstance(est, XrayCNNClassifier)]
+        if other:
+            raise TypeError(f"CascadeClassifier.save stores XrayCNNClassifier stages; stage {other[0]!r} is a "
+                            f"{type(self.estimators_[other[0]]).__name__}")
+        images = keras.Input((None, None, 3), name="images")
+        outputs = [keras.Model(images, est.model_(images), name=f"stage_{i}")(images)
+                   for i, est in enumerate(self.estimators_.values())]
+        first = next(iter(self.estimators_.values())).saved_meta()
+        groups = {name: stage_groups for name, _, stage_groups in self.stages}
+        classes = np.asarray(self.classes_)
+        meta = {"estimator": type(self).__name__, "params": {},
+                "classes": classes.tolist(), "classes_dtype": classes.dtype.str,
+                "state": {"image_size_": first["state"]["image_size_"],
+                          "plan_": [[name, [[outcome, _plain(members)] for outcome, members in groups.items()]]
+                                    for name, groups in self.plan_.items()],
+                          "stages": [{"name": name, "groups": _plain_groups(groups[name]), "meta": est.saved_meta()}
+                                     for name, est in self.estimators_.items()]}}
+        return write_model(path, keras.Model(images, outputs, name="cascade"), meta)
+
+
+def _plain(labels) -> list:
+    return np.asarray(labels).tolist()
+
+
+def _plain_groups(groups):
+    return None if groups is None else [[outcome, _plain(members)] for outcome, members in dict(groups).items()]
+
+
+def from_saved(model, meta: dict, path, device="auto") -> CascadeClassifier:
+    """The fitted cascade of a network and metadata written by :meth:`CascadeClassifier.save`."""
+    from .classifier import from_saved as stage_from_saved
+    from .persistence import CorruptModelError
+
+    stages_meta = meta["state"].get("stages")
+    if not isinstance(stages_meta, list) or not stages_meta:
+        raise CorruptModelError(f"corrupt or incompatible model file {path}: the cascade lists no stages")
+    stages, estimators = [], {}
+    for i, stage in enumerate(stages_meta):
+        try:
+            wrapper = model.get_layer(f"stage_{i}")
+        except ValueError:
+            raise CorruptModelError(f"corrupt or incompatible model file {path}: stage {i} is missing "
+                                    "from the network") from None
+        inner = [layer for layer in wrapper.layers if isinstance(layer, type(wrapper))]
+        if len(inner) != 1:
+            raise CorruptModelError(f"corrupt or incompatible model file {path}: stage {i} holds no network")
+        estimator = stage_from_saved(inner[0], stage["meta"], path, device)
+        groups = None if stage["groups"] is None else {outcome: list(members) for outcome, members in stage["groups"]}
+        stages.append((stage["name"], clone(estimator), groups))
+        estimators[stage["name"]] = estimator
+    cascade = CascadeClassifier(stages)
+    cascade.estimators_ = estimators
+    cascade.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
+    cascade.plan_ = {name: {outcome: list(members) for outcome, members in groups}
+                     for name, groups in meta["state"]["plan_"]}
+    return cascade

@@ -1,11 +1,12 @@
 """Named training recipes: plain-data parameter sets for :class:`~xrayest.XrayCNNClassifier`.
 
 A recipe is a row of :data:`~xrayest.recipes.RECIPES` (a dict of estimator parameters); :func:`make_recipe` builds
-the estimator, with any parameter overridden.  ``"sutd_cascade"`` builds the published study's
-two-stage :class:`~xrayest.CascadeClassifier` (normal vs infected, then bacterial vs viral) from
-two ``sutd_cnn`` classifiers.  ``"pediatric_pneumonia"`` is the best estimator found for normal /
-bacterial / viral at 150 px; ``EnsembleClassifier(make_recipe(name), n_members=3)`` averages seeds
-of any recipe.
+the estimator, with any parameter overridden.  A row of :data:`~xrayest.recipes.CASCADES` (the
+parameters of its stages) builds a two-stage :class:`~xrayest.CascadeClassifier`, normal vs infected,
+then the infected classes among themselves: ``"sutd_cascade"`` is the published study's, and
+``"pediatric_pneumonia"``, the best estimator found for normal / bacterial / viral at 150 px, is that
+cascade trained on every image it is given.  ``EnsembleClassifier(make_recipe(name), n_members=3)``
+averages seeds of any recipe.
 
 Measured on pediatric_cxr (stratified 15% hold-out, ``benchmarks/bench_pediatric.py``, numbers in
 ``benchmarks/RESULTS.md``); the hold-out accuracies are listed in the docs, not promised here.
@@ -13,21 +14,21 @@ Measured on pediatric_cxr (stratified 15% hold-out, ``benchmarks/bench_pediatric
 Examples
 --------
 >>> from xrayest.recipes import RECIPES, make_recipe
->>> sorted(RECIPES)
-['pediatric_pneumonia', 'sutd_cnn', 'sutd_residual', 'xception_finetune', 'xception_frozen']
+>>> sorted(RECIPES), sorted(CASCADES)
+(['sutd_cnn', 'sutd_residual', 'xception_finetune', 'xception_frozen'], ['pediatric_pneumonia', 'sutd_cascade'])
 >>> make_recipe("sutd_cnn", epochs=2).get_params()["backbone"]
 'sutd_cnn'
 >>> cascade = make_recipe("sutd_cascade", epochs=1, classes=("normal", "bacterial", "viral"))
 >>> [name for name, _, _ in cascade.stages]
 ['root', 'infected']
 >>> best = make_recipe("pediatric_pneumonia")
->>> best.get_params()["backbone"], best.get_params()["validation_split"]
+>>> best.get_params()["root__backbone"], best.get_params()["root__validation_split"]
 ('sutd_cnn', 0.0)
 """
 
 from __future__ import annotations
 
-__all__ = ["RECIPES", "make_recipe"]
+__all__ = ["RECIPES", "CASCADES", "make_recipe"]
 
 _SCRATCH = dict(weights=None, image_size=150, augment="xray", epochs=35, batch_size=64, learning_rate=1e-3,
                 lr_schedule="cosine", pooling="flatten", hidden_units=(256, 128), precision="bfloat16",
@@ -46,10 +47,15 @@ RECIPES: dict[str, dict] = {
                               hidden_units=(256,), dropout=0.5, epochs=20, batch_size=32, learning_rate=1e-3,
                               fine_tune=16, fine_tune_epochs=10, fine_tune_learning_rate=1e-4),
 }
-# The best estimator found for normal / bacterial / viral pediatric X-rays at 150 px, by 5-fold CV
-# (docs/training.md: what each candidate gave): sutd_cnn trained on every image it is given. Seed
-# ensembles, histogram equalisation and a sharpness augmentation measured no better.
-RECIPES["pediatric_pneumonia"] = {**RECIPES["sutd_cnn"], "validation_split": 0.0}
+# Two-stage cascades (normal vs infected, then the infected classes): the parameters of both stages.
+CASCADES: dict[str, dict] = {
+    "sutd_cascade": RECIPES["sutd_cnn"],
+    # The best estimator found for normal / bacterial / viral pediatric X-rays at 150 px, by 5-fold CV
+    # (docs/training.md: what each candidate gave): the sutd_cnn cascade trained on every image given.
+    # Single sutd_cnn models, seed ensembles, SWA, histogram equalisation, crops and stronger
+    # augmentation measured no better.
+    "pediatric_pneumonia": {**RECIPES["sutd_cnn"], "validation_split": 0.0},
+}
 
 
 def make_recipe(name: str, classes=None, normal: str = "normal", **overrides):
@@ -58,38 +64,38 @@ def make_recipe(name: str, classes=None, normal: str = "normal", **overrides):
     Parameters
     ----------
     name : str
-        A key of :data:`~xrayest.recipes.RECIPES`, or ``"sutd_cascade"``.
+        A key of :data:`~xrayest.recipes.RECIPES` or of :data:`~xrayest.recipes.CASCADES`.
     classes : sequence of str, optional
-        For ``"sutd_cascade"``: every label of the task (default normal, bacterial, viral).
+        For a cascade: every label of the task (default normal, bacterial, viral).
     normal : str, default="normal"
-        For ``"sutd_cascade"``: the label of the normal class; the first stage separates it
-        from the rest, the second splits the rest.
+        For a cascade: the label of the normal class; the first stage separates it from the
+        rest, the second splits the rest.
     **overrides
         Estimator parameters replacing the recipe's (for a cascade: applied to both stages).
     """
     from .classifier import XrayCNNClassifier
 
-    if name == "sutd_cascade":
+    if name in CASCADES:
         from .cascade import CascadeClassifier
 
         labels = list(classes or ("normal", "bacterial", "viral"))
         if normal not in labels or len(labels) < 3:
-            raise ValueError(f"sutd_cascade needs the normal label {normal!r} and at least two others; got {labels}")
+            raise ValueError(f"{name} needs the normal label {normal!r} and at least two others; got {labels}")
         infected = [label for label in labels if label != normal]
-        stage = {**RECIPES["sutd_cnn"], **_checked(overrides)}
+        stage = {**CASCADES[name], **_checked(overrides)}
         return CascadeClassifier([
             ("root", XrayCNNClassifier(**stage), {normal: [normal], "infected": infected}),
             ("infected", XrayCNNClassifier(**stage), None),
         ])
     if classes is not None or normal != "normal":
-        raise ValueError(f"classes and normal are for the cascade recipe; recipe {name!r} learns its classes from "
-                         "the labels it is fitted on")
+        raise ValueError(f"classes and normal are for the cascade recipes ({', '.join(CASCADES)}); recipe {name!r} "
+                         "learns its classes from the labels it is fitted on")
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(_NAMES)}")
     return XrayCNNClassifier(**{**RECIPES[name], **_checked(overrides)})
 
 
-_NAMES = [*RECIPES, "sutd_cascade"]
+_NAMES = [*RECIPES, *CASCADES]
 
 
 def _checked(overrides: dict) -> dict:
