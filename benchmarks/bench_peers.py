@@ -305,11 +305,12 @@ def main():
     torch_best = max((v for v in rates if v.startswith("torch")), key=rates.get, default=None)
     peer = max((v for v in rates if v != "xrayest"), key=rates.get)
     names = {"xrayest": "xrayest XrayCNNClassifier, bfloat16, file paths",
-             "keras": "plain Keras, mixed_bfloat16, tf.data"}
+             "keras": "plain Keras, mixed_bfloat16, tf.data",
+             **{v: f"PyTorch, bf16 autocast, channels_last, {v.partition(':')[2]} DataLoader workers"
+                for v in results if v.startswith("torch")}}
     rows = []
     for variant, runs in results.items():
-        workers = variant.partition(":")[2]
-        name = names.get(variant) or f"PyTorch, bf16 autocast, channels_last, {workers} DataLoader workers"
+        name = names[variant]
         rate = rates[variant]
         rows.append([name + (" (fastest PyTorch)" if variant == torch_best else ""),
                      " / ".join(f"{r['img_per_s']:.0f}" for r in runs), f"{rate * flops / 1e9:.0f}",
