@@ -171,8 +171,8 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
 
     if validation_data is not None:
         x_val, y_val = np.asarray(validation_data[0], np.float32), _targets(head, validation_data[1])
-        w_val = None if len(validation_data) < 3 or validation_data[2] is None \
-            else np.asarray(validation_data[2], np.float32)
+        w_val = (None if len(validation_data) < 3 or validation_data[2] is None
+                 else np.asarray(validation_data[2], np.float32))
     rng = np.random.default_rng(seed)
     history = keras.callbacks.History()
     callback_list = keras.callbacks.CallbackList(list(callbacks) + [history], model=head, epochs=epochs,
