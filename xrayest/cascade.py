@@ -221,22 +221,15 @@ def _plain_groups(groups):
 def from_saved(model, meta: dict, path, device="auto") -> CascadeClassifier:
     """The fitted cascade of a network and metadata written by :meth:`CascadeClassifier.save`."""
     from .classifier import from_saved as stage_from_saved
-    from .persistence import CorruptModelError
+    from .persistence import CorruptModelError, wrapped_network
 
     stages_meta = meta["state"].get("stages")
     if not isinstance(stages_meta, list) or not stages_meta:
         raise CorruptModelError(f"corrupt or incompatible model file {path}: the cascade lists no stages")
     stages, estimators = [], {}
     for i, stage in enumerate(stages_meta):
-        try:
-            wrapper = model.get_layer(f"stage_{i}")
-        except ValueError:
-            raise CorruptModelError(f"corrupt or incompatible model file {path}: stage {i} is missing "
-                                    "from the network") from None
-        inner = [layer for layer in wrapper.layers if isinstance(layer, type(wrapper))]
-        if len(inner) != 1:
-            raise CorruptModelError(f"corrupt or incompatible model file {path}: stage {i} holds no network")
-        estimator = stage_from_saved(inner[0], stage["meta"], path, device)
+        network = wrapped_network(model, f"stage_{i}", path, f"stage {i}")
+        estimator = stage_from_saved(network, stage["meta"], path, device)
         groups = None if stage["groups"] is None else {outcome: list(members) for outcome, members in stage["groups"]}
         stages.append((stage["name"], clone(estimator), groups))
         estimators[stage["name"]] = estimator

@@ -118,22 +118,15 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 def from_saved(model, meta: dict, path, device="auto") -> EnsembleClassifier:
     """The fitted ensemble of a network and metadata written by :meth:`EnsembleClassifier.save`."""
     from .classifier import from_saved as member_from_saved
-    from .persistence import CorruptModelError
+    from .persistence import CorruptModelError, wrapped_network
 
     members_meta = meta["state"].get("members")
     if not isinstance(members_meta, list) or not members_meta:
         raise CorruptModelError(f"corrupt or incompatible model file {path}: the ensemble lists no members")
     members = []
     for i, member_meta in enumerate(members_meta):
-        try:
-            wrapper = model.get_layer(f"member_{i}")
-        except ValueError:
-            raise CorruptModelError(f"corrupt or incompatible model file {path}: member {i} is missing "
-                                    "from the network") from None
-        inner = [layer for layer in wrapper.layers if isinstance(layer, type(wrapper))]
-        if len(inner) != 1:
-            raise CorruptModelError(f"corrupt or incompatible model file {path}: member {i} holds no network")
-        members.append(member_from_saved(inner[0], member_meta, path, device))
+        network = wrapped_network(model, f"member_{i}", path, f"member {i}")
+        members.append(member_from_saved(network, member_meta, path, device))
     params = {k: v for k, v in meta["params"].items() if k in ("n_members", "random_state")}
     ensemble = EnsembleClassifier(clone(members[0]), **params)
     ensemble.estimators_ = members

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_model", "read_model", "check_meta", "CorruptModelError", "plain_params", "FORMAT_VERSION"]
+__all__ = ["write_model", "read_model", "check_meta", "CorruptModelError", "plain_params", "FORMAT_VERSION",
+           "wrapped_network"]
 
 FORMAT_VERSION = 2  # 2: state holds "frozen" and "cache_key" (1 named them backbone_frozen_, _feature_config)
 _META_ENTRY = "xrayest.json"
@@ -141,3 +142,17 @@ def check_meta(meta, path) -> None:
         bad("state.frozen must be true or false")
     if not isinstance(state.get("history_", {}), dict):
         bad("state.history_ must be an object")
+
+
+def wrapped_network(model, name: str, path, what: str):
+    """The one network inside layer ``name`` of a file holding several (an ensemble's member, a cascade's
+    stage); a missing or empty wrapper is a :class:`CorruptModelError` naming ``what`` and the file."""
+    try:
+        wrapper = model.get_layer(name)
+    except ValueError:
+        raise CorruptModelError(f"corrupt or incompatible model file {path}: {what} is missing "
+                                "from the network") from None
+    inner = [layer for layer in wrapper.layers if isinstance(layer, type(wrapper))]
+    if len(inner) != 1:
+        raise CorruptModelError(f"corrupt or incompatible model file {path}: {what} holds no network")
+    return inner[0]
