@@ -62,8 +62,10 @@ def forward_flops(model) -> float:
     import keras
     import numpy as np
 
+    from xrayest.seeding import all_layers
+
     total = 0.0
-    for layer in _leaves(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             h, w, c_out = layer.output.shape[1:]
             k = int(np.prod(layer.kernel_size))
@@ -71,14 +73,6 @@ def forward_flops(model) -> float:
         elif isinstance(layer, keras.layers.Dense):
             total += 2.0 * layer.input.shape[-1] * layer.units
     return total
-
-
-def _leaves(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _leaves(layer)
-        else:
-            yield layer
 
 
 def epoch_rate(times, n_images):

@@ -197,7 +197,8 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         images = keras.Input((None, None, 3), name="images")
         outputs = [keras.Model(images, est.model_(images), name=f"stage_{i}")(images)
                    for i, est in enumerate(self.estimators_.values())]
-        first = next(iter(self.estimators_.values())).saved_meta()
+        stages_meta = {name: est.saved_meta() for name, est in self.estimators_.items()}
+        first = next(iter(stages_meta.values()))
         groups = {name: stage_groups for name, _, stage_groups in self.stages}
         classes = np.asarray(self.classes_)
         meta = {"estimator": type(self).__name__, "params": {},
@@ -205,8 +206,8 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
                 "state": {"image_size_": first["state"]["image_size_"],
                           "plan_": [[name, [[outcome, _plain(members)] for outcome, members in groups.items()]]
                                     for name, groups in self.plan_.items()],
-                          "stages": [{"name": name, "groups": _plain_groups(groups[name]), "meta": est.saved_meta()}
-                                     for name, est in self.estimators_.items()]}}
+                          "stages": [{"name": name, "groups": _plain_groups(groups[name]), "meta": stage_meta}
+                                     for name, stage_meta in stages_meta.items()]}}
         return write_model(path, keras.Model(images, outputs, name="cascade"), meta)
 
 

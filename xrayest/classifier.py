@@ -298,7 +298,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _check_targets(self, y, n_images, sample_weight) -> "_Targets":
         """Labels checked and encoded, with the per-image training weights."""
         y = dense_target(y)
-        if is_multilabel(y):
+        multilabel = is_multilabel(y)
+        if multilabel:
             classes, encoded = check_multilabel(y, n_images)
             if self.class_weight is not None:
                 raise ValueError("class_weight weighs the classes of a single-label y; with a multi-label y "
@@ -307,7 +308,6 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         else:
             classes, encoded = check_labels(y, n_images)
             weights = sample_weights(np.asarray(y), self.class_weight, sample_weight)
-        multilabel = is_multilabel(y)
         return _Targets(classes, encoded, weights, multilabel, output_count(len(classes), multilabel))
 
     def _make_trunk(self, plan, image_size) -> Trunk:

@@ -106,7 +106,7 @@ def _add_options(group, defaults, names, helps=None):
         default = _CLI_OVERRIDES.get(name, defaults[name])
         shown = ("the backbone's" if name == "image_size" else "none") if default is None else default
         group.add_argument("--" + name.replace("_", "-"), type=kind, choices=_CHOICES.get(name),
-                           default=None if default is None else default,
+                           default=default,
                            help=f"{(helps or {}).get(name, text)} (default: {shown})")
 
 

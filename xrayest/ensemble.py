@@ -106,12 +106,13 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
                    for i, member in enumerate(self.estimators_)]
         outputs = [member(images) for member in members]
         mean = keras.layers.Average(name="mean")(outputs) if len(outputs) > 1 else outputs[0]
-        first = self.estimators_[0].saved_meta()
+        members_meta = [member.saved_meta() for member in self.estimators_]
+        first = members_meta[0]
         meta = {"estimator": type(self).__name__,
                 "params": plain_params({k: v for k, v in self.get_params(deep=False).items() if k != "estimator"}),
                 "classes": first["classes"], "classes_dtype": first["classes_dtype"],
                 "state": {"image_size_": first["state"]["image_size_"], "seeds_": list(self.seeds_),
-                          "members": [member.saved_meta() for member in self.estimators_]}}
+                          "members": members_meta}}
         return write_model(path, keras.Model(images, mean, name="ensemble"), meta)
 
 

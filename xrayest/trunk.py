@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backbones import backbone_spec_or_model
+from .backbones import backbone_spec_or_model, get_backbone_spec
 from .inputs import ImageSource, chunk_size
 from .seeding import reseed_initial_weights, seeded
 
@@ -64,7 +64,6 @@ def make_backbone(backbone, weights, size):
     """
     import keras
 
-    from .backbones import get_backbone_spec
     from .weights import load_backbone, weights_fingerprint
 
     if isinstance(backbone, keras.Model):
@@ -194,7 +193,6 @@ class TrunkConfig:
         That is the case for a user's ``keras.Model`` backbone (its weights live only in
         that object) and for random weights without a seed.
         """
-        from .backbones import get_backbone_spec
         from .weights import weights_fingerprint
 
         if not isinstance(backbone, str) or (weights is None and seed is None):
@@ -209,7 +207,6 @@ class TrunkConfig:
     @property
     def cache_key(self) -> str:
         """Feature-cache key of this trunk's outputs."""
-        from .backbones import get_backbone_spec
 
         spec = get_backbone_spec(self.backbone)
         return _cache_key(spec, self.fingerprint, self.image_size, spec.preprocess, self.pooling, self.seed,
