@@ -6,7 +6,9 @@ conv3x3-BatchNorm-ReLU-maxpool blocks (32-64-64-128-128) on 150 px grayscale, Fl
 RandomRotation(10) on the training images; Adam 1e-3, batch 64, cross-entropy, a DataLoader with
 shuffling, model.eval() to score. No learning-rate schedule (the report has none) unless --cosine.
 Each fold's test images are scored after every epoch, so the table shows the last epoch (what a user
-gets) beside the best epoch (what a curve read after the fact shows).
+gets) beside the best epoch (what a curve read after the fact shows).  Every model is also scored on
+bench_pediatric_cv's new-patient proxy (BU CS542's normal / bacterial / viral films at 150 px): the
+reference after every epoch, so its proxy curve shows whether an early epoch holds more for new patients.
 
 xrayest runs ``make_recipe(--recipe)`` on the same folds (bench_pediatric_cv's: StratifiedKFold(5,
 shuffle, seed 0) over the same stratified --n subsample). Each stack runs in its own process.
@@ -15,12 +17,13 @@ PyTorch is not a dependency of xrayest: ``pip install ".[peers]"`` (from PyPI to
 of CUDA libraries; CI does not install it). Without torch the PyTorch rows are skipped with the reason.
 
     python benchmarks/bench_replica.py [--n 1500] [--folds 5] [--epochs 20] [--recipe sutd_cnn]
-                                       [--stacks torch,xrayest] [--cosine]
+                                       [--stacks torch,xrayest] [--cosine] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import time
@@ -38,6 +41,13 @@ def folds_and_data(n, n_folds):
 
     X, y = load_pediatric(n)
     return X, y, list(StratifiedKFold(n_folds, shuffle=True, random_state=0).split(X, y))
+
+
+def bu_proxy():
+    """bench_pediatric_cv's new-patient proxy: ``(images, labels)``, or ``(None, None)`` without BU CS542."""
+    from bench_pediatric_cv import load_bu_proxy
+
+    return load_bu_proxy()
 
 
 def fold_scores(y, pred):
@@ -58,21 +68,22 @@ def run_torch(args):
 
     torch.set_num_threads(max(1, __import__("os").cpu_count()))
     X, y, folds = folds_and_data(args.n, args.folds)
+    X_bu, y_bu = bu_proxy()
     labels = np.searchsorted(CLASSES, y)
     train_tf = transforms.Compose([transforms.ToPILImage(), transforms.RandomResizedCrop(150, scale=(0.7, 1.0)),
                                    transforms.RandomRotation(10), transforms.ToTensor()])
     test_tf = transforms.Compose([transforms.ToPILImage(), transforms.ToTensor()])
 
     class Images(Dataset):
-        def __init__(self, rows, transform):
-            self.rows, self.transform = rows, transform
+        def __init__(self, rows, transform, images=X, targets=labels):
+            self.rows, self.transform, self.images, self.targets = rows, transform, images, targets
 
         def __len__(self):
             return len(self.rows)
 
         def __getitem__(self, i):
             r = self.rows[i]
-            return self.transform(X[r]), int(labels[r])
+            return self.transform(self.images[r]), int(self.targets[r])
 
     def block(c_in, c_out):
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
@@ -92,6 +103,9 @@ def run_torch(args):
         loader = DataLoader(Images(train, train_tf), batch_size=64, shuffle=True, num_workers=args.workers,
                             persistent_workers=args.workers > 0)
         test_loader = DataLoader(Images(test, test_tf), batch_size=256)
+        bu_loader = (None if X_bu is None else
+                     DataLoader(Images(np.arange(len(X_bu)), test_tf, X_bu, np.searchsorted(CLASSES, y_bu)),
+                                batch_size=256))
         curve, start = [], time.perf_counter()
         fit_s = 0.0
         for epoch in range(args.epochs):
@@ -106,12 +120,19 @@ def run_torch(args):
                 schedule.step()
             fit_s += time.perf_counter() - t0
             model.eval()
-            with torch.no_grad():
-                pred = np.concatenate([model(images).argmax(1).numpy() for images, _ in test_loader])
-            curve.append(fold_scores(y[test], np.asarray(CLASSES)[pred]))
+
+            def predict(loader):
+                with torch.no_grad():
+                    return np.asarray(CLASSES)[np.concatenate([model(x).argmax(1).numpy() for x, _ in loader])]
+
+            curve.append(fold_scores(y[test], predict(test_loader)))
+            if bu_loader is not None:
+                bu = fold_scores(y_bu, predict(bu_loader))
+                curve[-1].update(bu_acc=bu["acc"], bu_recall_normal=bu["recall_normal"])
         best = max(range(len(curve)), key=lambda e: curve[e]["acc"])
         results.append({"last": curve[-1], "best": curve[best], "best_epoch": best + 1, "fit_s": fit_s,
-                        "curve": [round(c["acc"], 3) for c in curve]})
+                        "curve": [round(c["acc"], 3) for c in curve],
+                        "bu_curve": [round(c.get("bu_acc", float("nan")), 3) for c in curve]})
         print(f"fold {f}: last {curve[-1]['acc']:.3f} best {curve[best]['acc']:.3f} at epoch {best + 1} "
               f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
     report_result({"folds": results})
@@ -123,7 +144,8 @@ def run_xrayest(args):
     from xrayest import make_recipe
 
     X, y, folds = folds_and_data(args.n, args.folds)
-    overrides = {"epochs": args.epochs} if args.epochs else {}
+    X_bu, y_bu = bu_proxy()
+    overrides = {**json.loads(args.overrides), **({"epochs": args.epochs} if args.epochs else {})}
     results = []
     for f, (train, test) in enumerate(folds):
         clf = make_recipe(args.recipe, random_state=f, **overrides)
@@ -131,6 +153,9 @@ def run_xrayest(args):
         clf.fit(X[train], y[train])
         fit_s = time.perf_counter() - start
         scores = fold_scores(y[test], np.asarray(clf.predict(X[test])))
+        if X_bu is not None:
+            bu = fold_scores(y_bu, np.asarray(clf.predict(X_bu)))
+            scores.update(bu_acc=bu["acc"], bu_recall_normal=bu["recall_normal"])
         results.append({"last": scores, "fit_s": fit_s})
         print(f"fold {f}: {scores['acc']:.3f} ({fit_s:.0f} s)", file=sys.stderr, flush=True)
     report_result({"folds": results})
@@ -152,6 +177,9 @@ def main():
     parser.add_argument("--stacks", default="torch,xrayest")
     parser.add_argument("--cosine", action="store_true", help="cosine learning-rate decay in the PyTorch reference")
     parser.add_argument("--workers", type=int, default=1, help="DataLoader worker processes of the reference")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an xrayest estimator parameter over the recipe's (a Python literal, else a string)")
+    parser.add_argument("--overrides", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child == "torch":
@@ -163,7 +191,15 @@ def main():
 
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
-    common = ["--n", args.n, "--folds", args.folds, "--epochs", args.epochs, "--recipe", args.recipe,
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    common = ["--overrides", json.dumps(overrides), "--n", args.n,
+              "--folds", args.folds, "--epochs", args.epochs, "--recipe", args.recipe,
               "--workers", args.workers, *(["--cosine"] if args.cosine else [])]
     rows, notes = [], []
     for stack in args.stacks.split(","):
@@ -177,19 +213,27 @@ def main():
         result = run_child(__file__, [*common, "--child", stack], f"the {stack} run")
         folds = result["folds"]
         name = (f"PyTorch reference{' + cosine' if args.cosine else ''}" if stack == "torch"
-                else f"xrayest make_recipe({args.recipe!r})")
+                else f"xrayest make_recipe({args.recipe!r}{''.join(f', {k}={v!r}' for k, v in overrides.items())})")
         kinds = ["last", "best"] if stack == "torch" else ["last"]
         for kind in kinds:
             label = name + (", last epoch" if kind == "last" and stack == "torch" else
                             ", best epoch (read off the test curve)" if kind == "best" else "")
             rows.append([label, summary([r[kind]["acc"] for r in folds]), summary([r[kind]["f1"] for r in folds]),
                          *(summary([r[kind][f"recall_{c}"] for r in folds]) for c in ("normal", "bacterial", "viral")),
+                         *((summary([r[kind][k] for r in folds]) if k in folds[0][kind] else "-")
+                           for k in ("bu_acc", "bu_recall_normal")),
                          f"{sum(r['fit_s'] for r in folds) / len(folds):.0f}"])
         if stack == "torch":
             notes.append("PyTorch test accuracy per epoch, per fold: "
-                         + "; ".join(" ".join(map(str, r["curve"])) for r in folds))
+                         + "; ".join(" ".join(map(str, r["curve"])) for r in folds) + ".")
+            if "bu_acc" in folds[0]["last"]:
+                import numpy as np
+
+                mean = np.mean([r["bu_curve"] for r in folds], axis=0)
+                notes.append("PyTorch BU proxy accuracy per epoch, mean over folds: "
+                             + " ".join(f"{v:.3f}" for v in mean) + ".")
     table = markdown_table(["model", "CV acc", "macro-F1", "recall normal", "recall bacterial", "recall viral",
-                            "fit s per fold"], rows)
+                            "BU proxy acc", "BU normal recall", "fit s per fold"], rows)
     append_results(f"bench_replica: the SUTD recipe in PyTorch vs xrayest, {args.folds}-fold CV, "
                    f"{args.n or 4947} pediatric_cxr images, {args.epochs} epochs", table, notes=" ".join(notes))
     print(json.dumps({"rows": len(rows)}))

@@ -7,13 +7,18 @@ every such Figure an example's code block left in a variable, once.
 
 import os
 import weakref
+from pathlib import Path
 
 _SAVED = weakref.WeakSet()
 
 
+# the BU CS542 images the examples run on: ../shared beside the repository
+BU = Path(__file__).resolve().parents[3] / "shared" / "data" / "bu_cs542"
+
+
 def reset_argv(gallery_conf, script_vars):
-    """``--quick`` unless ``XRAYEST_DOCS_FULL=1``."""
-    return [] if os.environ.get("XRAYEST_DOCS_FULL") == "1" else ["--quick"]
+    """``--data`` (the BU images) and ``--quick`` unless ``XRAYEST_DOCS_FULL=1``."""
+    return ["--data", str(BU), *([] if os.environ.get("XRAYEST_DOCS_FULL") == "1" else ["--quick"])]
 
 
 def figure_scraper(block, block_vars, gallery_conf):
