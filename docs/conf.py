@@ -99,6 +99,11 @@ html_theme_options = {
     "show_toc_level": 2,
     "footer_start": ["copyright"],
     "footer_end": [],
+    # the gallery's pages give the width of the on-page table of contents to their code
+    "secondary_sidebar_items": {"**": ["page-toc"],
+                                **{f"auto_examples/{example.stem}": []
+                                   for example in (HERE.parent / "examples").glob("plot_*.py")}},
 }
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["xrayest.css"]
 templates_path = ["_templates"]

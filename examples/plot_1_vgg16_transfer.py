@@ -77,7 +77,7 @@ vgg16 = XrayCNNClassifier("vgg16", weights=weights, image_size=size, pooling="fl
 rows = [score("VGG16 + Dropout 0.2 + Dense 256, binary", vgg16,
               X_train, y_train, X_test, y_test, "0.89-1.00")]
 print(f"VGG16 + head: {vgg16.model_.count_params():,} parameters at {size} px")
-pd.DataFrame(rows)
+pd.DataFrame(rows).set_index("model")
 
 # %%
 # The published sweeps as one grid search
@@ -117,4 +117,4 @@ for backbone in ("vgg16", "vgg19", "resnet50"):
                             batch_size=10, epochs=epochs, random_state=0)
     rows.append(score(f"{backbone} + GlobalMaxPooling + 2 x Dense 512, 4-class", clf,
                       X_train4, y_train4, X_test4, y_test4, "0.56-0.75"))
-pd.DataFrame(rows)
+pd.DataFrame(rows).set_index("model")

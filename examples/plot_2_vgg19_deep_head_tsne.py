@@ -97,4 +97,4 @@ densenet = XrayCNNClassifier("densenet121", weights=weights, image_size=224, poo
                              batch_size=10, epochs=epochs, random_state=0)
 rows.append(score("DenseNet121 + 256/256/64, binary", densenet,
                   X_train, y_train, X_test, y_test, "0.89-1.00"))
-pd.DataFrame(rows)
+pd.DataFrame(rows).set_index("model")

@@ -93,7 +93,7 @@ rows.append(score(f"InceptionV3, layers 300-{n_layers - 1} fine-tuned, binary", 
                   X_train, y_train, X_test, y_test, "0.89-1.00"))
 print(f"InceptionV3: {n_layers} layers, the last {n_layers - 300} trained")
 print("plan:", inception.training_plan_)
-pd.DataFrame(rows)
+pd.DataFrame(rows).set_index("model")
 
 # %%
 # The fine-tuning history

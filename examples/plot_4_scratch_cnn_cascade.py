@@ -99,7 +99,7 @@ cascade = make_recipe("sutd_cascade", classes=classes, image_size=size, epochs=e
                       batch_size=16, class_weight="balanced", random_state=0)
 rows.append(score("cascade of two sutd_cnn", cascade, X_train, y_train, X_test, y_test,
                   PUBLISHED))
-pd.DataFrame(rows)
+pd.DataFrame(rows).set_index("model")
 
 # %%
 # What the first convolution sees

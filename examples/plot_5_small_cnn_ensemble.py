@@ -105,7 +105,7 @@ rows.append(score("best of a randomized search", search, X_train, y_train, X_tes
                   "0.56-0.75"))
 print("best:", {k: round(v, 5) if isinstance(v, float) else v
                 for k, v in search.best_params_.items()})
-pd.DataFrame(rows)
+pd.DataFrame(rows).set_index("model")
 
 # %%
 # The best run's training history

@@ -106,7 +106,7 @@ calibrated = CalibratedClassifierCV(svc, cv=2 if args.quick else 3, method="sigm
 rows.append(score("the SVC, calibrated (sigmoid)", calibrated,
                   X_train, y_train, X_test, y_test, "0.56-0.75"))
 print(classification_report(y_test, calibrated.predict(X_test), digits=3, zero_division=0))
-pd.DataFrame(rows)
+pd.DataFrame(rows).set_index("model")
 
 # %%
 # t-SNE as a Pipeline step: training images, and test images placed into the same map

@@ -53,6 +53,8 @@ def test_example_has_a_gallery_title_and_a_quick_mode(example):
     lines = text.splitlines()
     assert lines[0] == '"""' and set(lines[2]) == {"="} and len(lines[2]) >= len(lines[1]), "an RST title first"
     assert "args.quick" in text and "--data" in text
+    code = text[text.index('"""', 3) + 3:]
+    assert max(map(len, code.splitlines())) <= 95, "code lines fit the page (docs/_static/xrayest.css)"
     # self-contained, as scikit-learn's gallery: no helper module of the examples to open
     assert not [m for m in re.findall(r"^\s*(?:from|import) (\S+)", text, re.M)
                 if m.split(".")[0] not in ALLOWED_IMPORTS], example.name
