@@ -84,7 +84,8 @@ X_test, y_test = load("test", classes, per_class=4)
 rows = []
 for backbone in ("sutd_cnn", "sutd_residual"):
     clf = XrayCNNClassifier(backbone, weights=None, image_size=size, augment="xray",
-                            class_weight="balanced", pooling="flatten", hidden_units=(256, 128),
+                            class_weight="balanced", pooling="flatten",
+                            hidden_units=(256, 128),
                             dropout=0.2, learning_rate=1e-3, batch_size=16, epochs=epochs,
                             lr_schedule="cosine", random_state=0)
     rows.append(score(f"{backbone}, {size} px grayscale, augment='xray'", clf,

@@ -41,7 +41,7 @@ from sklearn.ensemble import VotingClassifier
 from sklearn.model_selection import RandomizedSearchCV, StratifiedKFold
 from xrayest import XrayCNNClassifier, load_image_folder, plot_history
 
-parser = argparse.ArgumentParser(description='Small CNNs, an ensemble and a search on BU CS542')
+parser = argparse.ArgumentParser(description="Small CNNs, an ensemble and a search")
 parser.add_argument("--data", type=Path, default=Path("../shared/data/bu_cs542"),
                     help="a folder with train/ and test/ class sub-folders")
 parser.add_argument("--quick", action="store_true", help="a few images, 2 epochs")

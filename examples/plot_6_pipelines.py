@@ -8,9 +8,10 @@ features feed a StandardScaler and a LogisticRegression or an SVC, a ``Calibrate
 SVC's probabilities honest, ``TSNEEmbedding`` is a Pipeline step, and ``classification_report`` scores
 the result. The reports timed their fits on CPUs and GPUs; ``device=`` picks one explicitly.
 
-**Full run** (``python examples/plot_6_pipelines.py``, with ``--weights FILE`` offline: Xception with ImageNet weights at 299 px, the
-269 training and 36 test BU images, 4 classes; a 2-core CPU, no GPU; 37 s for the whole script, of which
-33 s compute the features of the 305 images once):
+**Full run** (``python examples/plot_6_pipelines.py``, with ``--weights FILE`` offline: Xception
+with ImageNet weights at 299 px, the 269 training and 36 test BU images, 4 classes; a 2-core
+CPU, no GPU; 37 s for the whole script, of which 33 s compute the features of the 305 images
+once):
 
 ==========================================  =============  ========  =====  ==========
 model                                       test accuracy  macro-F1  fit s  published
@@ -49,7 +50,7 @@ from sklearn.svm import SVC
 from xrayest import (FeatureExtractor, TSNEEmbedding, available_devices, load_image_folder,
                      plot_embedding, resolve_device)
 
-parser = argparse.ArgumentParser(description='Xception features in scikit-learn Pipelines on BU CS542')
+parser = argparse.ArgumentParser(description="Xception features in scikit-learn Pipelines")
 parser.add_argument("--data", type=Path, default=Path("../shared/data/bu_cs542"),
                     help="a folder with train/ and test/ class sub-folders")
 parser.add_argument("--quick", action="store_true", help="a few images, 2 epochs")
