@@ -58,9 +58,11 @@ def score(name, clf, X_train, y_train, X_test, y_test, published):
     clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start
     pred = clf.predict(X_test)
-    return {"model": name, "test accuracy": f"{accuracy_score(y_test, pred):.3f}",
-            "macro-F1": f"{f1_score(y_test, pred, average='macro'):.3f}",
-            "fit s": f"{seconds:.0f}", "published": published}
+    row = {"model": name, "test accuracy": f"{accuracy_score(y_test, pred):.3f}",
+           "macro-F1": f"{f1_score(y_test, pred, average='macro'):.3f}",
+           "fit s": f"{seconds:.0f}", "published": published}
+    print(", ".join(f"{key} {value}" for key, value in row.items()))
+    return row
 
 
 # %%
