@@ -168,6 +168,16 @@ def snapshot_probas(clf, snapshots, X_train, targets):
     return out
 
 
+def build(recipe, overrides):
+    """``make_recipe(recipe, **overrides)``; a nested key (``infected__backbone``: one cascade stage's
+    parameter) is set with ``set_params`` after the rest."""
+    from xrayest import make_recipe
+
+    nested = {k: v for k, v in overrides.items() if "__" in k}
+    clf = make_recipe(recipe, **{k: v for k, v in overrides.items() if k not in nested})
+    return clf.set_params(**nested) if nested else clf
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="sutd_cnn")
@@ -179,7 +189,8 @@ def main():
     parser.add_argument("--center-crop", type=float, default=0.0,
                         help="keep the central fraction of each side of every image (e.g. 0.8), resized back")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="an estimator parameter over the recipe's (a Python literal, else a string)")
+                        help="an estimator parameter over the recipe's (a Python literal, else a string); "
+                             "STAGE__KEY=VALUE for one stage of a cascade")
     parser.add_argument("--swa", type=int, default=0,
                         help="stochastic weight averaging over the last N epochs (xrayest.training.WeightAveraging)")
     parser.add_argument("--snapshots", action="store_true",
@@ -195,7 +206,6 @@ def main():
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
-    from xrayest import make_recipe
 
     overrides = {}
     for item in args.set:
@@ -230,7 +240,7 @@ def main():
         for seed in seeds:
             snapshots = snapshot_callback() if args.snapshots else None
             extra = {"callbacks": [*overrides.get("callbacks", []), snapshots]} if snapshots else {}
-            clf = make_recipe(args.recipe, **{**overrides, **extra, "random_state": seed})
+            clf = build(args.recipe, {**overrides, **extra, "random_state": seed})
             start = time.perf_counter()
             clf.fit(X[train], y[train])
             fit_seconds.append(time.perf_counter() - start)
@@ -321,11 +331,10 @@ def fit_all(args, overrides, seed, X, y, X_bu, y_bu):
     """The recipe fitted on every image once: its fit time, and its score on the BU proxy."""
     import numpy as np
 
-    from xrayest import make_recipe
 
     snapshots = snapshot_callback() if args.snapshots else None
     extra = {"callbacks": [*overrides.get("callbacks", []), snapshots]} if snapshots else {}
-    clf = make_recipe(args.recipe, **{**overrides, **extra, "random_state": seed})
+    clf = build(args.recipe, {**overrides, **extra, "random_state": seed})
     start = time.perf_counter()
     clf.fit(X, y)
     fit_s = time.perf_counter() - start
