@@ -28,6 +28,7 @@ import argparse
 import ast
 import sys
 import time
+from pathlib import Path
 
 from _common import SHARED, append_results, markdown_table
 
@@ -168,6 +169,37 @@ def snapshot_probas(clf, snapshots, X_train, targets):
     return out
 
 
+def pair(base_file, variant_file):
+    """Paired differences (variant - base, mean ± sd over folds) of two ``--save`` files of the same folds:
+    each file's first seed on each fold."""
+    import numpy as np
+
+    base, variant = np.load(base_file), np.load(variant_file)
+    if not np.array_equal(base["y"], variant["y"]):
+        sys.exit(f"{base_file} and {variant_file} hold other images: pair runs of the same --n")
+    diffs, folds = {}, sorted({k.split("_")[0] for k in base.files if k.startswith("fold")})
+    for fold in folds:
+        test = base[f"{fold}_test"]
+        if not np.array_equal(test, variant[f"{fold}_test"]):
+            sys.exit(f"{fold} differs between the two files: pair runs of the same --folds")
+        for name, run in (("base", base), ("variant", variant)):
+            cv = scores(base["y"][test], run[f"{fold}_proba"][0])
+            bu = scores(base["y_bu"], run[f"{fold}_bu_proba"][0]) if f"{fold}_bu_proba" in run.files else {}
+            for key, value in {"CV acc": cv["acc"], "macro-F1": cv["f1"], "recall viral": cv["recall_viral"],
+                               "BU proxy acc": bu.get("acc"), "BU normal recall": bu.get("recall_normal")}.items():
+                if value is not None:
+                    diffs.setdefault(key, {}).setdefault(name, []).append(value)
+    cells = []
+    for key, runs in diffs.items():
+        d = np.subtract(runs["variant"], runs["base"])
+        cells.append(f"{np.mean(runs['variant']):.3f} vs {np.mean(runs['base']):.3f}: "
+                     f"{d.mean():+.3f} ± {d.std(ddof=1) if len(d) > 1 else 0:.3f}")
+    table = markdown_table(["variant - base", *diffs], [[f"{Path(variant_file).stem} - {Path(base_file).stem}",
+                                                          *cells]])
+    append_results(f"bench_pediatric_cv --pair: paired differences over {len(folds)} folds", table,
+                   notes="Each cell: variant mean vs base mean, then the paired difference (mean ± sd over folds).")
+
+
 def build(recipe, overrides):
     """``make_recipe(recipe, **overrides)``; a nested key (``infected__backbone``: one cascade stage's
     parameter) is set with ``set_params`` after the rest."""
@@ -199,7 +231,11 @@ def main():
     parser.add_argument("--save", default="", help="write labels and probabilities to this .npz")
     parser.add_argument("--fit-all", action="store_true",
                         help="no CV: fit once on every image (--n of them) and time it; score the BU proxy only")
+    parser.add_argument("--pair", nargs=2, metavar=("BASE.npz", "VARIANT.npz"),
+                        help="no fit: paired differences of two --save files of the same folds")
     args = parser.parse_args()
+    if args.pair:
+        return pair(*args.pair)
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
 
