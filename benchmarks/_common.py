@@ -96,6 +96,20 @@ def append_results(title: str, table: str, notes: str = ""):
     print(text)
 
 
+def parse_overrides(items) -> dict:
+    """``--set KEY=VALUE`` options as estimator parameters: each value a Python literal, else a string."""
+    import ast
+
+    overrides = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
+
+
 def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

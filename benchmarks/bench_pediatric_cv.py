@@ -25,12 +25,11 @@ BU-proxy accuracy over epochs, and SWA against the last epoch on the same runs.
 from __future__ import annotations
 
 import argparse
-import ast
 import sys
 import time
 from pathlib import Path
 
-from _common import SHARED, append_results, markdown_table
+from _common import SHARED, append_results, markdown_table, parse_overrides
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 BU = SHARED / "data" / "bu_cs542"
@@ -242,14 +241,7 @@ def main():
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
-
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    overrides = parse_overrides(args.set)
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.swa:
@@ -366,7 +358,6 @@ def curve_table(curves, keys):
 def fit_all(args, overrides, seed, X, y, X_bu, y_bu):
     """The recipe fitted on every image once: its fit time, and its score on the BU proxy."""
     import numpy as np
-
 
     snapshots = snapshot_callback() if args.snapshots else None
     extra = {"callbacks": [*overrides.get("callbacks", []), snapshots]} if snapshots else {}

@@ -23,12 +23,11 @@ of CUDA libraries; CI does not install it). Without torch the PyTorch rows are s
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import time
 
-from _common import ROOT, append_results, markdown_table, report_result, run_child
+from _common import ROOT, append_results, markdown_table, parse_overrides, report_result, run_child
 
 CLASSES = ["bacterial", "normal", "viral"]
 
@@ -191,13 +190,7 @@ def main():
 
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        try:
-            overrides[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            overrides[key] = value
+    overrides = parse_overrides(args.set)
     common = ["--overrides", json.dumps(overrides), "--n", args.n,
               "--folds", args.folds, "--epochs", args.epochs, "--recipe", args.recipe,
               "--workers", args.workers, *(["--cosine"] if args.cosine else [])]
