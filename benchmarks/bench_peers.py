@@ -80,7 +80,12 @@ def epoch_rate(times, n_images):
     return n_images * len(later) / sum(later) if later else float("nan")
 
 
-def run_xrayest(n, epochs):
+# xrayest's estimator as the peers' network is trained: the sutd_cnn recipe's head and augmentation.
+XRAYEST = dict(weights=None, image_size=150, augment="xray", pooling="flatten", hidden_units=(256, 128), dropout=0.2,
+               batch_size=BATCH, learning_rate=1e-3, random_state=0)
+
+
+def run_xrayest(n, epochs, backbone="sutd_cnn"):
     import keras
 
     from xrayest import XrayCNNClassifier
@@ -89,9 +94,7 @@ def run_xrayest(n, epochs):
     times, marks = [], []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: marks.append(time.perf_counter()),
                                            on_epoch_end=lambda e, logs: times.append(time.perf_counter() - marks[-1]))
-    clf = XrayCNNClassifier("sutd_cnn", weights=None, image_size=150, precision="bfloat16", augment="xray",
-                            pooling="flatten", hidden_units=(256, 128), dropout=0.2, batch_size=BATCH,
-                            epochs=epochs, learning_rate=1e-3, random_state=0, callbacks=[timer])
+    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=epochs, callbacks=[timer], **XRAYEST)
     clf.fit(paths, y)
     return {"img_per_s": epoch_rate(times, len(paths)), "flops": 3 * forward_flops(clf.model_)}
 
@@ -185,58 +188,154 @@ def run_torch(n, epochs, workers):
     return {"img_per_s": epoch_rate(times, len(X))}
 
 
-def run_profile(n, steps=20):
-    """Where xrayest's training step spends its time: each part timed alone on one fixed batch.
+# Op types of a TensorFlow trace, by the part of the training step they belong to (first match wins).
+PARTS = [
+    ("augmentation (random geometry, exposure)", lambda op, kind: "augment" in op),
+    ("convolutions, forward", lambda op, kind: "Conv2D" in kind and "Backprop" not in kind),
+    ("convolutions, input gradient", lambda op, kind: "Conv2DBackpropInput" in kind),
+    ("convolutions, weight gradient", lambda op, kind: "Conv2DBackpropFilter" in kind),
+    ("BatchNorm, forward and backward", lambda op, kind: "BatchNorm" in kind),
+    ("ReLU, max pooling, residual adds: forward and backward",
+     lambda op, kind: kind in ("Relu", "ReluGrad", "AddN") or "MaxPool" in kind or op.endswith("_add/Add")),
+    ("dense layers, loss", lambda op, kind: "MatMul" in kind or kind in ("BiasAddGrad", "_MklSoftmax")
+     or "SoftmaxCrossEntropy" in kind or "dropout" in op),
+    ("Adam update", lambda op, kind: "ApplyAdam" in kind or op.startswith(("adam", "fused_adam"))),
+    ("other (casts, gray <-> RGB, variable reads, small ops)", lambda op, kind: True),
+]
 
-    The composed model of a fitted classifier (augmentation -> trunk -> head) is timed as a whole
-    train step (``train_on_batch``: forward, backward, Adam), without its augmentation layers, and
-    forward only in training mode; the input pipeline (a shuffled epoch of ``image_dataset`` batches)
-    and the augmentation layers are timed alone.
+
+def trace_parts(logdir):
+    """Per part of :data:`PARTS`: the summed duration (s) of the traced TensorFlow ops, and the time
+    (s) at least one op ran, from the trace ``tf.profiler.experimental`` wrote into ``logdir``."""
+    from pathlib import Path
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # the trace's format: no public reader
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+    sums = {name: 0.0 for name, _ in PARTS}
+    intervals = []
+    for plane in space.planes:
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor's threads: one event per op run
+                continue
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                op, _, kind = name.rpartition(":")
+                if not op or "::" in name:  # an "op:Type" event, not the executor's own ("ExecutorState::Process")
+                    continue
+                part = next(part for part, match in PARTS if match(op, kind))
+                sums[part] += event.duration_ps * 1e-12
+                start = line.timestamp_ns * 1e-9 + event.offset_ps * 1e-12
+                intervals.append((start, start + event.duration_ps * 1e-12))
+    busy, reach = 0.0, float("-inf")
+    for begin, finish in sorted(intervals):
+        busy += max(0.0, finish - max(begin, reach))
+        reach = max(reach, finish)
+    return sums, busy
+
+
+def conv_kernels(backbone, batch, dtype, repeats=5):
+    """Each convolution of ``backbone`` timed alone at its shapes: seconds per batch for the forward
+    pass, the input gradient (not for a convolution reading the image: training never asks for it)
+    and the weight gradient, with the multiply-adds x 2 of one of them."""
+    import keras
+    import tensorflow as tf
+
+    from xrayest.seeding import all_layers
+
+    def timed(fn, trials=3):  # the best of ``trials`` (the machine may be shared)
+        fn()
+        best = float("inf")
+        for _ in range(trials):
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = fn()
+            out.numpy()
+            best = min(best, (time.perf_counter() - start) / repeats)
+        return best
+
+    rows = []
+    for layer in all_layers(backbone):
+        if not isinstance(layer, keras.layers.Conv2D):
+            continue
+        (h, w, c_in), (ho, wo, c_out) = layer.input.shape[1:], layer.output.shape[1:]
+        kh, kw = layer.kernel_size
+        strides, padding = [1, *layer.strides, 1], layer.padding.upper()
+        x = tf.cast(tf.random.normal((batch, h, w, c_in)), dtype)
+        kernel = tf.cast(tf.random.normal((kh, kw, c_in, c_out)), dtype)
+        grad = tf.cast(tf.random.normal((batch, ho, wo, c_out)), dtype)
+        forward = tf.function(lambda: tf.nn.conv2d(x, kernel, strides, padding))
+        wrt_input = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=[batch, h, w, c_in], filter=kernel, out_backprop=grad, strides=strides, padding=padding))
+        wrt_kernel = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=[kh, kw, c_in, c_out], out_backprop=grad, strides=strides, padding=padding))
+        reads_image = any(layer.input is t for t in backbone.inputs)
+        rows.append({"layer": layer.name, "shape": f"{h}x{w}x{c_in} -> {c_out}, {kh}x{kw}",
+                     "flops": 2.0 * batch * ho * wo * c_out * kh * kw * c_in,
+                     "forward": timed(forward), "input_grad": 0.0 if reads_image else timed(wrt_input),
+                     "weight_grad": timed(wrt_kernel)})
+    return rows
+
+
+def run_profile(n, backbone="sutd_cnn", steps=10):
+    """Where xrayest's training step spends its time, on one fixed batch.
+
+    The composed model of a fitted classifier (augmentation -> trunk -> head) runs ``train_on_batch``
+    (forward, backward, Adam) under TensorFlow's profiler; the trace's ops are summed by part of the
+    step (:data:`PARTS`), and the time no op ran (Python, Keras and the executor between ops) is the
+    step's wall time less the time at least one op ran.  The input pipeline (a shuffled epoch of
+    ``image_dataset`` batches) is timed alone: in ``fit`` it overlaps with training.  Each convolution
+    is then timed alone at its shapes (:func:`conv_kernels`): their sum is the step's floor.
     """
+    import shutil
+    import tempfile
+
     import keras
     import numpy as np
     import tensorflow as tf
 
     from xrayest import XrayCNNClassifier
     from xrayest.inputs import as_image_source
+    from xrayest.optimizers import build_optimizer
     from xrayest.pipeline import PackedImages, image_dataset
 
     paths, y = subsample(n)
-    clf = XrayCNNClassifier("sutd_cnn", weights=None, image_size=150, precision="bfloat16", augment="xray",
-                            pooling="flatten", hidden_units=(256, 128), dropout=0.2, batch_size=BATCH, epochs=1,
-                            learning_rate=1e-3, random_state=0).fit(paths, y)
+    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=1, **XRAYEST).fit(paths[:BATCH], y[:BATCH])
     model = clf.model_
     packed = PackedImages.from_source(as_image_source(paths), (150, 150))
     codes = np.searchsorted(clf.classes_, y)
     x = tf.constant(packed.batch(np.arange(BATCH)))
     t = tf.constant(codes[:BATCH])
-    augmentation = model.layers[1]
-    plain = keras.Model(model.input, clf.head_(clf.trunk_.model(model.input)))
-    plain.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    forward = tf.function(lambda images: model(images, training=True))
-    augment = tf.function(lambda images: augmentation(images, training=True))
-
-    def per_image(run):
-        run()  # traced and warm
+    model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy")
+    for _ in range(3):
+        model.train_on_batch(x, t)  # traced and warm
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, t)
+    step = (time.perf_counter() - start) / steps
+    logdir = tempfile.mkdtemp()
+    try:
+        tf.profiler.experimental.start(logdir)
         start = time.perf_counter()
         for _ in range(steps):
-            out = run()
-        np.asarray(out)
-        return (time.perf_counter() - start) / steps / BATCH * 1e3  # ms per image
+            model.train_on_batch(x, t)
+        traced_step = (time.perf_counter() - start) / steps
+        tf.profiler.experimental.stop()
+        sums, busy = trace_parts(logdir)
+    finally:
+        shutil.rmtree(logdir, ignore_errors=True)
 
-    def pipeline():
-        start = time.perf_counter()
-        count = 0
-        for images, _ in image_dataset(packed, np.arange(len(paths)), codes, batch_size=BATCH, shuffle=True, seed=0):
-            count += int(images.shape[0])
-        return (time.perf_counter() - start) / count * 1e3
-
-    return {"train_step": per_image(lambda: model.train_on_batch(x, t)),
-            "train_step_no_augmentation": per_image(lambda: plain.train_on_batch(x, t)),
-            "forward_training_mode": per_image(lambda: forward(x)),
-            "augmentation": per_image(lambda: augment(x)), "input_pipeline": pipeline(),
-            "augmentation_layers": type(augmentation).__name__}
+    start = time.perf_counter()
+    count = 0
+    for images, _ in image_dataset(packed, np.arange(len(paths)), codes, batch_size=BATCH, shuffle=True, seed=0):
+        count += int(images.shape[0])
+    pipeline = (time.perf_counter() - start) / count
+    dtype = keras.mixed_precision.Policy("mixed_bfloat16").compute_dtype
+    return {"backbone": backbone, "step": step, "traced_step": traced_step,
+            "op_seconds": {k: v / steps for k, v in sums.items()},
+            "busy": busy / steps, "input_pipeline_per_image": pipeline, "flops": 3 * forward_flops(model),
+            "kernels": conv_kernels(clf.backbone_, BATCH, dtype)}
 
 
 def run_peak(size=2048, repeats=10):
@@ -256,6 +355,74 @@ def run_peak(size=2048, repeats=10):
     return out
 
 
+def rate_rows(results, rates, names, flops, peak):
+    """The peers table: one row per stack on the sutd_cnn network."""
+    xrayest = rates["xrayest:sutd_cnn"]
+    torch_best = max((v for v in rates if v.startswith("torch")), key=rates.get, default=None)
+    rows = []
+    for variant, runs in results.items():
+        if variant.startswith("xrayest:") and variant != "xrayest:sutd_cnn":
+            continue
+        rate = rates[variant]
+        rows.append([names[variant] + (" (fastest PyTorch)" if variant == torch_best else ""),
+                     " / ".join(f"{r['img_per_s']:.0f}" for r in runs), f"{rate * flops / 1e9:.0f}",
+                     f"{100 * rate * flops / 1e9 / peak:.0f}%", f"{xrayest / rate:.2f}"])
+    return rows
+
+
+def backbone_rows(results, rates, peak):
+    """xrayest's from-scratch backbones: speed and speed per FLOP, against sutd_cnn's."""
+    base = rates["xrayest:sutd_cnn"] * results["xrayest:sutd_cnn"][0]["flops"]
+    rows = []
+    for variant, runs in results.items():
+        if variant.startswith("xrayest:"):
+            flops = runs[0]["flops"]
+            rate = rates[variant]
+            rows.append([f"`{variant.partition(':')[2]}`", f"{flops / 1e9:.2f}",
+                         " / ".join(f"{r['img_per_s']:.0f}" for r in runs), f"{rate * flops / 1e9:.0f}",
+                         f"{100 * rate * flops / 1e9 / peak:.0f}%", f"{rate * flops / base:.2f}",
+                         f"{peak * 1e9 / flops:.0f}"])
+    return rows
+
+
+def profile_rows(profiles):
+    """Milliseconds per image of each part of the step, one column per backbone."""
+    rows = []
+    for name, _ in PARTS:
+        rows.append([name, *(f"{1e3 * p['op_seconds'][name] / BATCH:.2f} "
+                             f"({100 * p['op_seconds'][name] / sum(p['op_seconds'].values()):.0f}%)"
+                             for p in profiles)])
+    rows.append(["all ops, summed (two ops run at once at times)",
+                 *(f"{1e3 * sum(p['op_seconds'].values()) / BATCH:.2f}" for p in profiles)])
+    rows.append(["time at least one op ran", *(f"{1e3 * p['busy'] / BATCH:.2f}" for p in profiles)])
+    rows.append(["time no op ran (Python, Keras, executor)",
+                 *(f"{1e3 * max(0.0, p['traced_step'] - p['busy']) / BATCH:.2f}" for p in profiles)])
+    rows.append(["**train step, wall** (untraced / traced)",
+                 *(f"**{1e3 * p['step'] / BATCH:.2f}** / {1e3 * p['traced_step'] / BATCH:.2f}" for p in profiles)])
+    rows.append(["input pipeline, timed alone (overlaps in fit)",
+                 *(f"{1e3 * p['input_pipeline_per_image']:.2f}" for p in profiles)])
+    return rows
+
+
+def kernel_rows(profile, peak):
+    """Each convolution of the network timed alone, and their sum: the step's floor."""
+    rows = []
+    total = {"forward": 0.0, "input_grad": 0.0, "weight_grad": 0.0}
+    flops = 0.0
+    for k in profile["kernels"]:
+        cells = []
+        for part in total:
+            total[part] += k[part]
+            cells.append(f"{k['flops'] / k[part] / 1e9:.0f}" if k[part] else "not needed")
+        flops += k["flops"] * (3 if k["input_grad"] else 2)
+        rows.append([k["layer"], k["shape"], *cells])
+    floor = sum(total.values())
+    rows.append(["**all convolutions**", f"{1e3 * floor / BATCH:.2f} ms per image",
+                 *(f"{sum(k['flops'] for k in profile['kernels'] if k[part]) / total[part] / 1e9:.0f}"
+                   for part in total)])
+    return rows, floor, flops
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1024)
@@ -264,25 +431,30 @@ def main():
     parser.add_argument("--torch-python", default=sys.executable,
                         help="a Python with torch and torchvision (default: this one)")
     parser.add_argument("--torch-workers", default="0,1,2", help="DataLoader worker counts to try")
+    parser.add_argument("--backbones", default="sutd_cnn,residual_cnn,sutd_residual",
+                        help="xrayest's from-scratch backbones to time and profile (sutd_cnn always)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         kind, _, arg = args.variant.partition(":")
-        result = {"xrayest": lambda: run_xrayest(args.n, args.epochs), "keras": lambda: run_keras(args.n, args.epochs),
+        result = {"xrayest": lambda: run_xrayest(args.n, args.epochs, arg),
+                  "keras": lambda: run_keras(args.n, args.epochs),
                   "torch": lambda: run_torch(args.n, args.epochs, int(arg or 0)), "peak": run_peak,
-                  "profile": lambda: run_profile(args.n)}[kind]()
+                  "profile": lambda: run_profile(args.n, arg)}[kind]()
         report_result(result)
         return
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
     probe = subprocess.run([args.torch_python, "-c", "import torch, torchvision"], capture_output=True)
     has_torch = probe.returncode == 0
-    variants = ["xrayest", "keras"]
+    backbones = ["sutd_cnn", *(b for b in args.backbones.split(",") if b and b != "sutd_cnn")]
+    variants = ["xrayest:sutd_cnn", "keras"]
     if has_torch:
         variants += [f"torch:{w}" for w in args.torch_workers.split(",")]
     else:
         print(f"skipped the PyTorch rows: {args.torch_python} cannot import torch and torchvision "
               '(pip install ".[peers]", or give --torch-python)', file=sys.stderr)
+    variants += [f"xrayest:{b}" for b in backbones[1:]]
     common = ["--n", args.n, "--epochs", args.epochs]
     peaks = [run_child(__file__, ["--variant", "peak"], "peak")]
     results = {v: [] for v in variants}
@@ -291,44 +463,41 @@ def main():
             python = args.torch_python if variant.startswith("torch") else sys.executable
             results[variant].append(run_child(__file__, ["--variant", variant, *common], variant, python=python))
             print(variant, results[variant][-1], flush=True)
+    profiles = [run_child(__file__, ["--variant", f"profile:{b}", *common], f"profile {b}") for b in backbones]
     peaks.append(run_child(__file__, ["--variant", "peak"], "peak"))
-    profile = run_child(__file__, ["--variant", "profile", *common], "profile")
-    peak_bf16 = max(p["bfloat16"] for p in peaks)
-    flops = results["xrayest"][0]["flops"]
+    peak = max(p["bfloat16"] for p in peaks)
+    flops = results["xrayest:sutd_cnn"][0]["flops"]
     rates = {v: max(r["img_per_s"] for r in runs) for v, runs in results.items()}
-    torch_best = max((v for v in rates if v.startswith("torch")), key=rates.get, default=None)
-    peer = max((v for v in rates if v != "xrayest"), key=rates.get)
-    names = {"xrayest": "xrayest XrayCNNClassifier, bfloat16, file paths",
+    peer = max((v for v in rates if not v.startswith("xrayest")), key=rates.get)
+    names = {"xrayest:sutd_cnn": "xrayest XrayCNNClassifier, bfloat16, file paths",
              "keras": "plain Keras, mixed_bfloat16, tf.data",
              **{v: f"PyTorch, bf16 autocast, channels_last, {v.partition(':')[2]} DataLoader workers"
                 for v in results if v.startswith("torch")}}
-    rows = []
-    for variant, runs in results.items():
-        name = names[variant]
-        rate = rates[variant]
-        rows.append([name + (" (fastest PyTorch)" if variant == torch_best else ""),
-                     " / ".join(f"{r['img_per_s']:.0f}" for r in runs), f"{rate * flops / 1e9:.0f}",
-                     f"{100 * rate * flops / 1e9 / peak_bf16:.0f}%", f"{rates['xrayest'] / rate:.2f}"])
-    table = markdown_table(["stack", "img/s (epochs 2+), per round", "GFLOP/s (best round)", "of bf16 peak",
-                            "xrayest / this"], rows)
-    step = profile["train_step"]
-    parts = [("input pipeline (packed uint8 -> float batches, tf.data)", profile["input_pipeline"]),
-             ("augmentation layers alone", profile["augmentation"]),
-             ("forward in training mode (augmentation included)", profile["forward_training_mode"]),
-             ("whole train step without augmentation", profile["train_step_no_augmentation"]),
-             ("whole train step (forward, backward, Adam)", step)]
-    table += "\n\n" + markdown_table(["xrayest, one fixed batch of 64: part timed alone", "ms per image",
-                                       "share of the train step"],
-                                      [[name, f"{ms:.2f}", f"{100 * ms / step:.0f}%"] for name, ms in parts])
+    table = markdown_table(["stack (the sutd_cnn network)", "img/s (epochs 2+), per round", "GFLOP/s (best round)",
+                            "of bf16 peak", "xrayest / this"], rate_rows(results, rates, names, flops, peak))
+    table += "\n\n" + markdown_table(
+        ["xrayest backbone", "training GFLOP per image", "img/s, per round", "GFLOP/s", "of bf16 peak",
+         "per FLOP vs sutd_cnn", "img/s at 100% of the peak"], backbone_rows(results, rates, peak))
+    table += "\n\n" + markdown_table(["part of the train step (batch 64, traced), ms per image",
+                                        *(f"`{p['backbone']}`" for p in profiles)], profile_rows(profiles))
+    rows, floor, conv_flops = kernel_rows(profiles[0], peak)
+    table += "\n\n" + markdown_table(["`sutd_cnn` convolution, timed alone (batch 64)", "shape", "forward GFLOP/s",
+                                        "input gradient GFLOP/s", "weight gradient GFLOP/s"], rows)
     print(table)
+    step = profiles[0]["step"]
     bf16 = " / ".join(f"{p['bfloat16']:.0f}" for p in peaks)
     fp32 = " / ".join(f"{p['float32']:.0f}" for p in peaks)
-    append_results(f"bench_peers: the sutd_cnn network, 150 px, batch 64, augmentation, bfloat16, "
-                   f"{args.n} pediatric_cxr images, {args.epochs} epochs",
-                   table, notes=f"Training FLOPs per image {flops / 1e9:.2f} GFLOP (3x forward, conv + dense). "
-                                f"bf16 matmul peak (2048^3, TensorFlow) {bf16} GFLOP/s before / after, float32 "
-                                f"{fp32}. Each variant in its own process, in turn, per round; the fastest peer "
-                                f"here: {names.get(peer, peer)} (xrayest {rates['xrayest'] / rates[peer]:.2f}x it).")
+    append_results(
+        f"bench_peers: the sutd_cnn network against its peers; xrayest's from-scratch backbones profiled, 150 px, "
+        f"batch 64, augmentation, bfloat16, {args.n} pediatric_cxr images, {args.epochs} epochs",
+        table, notes=f"Training FLOPs per image of sutd_cnn {flops / 1e9:.2f} GFLOP (3x forward, conv + dense). "
+                     f"bf16 matmul peak (2048^3, TensorFlow) {bf16} GFLOP/s before / after, float32 {fp32}. "
+                     f"Each variant in its own process, in turn, per round; the fastest peer here: "
+                     f"{names.get(peer, peer)} (xrayest {rates['xrayest:sutd_cnn'] / rates[peer]:.2f}x it). "
+                     f"The sutd_cnn convolutions alone take {1e3 * floor / BATCH:.2f} ms per image "
+                     f"({conv_flops / floor / 1e9:.0f} GFLOP/s, {100 * conv_flops / floor / 1e9 / peak:.0f}% of the "
+                     f"peak) of its {1e3 * step / BATCH:.2f} ms train step: a step of convolutions only would "
+                     f"train at {BATCH / floor:.0f} img/s.")
 
 
 if __name__ == "__main__":

@@ -53,20 +53,62 @@ class TestAugmentation:
         # a big rotation always came with a strong zoom-in and a bright, high-contrast image.
         layer = build_augmentation(augment_config("strong"), seed=0)
         images = np.zeros((256, 16, 16, 3), np.float32)
-        keys = {"RandomRotation": "angle", "RandomZoom": "height_zoom", "RandomBrightness": "rgb_delta",
-                "RandomContrast": "contrast_factor"}
+        keys = {"RandomBrightness": "rgb_delta", "RandomContrast": "contrast_factor"}
         draws = {}
         for sub in layer.layers:
             kind = type(sub).__name__
-            if kind in keys:
-                t = sub.get_random_transformation(images, training=True)
+            t = sub.get_random_transformation(images, training=True)
+            if kind == "RandomGeometry":  # one draw per image of angle, zoom, crop and the two shifts
+                for column, name in enumerate(["angle", "zoom", "crop", "shift_y", "shift_x"]):
+                    draws[name] = np.asarray(t)[:, column]
+            elif kind in keys:
                 draws[sub.name] = np.asarray(t[keys[kind]]).reshape(-1)[:256]
-        assert len(draws) == 5  # rotation, zoom, crop (a zoom-in), brightness, contrast
+        assert len(draws) == 7  # rotation, zoom, crop (a zoom-in), two shifts, brightness, contrast
         names = sorted(draws)
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 r = np.corrcoef(draws[a], draws[b])[0, 1]
                 assert abs(r) < 0.3, f"{a} and {b} draw correlated numbers (r={r:.2f})"
+
+    def test_geometry_is_the_keras_layers_in_one_resampling(self):
+        """RandomGeometry with the draws of Keras' RandomRotation, RandomZoom (zoom, then crop) and
+        RandomTranslation applied in turn gives their result, resampled once instead of four times."""
+        import keras
+
+        from xrayest.layers import RandomGeometry
+
+        yy, xx = np.mgrid[0:64, 0:64]
+        smooth = (128 + 60 * np.sin(xx / 9.0) + 50 * np.cos(yy / 7.0) + 0.3 * xx).astype("float32")
+        images = np.stack([smooth, smooth.T, smooth[::-1]])[..., None]
+        L = keras.layers
+        chain = [L.RandomRotation(0.05, fill_mode="nearest", seed=1), L.RandomZoom(0.1, fill_mode="nearest", seed=2),
+                 L.RandomZoom((-0.16, 0.0), fill_mode="nearest", seed=3),
+                 L.RandomTranslation(0.08, 0.08, fill_mode="nearest", seed=4)]
+        x, draws = images, []
+        for layer in chain:
+            draws.append(layer.get_random_transformation(x, training=True))
+            x = layer.transform_images(x, draws[-1], training=True)
+        shifts = np.asarray(draws[3]["translations"])  # pixels: (width, height)
+        same = np.stack([np.deg2rad(np.asarray(draws[0]["angle"])), np.asarray(draws[1]["height_zoom"])[:, 0],
+                         np.asarray(draws[2]["height_zoom"])[:, 0], shifts[:, 1] / 64, shifts[:, 0] / 64], axis=1)
+        same = keras.ops.convert_to_tensor(same.astype("float32"))
+        once = np.asarray(RandomGeometry().transform_images(images, same))
+        inner = (slice(None), slice(12, -12), slice(12, -12))  # the edges: filled once here, four times there
+        assert np.abs(once - np.asarray(x))[inner].max() < 1.5  # of 0-255: interpolating once, not four times
+        assert np.abs(once - images)[inner].max() > 30  # it moved
+
+    def test_geometry_draws_the_keras_layers_ranges(self):
+        from xrayest.layers import RandomGeometry
+
+        layer = RandomGeometry(rotation=0.028, zoom=0.1, crop=0.16, shift=0.05, seed=0)
+        t = np.asarray(layer.get_random_transformation(np.zeros((4000, 8, 8, 1), "float32")))
+        bounds = [(np.deg2rad(10.08), 0), (1.1, 0.9), (1.0, 0.84), (0.05, -0.05), (0.05, -0.05)]
+        for column, (high, low) in enumerate(bounds):
+            low = -high if low == 0 else low
+            margin = 0.02 * (high - low)  # 4,000 draws reach within 2% of each end
+            assert low <= t[:, column].min() < low + margin and high - margin < t[:, column].max() <= high
+        restored = RandomGeometry.from_config(layer.get_config())
+        assert restored.get_config() == layer.get_config() and restored.crop == 0.16
 
     def test_fit_with_augmentation_predicts_like_composed_model(self, binary_images):
         X, y = binary_images
@@ -238,6 +280,53 @@ class TestScratchCNNs:
         assert model.output_shape[1:3] == (4, 4)
         convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D" and layer.kernel_size == (3, 3)]
         assert len(convs) == depth
+
+    @pytest.mark.parametrize("backbone", ["sutd_cnn", "sutd_residual"])
+    def test_pooling_before_relu_is_relu_before_pooling(self, backbone):
+        """The backbones pool before their ReLU: the same function and gradients as ReLU then pooling."""
+        import keras
+        import tensorflow as tf
+
+        from xrayest.backbones import build_backbone, get_backbone_spec
+
+        model = build_backbone(get_backbone_spec(backbone), (40, 40, 1))
+        rng = np.random.default_rng(0)
+        for layer in model.layers:  # BatchNorm statistics and scales of both signs
+            if layer.weights:
+                layer.set_weights([rng.normal(0.5, 1.0, w.shape).astype("float32") for w in layer.get_weights()])
+        def sources(node):  # names of the layers feeding a layer, from the model's (public) config
+            if isinstance(node, dict):
+                tensor = node.get("class_name") == "__keras_tensor__"
+                history = node.get("config", {}).get("keras_history") if tensor else None
+                return [history[0]] if history else [n for v in node.values() for n in sources(v)]
+            return [n for v in node for n in sources(v)] if isinstance(node, (list, tuple)) else []
+
+        inputs = {cfg["name"]: sources(cfg["inbound_nodes"]) for cfg in model.get_config()["layers"]}
+        tensors = {model.layers[0].name: model.inputs[0]}
+        reordered = 0
+        for layer in model.layers[1:]:  # the original order: every ReLU back before its pooling
+            args = [tensors[name] for name in inputs[layer.name]]
+            if isinstance(layer, keras.layers.MaxPooling2D):
+                tensors[layer.name] = keras.layers.MaxPooling2D(2)(keras.layers.ReLU()(args[0]))
+            elif isinstance(layer, keras.layers.ReLU) and inputs[layer.name][0].endswith("_pool"):
+                tensors[layer.name] = args[0]  # its ReLU already ran before the pooling
+                reordered += 1
+            else:
+                tensors[layer.name] = layer(args if len(args) > 1 else args[0])
+        reference = keras.Model(model.inputs, tensors[model.layers[-1].name])
+        assert reordered == {"sutd_cnn": 5, "sutd_residual": 5}[backbone]
+        images = tf.constant(rng.uniform(0, 1, (4, 40, 40, 1)).astype("float32"))
+        grads = []
+        for network in (model, reference):
+            with tf.GradientTape() as tape:
+                out = network(images, training=True)
+                loss = tf.reduce_sum(out * tf.cast(tf.range(tf.size(out[0])), out.dtype)[None] / 100)
+            grads.append(tape.gradient(loss, network.trainable_variables))
+            if network is model:
+                first = out
+        np.testing.assert_allclose(first, out, rtol=1e-5, atol=1e-5)
+        for a, b in zip(*grads):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
     def test_sutd_cascade_recipe(self):
         from xrayest import make_recipe

@@ -5,15 +5,19 @@
 =============== ========================= ==============================================================================
 key             layer                     meaning
 =============== ========================= ==============================================================================
-rotation        RandomRotation            max angle as a fraction of a full turn (0.05 = 18 degrees)
-zoom            RandomZoom                max zoom in/out fraction
-shift           RandomTranslation         max shift as a fraction of height/width
+rotation        RandomGeometry            max angle as a fraction of a full turn (0.05 = 18 degrees)
+zoom            RandomGeometry            max zoom in/out fraction
+shift           RandomGeometry            max shift as a fraction of height/width
 horizontal_flip RandomFlip                True to mirror left-right (moves the heart: off in every preset)
 brightness      RandomBrightness          max change as a fraction of the 0-255 range
 contrast        RandomContrast            max contrast factor change
-crop            RandomZoom (zoom-in only) random resized crop keeping at least 1 - crop of each side
+crop            RandomGeometry            random resized crop keeping at least 1 - crop of each side
 sharpness       RandomSharpness           blur or sharpen by up to this much (0.5: from fully blurred to twice as sharp)
 =============== ========================= ==============================================================================
+
+Rotation, zoom, crop and shift are one :class:`~xrayest.layers.RandomGeometry` layer: Keras'
+``RandomRotation``, ``RandomZoom`` and ``RandomTranslation`` draws, composed into one affine map and
+resampled once.
 """
 
 from __future__ import annotations
@@ -80,19 +84,16 @@ def build_augmentation(config: dict, seed=None):
     """
     import keras
 
+    from .layers import RandomGeometry
+
     L = keras.layers
     layers = []
     seeds = iter(layer_seeds(seed, len(_KEYS)))
     if config.get("horizontal_flip"):
         layers.append(L.RandomFlip("horizontal", seed=next(seeds)))
-    if config.get("rotation"):
-        layers.append(L.RandomRotation(config["rotation"], fill_mode="nearest", seed=next(seeds)))
-    if config.get("zoom"):
-        layers.append(L.RandomZoom(config["zoom"], fill_mode="nearest", seed=next(seeds)))
-    if config.get("crop"):
-        layers.append(L.RandomZoom((-config["crop"], 0.0), fill_mode="nearest", seed=next(seeds)))
-    if config.get("shift"):
-        layers.append(L.RandomTranslation(config["shift"], config["shift"], fill_mode="nearest", seed=next(seeds)))
+    geometry = {key: float(config.get(key) or 0.0) for key in ("rotation", "zoom", "crop", "shift")}
+    if any(geometry.values()):  # one resampling for all four (the Keras layers resample once each)
+        layers.append(RandomGeometry(**geometry, seed=next(seeds)))
     if config.get("brightness"):
         layers.append(L.RandomBrightness(config["brightness"], value_range=(0, 255), seed=next(seeds)))
     if config.get("contrast"):

@@ -62,8 +62,18 @@ def _conv_block(x, filters, name):
     # statistics settle within the few hundred steps a small X-ray set gives.  The fused layer is
     # Keras' BatchNormalization in TensorFlow's one-pass kernel (faster training: docs/design.md).
     x = FusedBatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-    x = keras.layers.ReLU(name=f"{name}_relu")(x)
-    return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+    return _pool_relu(x, f"{name}_pool", f"{name}_relu")
+
+
+def _pool_relu(x, pool_name, relu_name):
+    """ReLU then 2x2 max pooling, computed as pooling then ReLU.
+
+    The two commute exactly (ReLU is monotone: the largest of four values, clipped at zero, is
+    the largest of the four clipped values), forward and backward, so the network is the same
+    function with the same gradients; ReLU and its gradient then run on a quarter of the values.
+    """
+    x = keras.layers.MaxPooling2D(2, name=pool_name)(x)
+    return keras.layers.ReLU(name=relu_name)(x)
 
 
 def small_cnn(input_shape, filters=(32, 64, 128), name="small_cnn"):
@@ -86,8 +96,7 @@ def residual_cnn(input_shape, filters=(16, 32, 64), name="residual_cnn"):
         y = keras.layers.ReLU(name=f"res{i + 1}_relu1")(y)
         y = keras.layers.Conv2D(f, 3, padding="same", name=f"res{i + 1}_conv2")(y)
         y = FusedBatchNormalization(momentum=0.9, name=f"res{i + 1}_bn2")(y)
-        x = keras.layers.ReLU(name=f"res{i + 1}_out")(keras.layers.Add(name=f"res{i + 1}_add")([shortcut, y]))
-        x = keras.layers.MaxPooling2D(2, name=f"res{i + 1}_pool")(x)
+        x = _pool_relu(keras.layers.Add(name=f"res{i + 1}_add")([shortcut, y]), f"res{i + 1}_pool", f"res{i + 1}_out")
     return keras.Model(inputs, x, name=name)
 
 
@@ -105,8 +114,7 @@ def sutd_residual(input_shape, filters=(32, 64, 128, 256), name="sutd_residual")
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(filters[0], 3, padding="same", use_bias=False, name="stem_conv")(inputs)
     x = FusedBatchNormalization(momentum=0.9, name="stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
-    x = keras.layers.MaxPooling2D(2, name="stem_pool")(x)
+    x = _pool_relu(x, "stem_pool", "stem_relu")
     for i, f in enumerate(filters):
         shortcut = x if x.shape[-1] == f else keras.layers.Conv2D(f, 1, use_bias=False, name=f"res{i + 1}_proj")(x)
         y = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"res{i + 1}_conv1")(x)
@@ -114,8 +122,7 @@ def sutd_residual(input_shape, filters=(32, 64, 128, 256), name="sutd_residual")
         y = keras.layers.ReLU(name=f"res{i + 1}_relu1")(y)
         y = keras.layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"res{i + 1}_conv2")(y)
         y = FusedBatchNormalization(momentum=0.9, name=f"res{i + 1}_bn2")(y)
-        x = keras.layers.ReLU(name=f"res{i + 1}_out")(keras.layers.Add(name=f"res{i + 1}_add")([shortcut, y]))
-        x = keras.layers.MaxPooling2D(2, name=f"res{i + 1}_pool")(x)
+        x = _pool_relu(keras.layers.Add(name=f"res{i + 1}_add")([shortcut, y]), f"res{i + 1}_pool", f"res{i + 1}_out")
     return keras.Model(inputs, x, name=name)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-__all__ = ["ImagePreprocessing", "FusedBatchNormalization", "OnGray", "PREPROCESS_MODES", "POOLINGS",
-           "pooling_layer"]
+__all__ = ["ImagePreprocessing", "FusedBatchNormalization", "OnGray", "RandomGeometry", "PREPROCESS_MODES",
+           "POOLINGS", "pooling_layer"]
 
 # The arithmetic of keras.applications.*.preprocess_input, one entry per mode, as data.
 # Unlike preprocess_input this never writes into the caller's array (it runs as graph ops).
@@ -112,6 +112,85 @@ class OnGray(keras.layers.Layer):
         config = dict(config)
         config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="xrayest")
+class RandomGeometry(keras.layers.Layer):
+    """Random rotation, zoom, zoom-in crop and shift of each image, resampled once.
+
+    Keras' ``RandomRotation``, ``RandomZoom`` (twice: ``zoom`` and ``crop``) and
+    ``RandomTranslation`` applied one after the other, in that order, with the same draws per
+    image (angle uniform in +-``rotation`` of a full turn about the centre; zoom factor in
+    1 +- ``zoom``; crop factor in [1 - ``crop``, 1]; shifts in +-``shift`` of the height and of
+    the width), composed into one affine map: one bilinear resampling of the image instead of one
+    per layer (each of which costs a pass over the batch and blurs the image again).  Pixels the
+    map takes from outside the image repeat the nearest edge pixel, as the Keras layers'
+    ``fill_mode="nearest"``.  At inference images pass through unchanged.
+
+    Parameters
+    ----------
+    rotation, zoom, crop, shift : float
+        Fractions as in :data:`xrayest.augmentation.AUGMENT_PRESETS` (0: not drawn).
+    seed : int, optional
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> layer = RandomGeometry(rotation=0.05, shift=0.1, seed=0)
+    >>> images = np.random.default_rng(0).uniform(0, 255, (2, 16, 16, 1)).astype("float32")
+    >>> moved = np.asarray(layer(images, training=True))
+    >>> moved.shape, bool(np.allclose(moved, images)), bool(np.allclose(layer(images), images))
+    ((2, 16, 16, 1), False, True)
+    """
+
+    def __init__(self, rotation=0.0, zoom=0.0, crop=0.0, shift=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.rotation, self.zoom, self.crop, self.shift = (float(rotation), float(zoom), float(crop), float(shift))
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def get_random_transformation(self, images, training=True, seed=None):
+        """Per image ``(angle in radians, zoom, crop, shift_y, shift_x as fractions)``, shape ``(n, 5)``."""
+        if not training:
+            return None
+        n = ops.shape(images)[0]
+        u = keras.random.uniform((n, 5), -1.0, 1.0, seed=seed if seed is not None else self.seed_generator)
+        return ops.stack([u[:, 0] * self.rotation * 2 * 3.141592653589793, 1.0 + u[:, 1] * self.zoom,
+                          1.0 - (u[:, 2] + 1.0) / 2 * self.crop, u[:, 3] * self.shift, u[:, 4] * self.shift], axis=1)
+
+    def transform_images(self, images, transformation, training=True):
+        if not training or transformation is None:
+            return images
+        shape = ops.shape(images)
+        height, width = ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+        angle, zoom, crop, dy, dx = (transformation[:, i] for i in range(5))
+        # Output pixel p maps to input pixel c + s R (p - c) + R t: rotation R about the centre c, the
+        # two zooms s = zoom * crop about it, the shift t (pixels) taken before the zooms and rotation,
+        # as the layers' maps compose when applied rotation first and shift last.
+        scale = zoom * crop
+        cos, sin = ops.cos(angle), ops.sin(angle)
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        tx, ty = -dx * width * scale, -dy * height * scale
+        a0, a1, b0, b1 = scale * cos, -scale * sin, scale * sin, scale * cos
+        a2 = cx - a0 * cx - a1 * cy + cos * tx - sin * ty
+        b2 = cy - b0 * cx - b1 * cy + sin * tx + cos * ty
+        zero = ops.zeros_like(angle)
+        matrix = ops.stack([a0, a1, a2, b0, b1, b2, zero, zero], axis=1)
+        out = ops.image.affine_transform(ops.cast(images, "float32"), matrix, interpolation="bilinear",
+                                         fill_mode="nearest")
+        return ops.cast(out, images.dtype)
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        return self.transform_images(images, self.get_random_transformation(images, training=True), training=True)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom, "crop": self.crop,
+                "shift": self.shift, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="xrayest")
