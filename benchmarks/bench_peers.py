@@ -6,7 +6,7 @@ Dense 256, Dense 128, 3 classes), 150 px grayscale pediatric X-rays (--n of them
 Adam 1e-3, random crop / rotation / shift augmentation, bfloat16 arithmetic:
 
 - ``xrayest``: ``XrayCNNClassifier("sutd_cnn", precision="bfloat16", augment="xray", pooling="flatten",
-  hidden_units=(256, 128))`` on the file paths;
+  hidden_units=(256, 128))`` on the file paths (its blocks pool before their ReLU: the same function);
 - ``keras``: plain Keras 3 on the same layers under the ``mixed_bfloat16`` policy, ``tf.data`` from a
   uint8 array (shuffle, batch, prefetch), Keras' Random* layers in the model;
 - ``torch_wN``: PyTorch, ``torch.autocast("cpu", torch.bfloat16)``, ``channels_last``, torchvision's
@@ -20,7 +20,13 @@ first.  GFLOP/s = images/s x the network's training FLOPs per image (3x the forw
 convolution and dense layers, counted from the model); the bfloat16 peak is a 2048^3 matmul in
 TensorFlow, timed before and after the variants.
 
+Then xrayest's from-scratch backbones (--backbones) are timed the same way, and each one's train step is
+profiled: a ``tf.profiler`` trace of ``train_on_batch`` on one batch, its ops summed by part of the step,
+and each convolution timed alone at its shapes (their sum is the floor of the step).  With --levers,
+sutd_cnn's train step is also timed with one thing changed at a time (:data:`LEVERS`).
+
     python benchmarks/bench_peers.py [--n 1024] [--epochs 3] [--rounds 2] [--torch-python PATH]
+                                     [--backbones sutd_cnn,residual_cnn,sutd_residual] [--levers]
 """
 
 from __future__ import annotations
@@ -83,6 +89,9 @@ def epoch_rate(times, n_images):
 # xrayest's estimator as the peers' network is trained: the sutd_cnn recipe's head and augmentation.
 XRAYEST = dict(weights=None, image_size=150, augment="xray", pooling="flatten", hidden_units=(256, 128), dropout=0.2,
                batch_size=BATCH, learning_rate=1e-3, random_state=0)
+# residual_cnn pools three times (an 18x18x64 map at 150 px): flattened, its first dense layer would hold
+# 5.3 M weights, so it keeps the estimator's default head (global average pooling, 256 units).
+HEADS = {"residual_cnn": dict(pooling="avg", hidden_units=(256,))}
 
 
 def run_xrayest(n, epochs, backbone="sutd_cnn"):
@@ -94,7 +103,8 @@ def run_xrayest(n, epochs, backbone="sutd_cnn"):
     times, marks = [], []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: marks.append(time.perf_counter()),
                                            on_epoch_end=lambda e, logs: times.append(time.perf_counter() - marks[-1]))
-    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=epochs, callbacks=[timer], **XRAYEST)
+    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=epochs, callbacks=[timer],
+                            **{**XRAYEST, **HEADS.get(backbone, {})})
     clf.fit(paths, y)
     return {"img_per_s": epoch_rate(times, len(paths)), "flops": 3 * forward_flops(clf.model_)}
 
@@ -301,7 +311,8 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
     from xrayest.pipeline import PackedImages, image_dataset
 
     paths, y = subsample(n)
-    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=1, **XRAYEST).fit(paths[:BATCH], y[:BATCH])
+    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=1,
+                            **{**XRAYEST, **HEADS.get(backbone, {})}).fit(paths[:BATCH], y[:BATCH])
     model = clf.model_
     packed = PackedImages.from_source(as_image_source(paths), (150, 150))
     codes = np.searchsorted(clf.classes_, y)
@@ -336,6 +347,62 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
             "op_seconds": {k: v / steps for k, v in sums.items()},
             "busy": busy / steps, "input_pipeline_per_image": pipeline, "flops": 3 * forward_flops(model),
             "kernels": conv_kernels(clf.backbone_, BATCH, dtype)}
+
+
+LEVERS = {
+    "as fitted (batch 64)": {},
+    "XLA: jit_compile=True": {"jit_compile": True},
+    "batch 128": {"batch": 128},
+    "one op at a time (inter-op threads 1)": {"inter_op": 1},
+    "two models side by side in one graph": {"models": 2},
+}
+
+
+def run_lever(n, lever, steps=8, rounds=3):
+    """xrayest's sutd_cnn train step on one fixed batch with one lever of :data:`LEVERS` changed:
+    images/s per model (``train_on_batch``, the best of ``rounds``).
+
+    Two models side by side are two fitted classifiers' whole models (augmentation, trunk, head) on
+    the same batch, each with its own loss: two ensemble members trained as one graph.
+    """
+    import tensorflow as tf
+
+    settings = LEVERS[lever]
+    if settings.get("inter_op"):
+        tf.config.threading.set_inter_op_parallelism_threads(settings["inter_op"])
+    import keras
+    import numpy as np
+
+    from xrayest import XrayCNNClassifier
+    from xrayest.inputs import as_image_source
+    from xrayest.optimizers import build_optimizer
+    from xrayest.pipeline import PackedImages
+
+    batch = settings.get("batch", BATCH)
+    paths, y = subsample(max(n, batch))
+    members = [XrayCNNClassifier("sutd_cnn", precision="bfloat16", epochs=1, **{**XRAYEST, "random_state": seed})
+               .fit(paths[:BATCH], y[:BATCH]) for seed in range(settings.get("models", 1))]
+    codes = np.searchsorted(members[0].classes_, y)
+    x = tf.constant(PackedImages.from_source(as_image_source(paths[:batch]), (150, 150)).batch(np.arange(batch)))
+    t = tf.constant(codes[:batch])
+    if len(members) == 1:
+        model, targets = members[0].model_, t
+    else:
+        images = keras.Input(members[0].model_.input_shape[1:])
+        model = keras.Model(images, [keras.Sequential([m.model_], name=f"member{i}")(images)
+                                     for i, m in enumerate(members)])
+        targets = [t] * len(members)
+    model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                  jit_compile=settings.get("jit_compile", False))
+    for _ in range(3):
+        model.train_on_batch(x, targets)  # traced and warm
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, targets)
+        best = max(best, len(members) * batch * steps / (time.perf_counter() - start))
+    return {"img_per_s": best}
 
 
 def run_peak(size=2048, repeats=10):
@@ -433,6 +500,8 @@ def main():
     parser.add_argument("--torch-workers", default="0,1,2", help="DataLoader worker counts to try")
     parser.add_argument("--backbones", default="sutd_cnn,residual_cnn,sutd_residual",
                         help="xrayest's from-scratch backbones to time and profile (sutd_cnn always)")
+    parser.add_argument("--levers", action="store_true",
+                        help="also time sutd_cnn's train step with each lever of LEVERS changed, in turn")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -440,7 +509,7 @@ def main():
         result = {"xrayest": lambda: run_xrayest(args.n, args.epochs, arg),
                   "keras": lambda: run_keras(args.n, args.epochs),
                   "torch": lambda: run_torch(args.n, args.epochs, int(arg or 0)), "peak": run_peak,
-                  "profile": lambda: run_profile(args.n, arg)}[kind]()
+                  "profile": lambda: run_profile(args.n, arg), "lever": lambda: run_lever(args.n, arg)}[kind]()
         report_result(result)
         return
     if not DATA.is_dir():
@@ -463,6 +532,11 @@ def main():
             python = args.torch_python if variant.startswith("torch") else sys.executable
             results[variant].append(run_child(__file__, ["--variant", variant, *common], variant, python=python))
             print(variant, results[variant][-1], flush=True)
+    levers = {lever: [] for lever in (LEVERS if args.levers else [])}
+    for _ in range(args.rounds):
+        for lever in levers:
+            levers[lever].append(run_child(__file__, ["--variant", f"lever:{lever}", *common], lever)["img_per_s"])
+            print(lever, levers[lever][-1], flush=True)
     profiles = [run_child(__file__, ["--variant", f"profile:{b}", *common], f"profile {b}") for b in backbones]
     peaks.append(run_child(__file__, ["--variant", "peak"], "peak"))
     peak = max(p["bfloat16"] for p in peaks)
@@ -480,6 +554,12 @@ def main():
          "per FLOP vs sutd_cnn", "img/s at 100% of the peak"], backbone_rows(results, rates, peak))
     table += "\n\n" + markdown_table(["part of the train step (batch 64, traced), ms per image",
                                         *(f"`{p['backbone']}`" for p in profiles)], profile_rows(profiles))
+    if levers:
+        base = max(next(iter(levers.values())))
+        table += "\n\n" + markdown_table(
+            ["lever on sutd_cnn's train step (one fixed batch, train_on_batch)", "img/s per model, per round",
+             "vs as fitted"], [[lever, " / ".join(f"{r:.0f}" for r in runs), f"{max(runs) / base:.2f}"]
+                               for lever, runs in levers.items()])
     rows, floor, conv_flops = kernel_rows(profiles[0], peak)
     table += "\n\n" + markdown_table(["`sutd_cnn` convolution, timed alone (batch 64)", "shape", "forward GFLOP/s",
                                         "input gradient GFLOP/s", "weight gradient GFLOP/s"], rows)

@@ -15,7 +15,7 @@ crop            RandomGeometry            random resized crop keeping at least 1
 sharpness       RandomSharpness           blur or sharpen by up to this much (0.5: from fully blurred to twice as sharp)
 =============== ========================= ==============================================================================
 
-Rotation, zoom, crop and shift are one :class:`~xrayest.layers.RandomGeometry` layer: Keras'
+Rotation, zoom, crop and shift are one ``xrayest.layers.RandomGeometry`` layer: Keras'
 ``RandomRotation``, ``RandomZoom`` and ``RandomTranslation`` draws, composed into one affine map and
 resampled once.
 """
