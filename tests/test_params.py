@@ -15,7 +15,7 @@ BAD_CLASSIFIER_VALUES = [
     ("batch_size", True), ("dropout", 1.0), ("dropout", (0.1, -0.1)), ("validation_split", 1.0), ("l2", -1e-3),
     ("pooling", "median"), ("freeze_backbone", "yes"), ("fine_tune", 0), ("fine_tune_epochs", -1),
     ("fine_tune_learning_rate", 0), ("reduce_lr", 0.5), ("lr_schedule", "linear"), ("training_loop", "fast"),
-    ("precision", "float16"), ("random_state", -1), ("class_weight", "auto"), ("image_size", 0),
+    ("precision", "fp16"), ("random_state", -1), ("class_weight", "auto"), ("image_size", 0),
     ("weights", 3), ("optimizer", 3), ("cache_features", 1), ("callbacks", "early"), ("verbose", -1),
 ]
 

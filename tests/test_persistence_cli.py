@@ -50,6 +50,20 @@ class TestSaveLoad:
             meta = json.loads(archive.read("xrayest.json"))
         assert meta["params"]["backbone"] == "vgg16"
 
+    def test_a_model_fitted_with_callbacks_and_an_optimizer_instance_loads(self, binary_images, tmp_path):
+        # callbacks cannot be written as data: the file said so, and loading then refused the file
+        import keras
+
+        X, y = binary_images
+        clf = tiny_classifier(epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()],
+                              optimizer=keras.optimizers.SGD(0.05, momentum=0.8)).fit(X, y)
+        again = xrayest.load(clf.save(tmp_path / "m.keras"))
+        np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+        assert again.callbacks is None  # not saved: the default
+        optimizer = again.get_params()["optimizer"]
+        assert type(optimizer) is keras.optimizers.SGD and optimizer.get_config()["momentum"] == 0.8
+        assert again.fit(X, y).predict_proba(X).shape == (len(X), 2)  # refits with what it was given
+
     def test_crash_mid_save_keeps_the_old_model(self, binary_images, tmp_path, monkeypatch):
         X, y = binary_images
         clf = tiny_classifier(epochs=1).fit(X, y)

@@ -142,7 +142,7 @@ class TestBfloat16:
     def test_bad_precision_is_named(self, binary_images):
         X, y = binary_images
         with pytest.raises(ValueError, match="precision must be one of.*'float16'"):
-            tiny_classifier(precision="float16").fit(X, y)
+            tiny_classifier(precision="fp16").fit(X, y)
         with pytest.raises(ValueError, match="precision must be one of"):
             FeatureExtractor("vgg16", weights=None, image_size=32, precision="fp8").fit(X)
 
@@ -190,6 +190,51 @@ class TestBfloat16:
         with pytest.warns(RuntimeWarning, match="emulated"):
             FeatureExtractor("vgg16", weights=None, image_size=32, random_state=0, precision="bfloat16",
                              device="cpu").fit(X)
+
+
+class TestFloat16:
+    """float16 (for GPUs without bfloat16) runs on the CPU too, emulated: the same code path."""
+
+    def test_trains_the_backbone_with_loss_scaling_and_is_saved(self, tmp_path):
+        import warnings
+
+        import keras
+
+        import xrayest
+
+        seen = []
+
+        class Optimizers(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                seen.append(type(self.model.optimizer).__name__)
+
+        X, y = make_images(16, 32, 2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # emulated on the CPU: said by the next test
+            clf = tiny_classifier(backbone="small_cnn", precision="float16", epochs=2,
+                                  callbacks=[Optimizers()]).fit(X, y)
+            head_only = tiny_classifier(precision="float16", epochs=1, callbacks=[Optimizers()]).fit(X, y)
+        assert seen == ["LossScaleOptimizer", "FusedAdam"]  # the backbone's phase scaled, the head's not
+        assert clf.backbone_.layers[-1].dtype_policy.name == "mixed_float16"
+        assert all(w.dtype == "float32" for w in clf.backbone_.weights)
+        proba = clf.predict_proba(X)
+        assert proba.shape == (16, 2) and np.isfinite(proba).all() and np.isfinite(clf.history_["loss"]).all()
+        assert head_only.trunk_.model.output.dtype == "float32"
+        loaded = xrayest.load(clf.save(tmp_path / "half.keras"))
+        assert loaded.precision == "float16"
+        np.testing.assert_allclose(loaded.predict_proba(X), proba, rtol=1e-5, atol=1e-6)
+
+    def test_features_close_to_float32_cached_apart_and_a_warning_on_the_cpu(self, binary_images):
+        X, _ = binary_images
+        # vgg16: random MobileNetV2 features are ~1e-12, below float16's range (its smallest is 6e-8)
+        params = dict(backbone="vgg16", weights=None, image_size=32, random_state=0, device="cpu")
+        full = FeatureExtractor(**params).fit(X)
+        with pytest.warns(RuntimeWarning, match="float16' is for GPUs without bfloat16"):
+            half = FeatureExtractor(**params, precision="float16").fit(X)
+        assert half.trunk_.cache_key != full.trunk_.cache_key
+        a, b = full.transform(X), half.transform(X)
+        assert b.dtype == np.float32 and not np.array_equal(a, b)
+        assert np.abs(a - b).mean() <= 0.01 * np.abs(a).mean()
 
 
 class TestEstimatorsFoldFrozenTrunks:

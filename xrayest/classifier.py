@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from .augmentation import AugmentedCopies, augment_config, build_augmentation
 from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
-from .device import device_scope, warn_if_bfloat16_emulated
+from .device import device_scope, warn_if_precision_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_count
 from .inputs import as_image_source, check_labels, check_n_features, chunk_size, missing_positions
@@ -121,11 +121,13 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     cache_dir : path, optional
         Keep cached features on disk there too (shared by parallel workers).
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
         Arithmetic of the backbone.  "bfloat16" (Keras ``mixed_bfloat16``: float32
         weights, bfloat16 compute) is faster on CPUs with AMX and uses tensor cores on
-        recent GPUs (benchmarks/RESULTS.md measures it); its features differ slightly from
-        float32 ones (cached apart).  The head always trains in float32.
+        recent GPUs (benchmarks/RESULTS.md measures it); "float16" (``mixed_float16``) is
+        for GPUs without bfloat16 (V100, T4), and trains the backbone with Keras' dynamic
+        loss scaling (``LossScaleOptimizer``).  Features differ slightly from float32 ones
+        (cached apart).  The head always trains in float32.
     random_state : int, optional
         Seeds weights, shuffling, dropout and the validation split: two fits give
         identical predictions on CPU.
@@ -254,7 +256,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             (stratified by class where the groups allow), so no patient is on both sides.
         """
         validate_params(self)
-        warn_if_bfloat16_emulated(self.precision, self.device)
+        warn_if_precision_emulated(self.precision, self.device)
         spec = backbone_spec_or_model(self.backbone)
         image_size = image_size_for(spec, self.image_size)
         augment = augment_config(self.augment)
@@ -359,8 +361,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     def _train(self, trainee, phase, inputs, targets, groups=None):
         """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
         loss, metrics = head_loss(targets.n_outputs, targets.multilabel)
-        trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate), loss=loss,
-                        metrics=metrics, jit_compile=False)
+        # float16 gradients of the backbone underflow without loss scaling; a head on features is float32
+        loss_scaling = self.precision == "float16" and inputs.kind != "features"
+        trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate, loss_scaling=loss_scaling),
+                        loss=loss, metrics=metrics, jit_compile=False)
         data = self._phase_data(inputs, targets, groups)
         validation = data.validation
         done = len(self.history_.get("loss", []))
@@ -699,12 +703,15 @@ def from_saved(model, meta: dict, path, device="auto") -> XrayCNNClassifier:
 
     ``path`` names the file in error messages; the network already lives on ``device``.
     """
-    from .persistence import CorruptModelError
+    import inspect
+
+    from .persistence import CorruptModelError, restored_params
 
     def bad(problem):
         raise CorruptModelError(f"corrupt or incompatible model file {path}: {problem}")
 
-    params = dict(meta["params"])
+    defaults = {k: p.default for k, p in inspect.signature(XrayCNNClassifier).parameters.items()}
+    params = restored_params(meta["params"], defaults)
     unknown = sorted(set(params) - set(XrayCNNClassifier._parameter_constraints))
     if unknown:
         bad(f"unknown parameters {unknown}")

@@ -87,10 +87,11 @@ _MODEL_OPTIONS = {
     "batch_size": (int, "images per step"),
     "learning_rate": (float, "Adam's learning rate"),
     "device": (str, "auto, cpu, gpu or gpu:N"),
-    "precision": (str, "float32 or bfloat16 (faster on CPUs with AMX and on recent GPUs)"),
+    "precision": (str, "float32, bfloat16 (faster on CPUs with AMX and on recent GPUs) or float16 (GPUs without "
+                       "bfloat16: V100, T4)"),
     "random_state": (int, "seed of weights, shuffling and augmentation"),
 }
-_CHOICES = {"precision": ["float32", "bfloat16"], "pooling": ["avg", "max"]}
+_CHOICES = {"precision": ["float32", "bfloat16", "float16"], "pooling": ["avg", "max"]}
 CLASSIFIER_DEFAULTS = dict(backbone="vgg16", weights="imagenet", image_size=None, epochs=20, batch_size=32,
                            learning_rate=1e-3, device="auto", precision="float32", random_state=None)
 FEATURIZE_DEFAULTS = dict(backbone="xception", weights="imagenet", image_size=None, pooling="avg",

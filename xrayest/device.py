@@ -10,7 +10,7 @@ import contextlib
 import re
 
 __all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
-           "warn_if_bfloat16_emulated"]
+           "warn_if_precision_emulated"]
 
 class DeviceUnavailableError(RuntimeError):
     """The ``device`` asked for (a GPU) is not on this machine."""
@@ -95,16 +95,21 @@ def cpu_supports_bfloat16() -> bool | None:
     return None
 
 
-def warn_if_bfloat16_emulated(precision: str, device: str, stacklevel: int = 3) -> None:
-    """Warn when ``precision="bfloat16"`` would run on a CPU without bfloat16 arithmetic.
+def warn_if_precision_emulated(precision: str, device: str, stacklevel: int = 3) -> None:
+    """Warn when ``precision`` would run emulated, slower than float32, on the CPU.
 
-    It still works there, emulated through float32, but is slower than float32.
+    ``"bfloat16"`` on a CPU without bfloat16 arithmetic; ``"float16"`` on any CPU (it is for
+    GPUs without bfloat16: V100, T4).  Both still work there, through float32.
     """
     import warnings
 
-    if precision != "bfloat16" or not resolve_device(device).startswith("cpu"):
+    if precision == "float32" or not resolve_device(device).startswith("cpu"):
         return
-    if cpu_supports_bfloat16() is False:
+    if precision == "float16":
+        warnings.warn("precision='float16' is for GPUs without bfloat16 (V100, T4); on a CPU it is emulated and "
+                      "slower than float32: use precision='bfloat16' or 'float32' here", RuntimeWarning,
+                      stacklevel=stacklevel)
+    elif cpu_supports_bfloat16() is False:
         warnings.warn(
             "precision='bfloat16' on a CPU without AMX-BF16 or AVX512-BF16 is emulated and slower than "
             "float32; use precision='float32' here",

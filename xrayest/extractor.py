@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .cache import estimator_cache
-from .device import device_scope, warn_if_bfloat16_emulated
+from .device import device_scope, warn_if_precision_emulated
 from .inputs import as_image_source, check_n_features
 from .params import constraints_for, validate_params
 from .backbones import backbone_spec_or_model, image_size_for
@@ -33,11 +33,12 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     image_size : int or (int, int), optional
         Default: the backbone's own input size.
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "float16"}, default="float32"
         Arithmetic of the backbone.  "bfloat16" (Keras ``mixed_bfloat16``: float32
         weights, bfloat16 compute) is faster on CPUs with AMX and on recent GPUs
-        (benchmarks/RESULTS.md measures it); features then differ slightly from float32
-        ones, and are cached apart.  Features are float32 either way.
+        (benchmarks/RESULTS.md measures it); "float16" (``mixed_float16``) is for GPUs
+        without bfloat16 (V100, T4).  Features then differ slightly from float32 ones, and
+        are cached apart.  Features are float32 either way.
     batch_size : int, default=32
     cache_features : bool, default=True
     cache_dir : path, optional
@@ -103,7 +104,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         is missing from the cache.
         """
         validate_params(self)
-        warn_if_bfloat16_emulated(self.precision, self.device)
+        warn_if_precision_emulated(self.precision, self.device)
         source = as_image_source(X, warn_unit_range=True)
         self.image_size_ = image_size_for(backbone_spec_or_model(self.backbone), self.image_size)
         with device_scope(self.device):

@@ -91,11 +91,12 @@ def _plain_adam_config(optimizer) -> dict | None:
     return {key: value for key, value in config.items() if key not in dropped}
 
 
-def build_optimizer(optimizer, learning_rate):
+def build_optimizer(optimizer, learning_rate, loss_scaling=False):
     """A fresh Keras optimizer from a name, class or instance, at ``learning_rate``.
 
     Instances are copied (never shared between fits).  A plain Adam on the TensorFlow
-    backend becomes the equivalent :class:`FusedAdam`.
+    backend becomes the equivalent :class:`FusedAdam`.  ``loss_scaling``: wrapped in Keras'
+    ``LossScaleOptimizer`` (dynamic loss scaling, for float16 arithmetic).
     """
     if isinstance(optimizer, keras.optimizers.Optimizer):
         config = optimizer.get_config()
@@ -116,4 +117,5 @@ def build_optimizer(optimizer, learning_rate):
     else:
         raise ValueError(f"optimizer must be a Keras optimizer name, class or instance; got {optimizer!r}")
     plain = _plain_adam_config(fresh)
-    return FusedAdam.from_config(plain) if plain is not None else fresh
+    fresh = FusedAdam.from_config(plain) if plain is not None else fresh
+    return keras.optimizers.LossScaleOptimizer(fresh) if loss_scaling else fresh

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_model", "read_model", "check_meta", "CorruptModelError", "plain_params", "FORMAT_VERSION",
-           "wrapped_network"]
+__all__ = ["write_model", "read_model", "check_meta", "CorruptModelError", "plain_params", "restored_params",
+           "NOT_SAVED", "FORMAT_VERSION", "wrapped_network"]
 
 FORMAT_VERSION = 2  # 2: state holds "frozen" and "cache_key" (1 named them backbone_frozen_, _feature_config)
 _META_ENTRY = "xrayest.json"
@@ -36,15 +36,40 @@ def _jsonable(value) -> bool:
 
 
 def plain_params(params: dict) -> dict:
-    """Parameters as JSON: tuples become lists; what is not plain data is recorded by ``repr`` only.
+    """Parameters as JSON: tuples become lists, a Keras optimizer instance its Keras config; what
+    is not plain data is recorded by ``repr`` only (:func:`restored_params` reads both back).
 
-    Callbacks, a custom ``keras.Model`` backbone or an optimizer instance cannot be
-    written as data; the fitted network itself is saved whole, so predictions are unaffected.
+    Callbacks and a custom ``keras.Model`` backbone cannot be written as data; the fitted
+    network itself is saved whole, so predictions are unaffected.
     """
+    import keras
+
     out = {}
     for key, value in params.items():
         value = list(value) if isinstance(value, tuple) else value
-        out[key] = value if _jsonable(value) else {"__not_saved__": repr(value)[:200]}
+        if isinstance(value, keras.optimizers.Optimizer):
+            out[key] = {"__keras_optimizer__": keras.optimizers.serialize(value)}
+        else:
+            out[key] = value if _jsonable(value) else {"__not_saved__": repr(value)[:200]}
+    return out
+
+
+# What a parameter :func:`plain_params` could not write becomes at load (any other: its default).
+NOT_SAVED = {"callbacks": None, "backbone": "custom"}
+
+
+def restored_params(params: dict, defaults: dict) -> dict:
+    """:func:`plain_params`' output read back: an optimizer rebuilt from its config, a parameter
+    written by ``repr`` only set to :data:`NOT_SAVED`'s value or else its entry in ``defaults``."""
+    import keras
+
+    out = {}
+    for key, value in params.items():
+        if isinstance(value, dict) and "__keras_optimizer__" in value:
+            value = keras.optimizers.deserialize(value["__keras_optimizer__"])
+        elif isinstance(value, dict) and "__not_saved__" in value:
+            value = NOT_SAVED.get(key, defaults.get(key))
+        out[key] = value
     return out
 
 

@@ -12,9 +12,10 @@ what it computes:
   The folded trunk differs from the original by float rounding only (tested).
 * **Compute precision.**  ``precision="bfloat16"`` rebuilds every layer with Keras'
   ``mixed_bfloat16`` policy (weights stay float32, arithmetic runs in bfloat16), which
-  uses AMX / AVX512-BF16 on recent Intel CPUs and tensor cores on GPUs.  Features change
-  at the level of bfloat16 rounding (~1e-2 relative), so precision is part of the
-  feature-cache key.
+  uses AMX / AVX512-BF16 on recent Intel CPUs and tensor cores on GPUs; ``"float16"``
+  likewise with ``mixed_float16`` (the tensor cores of GPUs without bfloat16).  Features
+  change at the level of that rounding (~1e-2 relative for bfloat16), so precision is part
+  of the feature-cache key.
 
 Both are done in one :func:`keras.models.clone_model` pass; the caller's model is never
 modified.
@@ -27,7 +28,7 @@ import numpy as np
 __all__ = ["split_at_trainable", "PRECISIONS", "rewrite_backbone", "foldable_batch_norms", "layer_graph"]
 
 # Estimator ``precision=`` values -> Keras dtype policy of the rewritten backbone.
-PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 def _conv_types():
@@ -175,7 +176,7 @@ def rewrite_backbone(model, *, fold_batch_norm: bool = True, precision: str = "f
     fold_batch_norm : bool
         Fold each BatchNormalization into the convolution before it
         (:func:`foldable_batch_norms`); only valid while the model stays frozen.
-    precision : {"float32", "bfloat16"}
+    precision : {"float32", "bfloat16", "float16"}
         Compute precision of every layer; outputs are in that precision.
 
     Returns
