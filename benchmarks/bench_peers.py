@@ -248,7 +248,8 @@ def trace_parts(logdir):
 def conv_kernels(backbone, batch, dtype, repeats=5):
     """Each convolution of ``backbone`` timed alone at its shapes: seconds per batch for the forward
     pass, the input gradient (not for a convolution reading the image: training never asks for it)
-    and the weight gradient, with the multiply-adds x 2 of one of them."""
+    and the weight gradient, with the multiply-adds x 2 of one of them; in TensorFlow's NHWC layout
+    and again in NCHW (keys ending ``_nchw``)."""
     import keras
     import tensorflow as tf
 
@@ -271,20 +272,30 @@ def conv_kernels(backbone, batch, dtype, repeats=5):
             continue
         (h, w, c_in), (ho, wo, c_out) = layer.input.shape[1:], layer.output.shape[1:]
         kh, kw = layer.kernel_size
-        strides, padding = [1, *layer.strides, 1], layer.padding.upper()
-        x = tf.cast(tf.random.normal((batch, h, w, c_in)), dtype)
-        kernel = tf.cast(tf.random.normal((kh, kw, c_in, c_out)), dtype)
-        grad = tf.cast(tf.random.normal((batch, ho, wo, c_out)), dtype)
-        forward = tf.function(lambda: tf.nn.conv2d(x, kernel, strides, padding))
-        wrt_input = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
-            input_sizes=[batch, h, w, c_in], filter=kernel, out_backprop=grad, strides=strides, padding=padding))
-        wrt_kernel = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
-            input=x, filter_sizes=[kh, kw, c_in, c_out], out_backprop=grad, strides=strides, padding=padding))
         reads_image = any(layer.input is t for t in backbone.inputs)
-        rows.append({"layer": layer.name, "shape": f"{h}x{w}x{c_in} -> {c_out}, {kh}x{kw}",
-                     "flops": 2.0 * batch * ho * wo * c_out * kh * kw * c_in,
-                     "forward": timed(forward), "input_grad": 0.0 if reads_image else timed(wrt_input),
-                     "weight_grad": timed(wrt_kernel)})
+        row = {"layer": layer.name, "shape": f"{h}x{w}x{c_in} -> {c_out}, {kh}x{kw}",
+               "flops": 2.0 * batch * ho * wo * c_out * kh * kw * c_in}
+        for layout in ("NHWC", "NCHW"):  # TensorFlow's layout, and oneDNN's own order, channels first
+            def shaped(b, y, x, c, layout=layout):
+                return (b, y, x, c) if layout == "NHWC" else (b, c, y, x)
+
+            strides = list(shaped(1, *layer.strides, 1))
+            padding = layer.padding.upper()
+            x = tf.cast(tf.random.normal(shaped(batch, h, w, c_in)), dtype)
+            kernel = tf.cast(tf.random.normal((kh, kw, c_in, c_out)), dtype)
+            grad = tf.cast(tf.random.normal(shaped(batch, ho, wo, c_out)), dtype)
+            forward = tf.function(lambda: tf.nn.conv2d(x, kernel, strides, padding, data_format=layout))
+            wrt_input = tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=list(shaped(batch, h, w, c_in)), filter=kernel, out_backprop=grad, strides=strides,
+                padding=padding, data_format=layout))
+            wrt_kernel = tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+                input=x, filter_sizes=[kh, kw, c_in, c_out], out_backprop=grad, strides=strides, padding=padding,
+                data_format=layout))
+            suffix = "" if layout == "NHWC" else "_nchw"
+            row["forward" + suffix] = timed(forward)
+            row["input_grad" + suffix] = 0.0 if reads_image else timed(wrt_input)  # never needed for the image
+            row["weight_grad" + suffix] = timed(wrt_kernel)
+        rows.append(row)
     return rows
 
 
@@ -486,6 +497,10 @@ def kernel_rows(profile, peak):
     floor = sum(total.values())
     rows.append(["**all convolutions**", f"{1e3 * floor / BATCH:.2f} ms per image",
                  *(f"{sum(k['flops'] for k in profile['kernels'] if k[part]) / total[part] / 1e9:.0f}"
+                   for part in total)])
+    nchw = {part: sum(k[part + "_nchw"] for k in profile["kernels"]) for part in total}
+    rows.append(["all convolutions in NCHW", f"{1e3 * sum(nchw.values()) / BATCH:.2f} ms per image",
+                 *(f"{sum(k['flops'] for k in profile['kernels'] if k[part]) / nchw[part] / 1e9:.0f}"
                    for part in total)])
     return rows, floor, flops
 
