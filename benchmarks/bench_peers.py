@@ -362,7 +362,9 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
 
 LEVERS = {
     "as fitted (batch 64)": {},
-    "XLA: jit_compile=True": {"jit_compile": True},
+    # XLA has no kernel for the augmentation's ImageProjectiveTransformV3: compared without augmentation
+    "without augmentation": {"augment": False},
+    "without augmentation, XLA: jit_compile=True": {"augment": False, "jit_compile": True},
     "batch 128": {"batch": 128},
     "one op at a time (inter-op threads 1)": {"inter_op": 1},
     "two models side by side in one graph": {"models": 2},
@@ -371,7 +373,8 @@ LEVERS = {
 
 def run_lever(n, lever, steps=8, rounds=3):
     """xrayest's sutd_cnn train step on one fixed batch with one lever of :data:`LEVERS` changed:
-    images/s per model (``train_on_batch``, the best of ``rounds``).
+    images/s per model (``train_on_batch``, the best of ``rounds``).  Without augmentation the
+    model is the fitted trunk and head alone.
 
     Two models side by side are two fitted classifiers' whole models (augmentation, trunk, head) on
     the same batch, each with its own loss: two ensemble members trained as one graph.
@@ -396,12 +399,14 @@ def run_lever(n, lever, steps=8, rounds=3):
     codes = np.searchsorted(members[0].classes_, y)
     x = tf.constant(PackedImages.from_source(as_image_source(paths[:batch]), (150, 150)).batch(np.arange(batch)))
     t = tf.constant(codes[:batch])
+    networks = [m.model_ if settings.get("augment", True) else keras.Sequential([m.trunk_.model, m.head_])
+                for m in members]
     if len(members) == 1:
-        model, targets = members[0].model_, t
+        model, targets = networks[0], t
     else:
         images = keras.Input(members[0].model_.input_shape[1:])
-        model = keras.Model(images, [keras.Sequential([m.model_], name=f"member{i}")(images)
-                                     for i, m in enumerate(members)])
+        model = keras.Model(images, [keras.Sequential([network], name=f"member{i}")(images)
+                                     for i, network in enumerate(networks)])
         targets = [t] * len(members)
     model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
                   jit_compile=settings.get("jit_compile", False))
