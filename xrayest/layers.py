@@ -6,6 +6,8 @@ in ``safe_mode`` without running any code stored in the file.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
@@ -155,7 +157,7 @@ class RandomGeometry(keras.layers.Layer):
             return None
         n = ops.shape(images)[0]
         u = keras.random.uniform((n, 5), -1.0, 1.0, seed=seed if seed is not None else self.seed_generator)
-        return ops.stack([u[:, 0] * self.rotation * 2 * 3.141592653589793, 1.0 + u[:, 1] * self.zoom,
+        return ops.stack([u[:, 0] * self.rotation * 2 * math.pi, 1.0 + u[:, 1] * self.zoom,
                           1.0 - (u[:, 2] + 1.0) / 2 * self.crop, u[:, 3] * self.shift, u[:, 4] * self.shift], axis=1)
 
     def transform_images(self, images, transformation, training=True):

@@ -26,6 +26,8 @@ import math
 import os
 from numbers import Integral, Real
 
+from .trunk_graph import PRECISIONS
+
 __all__ = ["Interval", "Options", "InstanceOf", "SequenceOf", "Callable", "PARAMETERS", "constraints_for",
            "validate_params", "validate_param"]
 
@@ -190,7 +192,7 @@ PARAMETERS = {
     "cache_features": [InstanceOf(bool, "a bool")],
     "cache_dir": [_NoneConstraint(), _PATH],
     "device": [InstanceOf(str, "'auto', 'cpu', 'gpu' or 'gpu:N'")],
-    "precision": [Options("float32", "bfloat16", "float16")],
+    "precision": [Options(*PRECISIONS)],
     "random_state": [_NoneConstraint(), Interval(Integral, 0, 2**32 - 1)],
     "verbose": [Interval(Integral, 0, None), InstanceOf(bool, "a bool")],
     "estimator": [_Classifier()],
