@@ -226,6 +226,10 @@ def main():
                         help="stochastic weight averaging over the last N epochs (xrayest.training.WeightAveraging)")
     parser.add_argument("--snapshots", action="store_true",
                         help="score every epoch's weights and SWA over the last 3/5/10 epochs (see above)")
+    parser.add_argument("--adapt", action="store_true",
+                        help="also score AdaBN (XrayCNNClassifier.adapt): BatchNorm statistics re-estimated on the "
+                             "unlabeled test images of each fold, and on the BU proxy's images, before predicting "
+                             "them; --save then writes the adapted probabilities to a second file, NAME_adapted.npz")
     parser.add_argument("--label", default="", help="name of this variant in the table")
     parser.add_argument("--save", default="", help="write labels and probabilities to this .npz")
     parser.add_argument("--fit-all", action="store_true",
@@ -260,7 +264,8 @@ def main():
     if args.fit_all:
         return fit_all(args, overrides, seeds[0], X, y, X_bu, y_bu)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(X, y))
-    results, saved, fit_seconds = {"single": [], "ensemble": []}, {}, []
+    results, saved, fit_seconds = {"single": [], "ensemble": [], "adapted": []}, {}, []
+    adapted_saved = {}
     curves = {}  # snapshot name -> evaluations over folds x seeds
     for f, (train, test) in enumerate(folds):
         prior = np.array([np.mean(y[train] == c) for c in CLASSES])
@@ -280,6 +285,15 @@ def main():
             p_bus.append(None if X_bu is None else clf.predict_proba(X_bu))
             results["single"].append(evaluate(y[test], p_tests[-1], prior, y_bu, p_bus[-1], f))
             print(f"fold {f} seed {seed}: {results['single'][-1]} ({fit_seconds[-1]:.0f} s)", flush=True)
+            if args.adapt:  # AdaBN: each target set's own images, unlabeled, re-estimate the BatchNorm statistics
+                p_test_ad = clf.adapt(X[test]).predict_proba(X[test])
+                p_bu_ad = None if X_bu is None else clf.adapt(X_bu).predict_proba(X_bu)
+                results["adapted"].append(evaluate(y[test], p_test_ad, prior, y_bu, p_bu_ad, f))
+                print(f"fold {f} seed {seed} adapted: {results['adapted'][-1]}", flush=True)
+                adapted_saved.setdefault(f"fold{f}_proba", []).append(p_test_ad)
+                adapted_saved[f"fold{f}_test"] = test
+                if p_bu_ad is not None:
+                    adapted_saved.setdefault(f"fold{f}_bu_proba", []).append(p_bu_ad)
         if len(seeds) > 1:
             p_bu = None if X_bu is None else np.mean(p_bus, axis=0)
             results["ensemble"].append(evaluate(y[test], np.mean(p_tests, axis=0), prior, y_bu, p_bu, f))
@@ -290,6 +304,10 @@ def main():
             saved[f"fold{f}_bu_proba"] = np.stack(p_bus)
     if args.save:
         np.savez_compressed(args.save, y=y, y_bu=y_bu if y_bu is not None else np.array([]), **saved)
+        if adapted_saved:
+            np.savez_compressed(str(Path(args.save).with_suffix("")) + "_adapted.npz", y=y,
+                                y_bu=y_bu if y_bu is not None else np.array([]),
+                                **{k: np.asarray(v) if isinstance(v, list) else v for k, v in adapted_saved.items()})
 
     keys = ["cv_acc", "cv_f1", "cv_recall_normal", "cv_recall_bacterial", "cv_recall_viral", "mix_acc",
             "mix_em_acc", "bu_acc", "bu_recall_normal", "bu_em_acc"]
@@ -303,7 +321,8 @@ def main():
             values = np.array([r[key] for r in runs if key in r])
             cells.append(f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
                          if len(values) else "-")
-        label = f"{name} ({'1 model' if kind == 'single' else f'{len(seeds)}-seed mean'})"
+        kinds = {"single": "1 model", "adapted": "AdaBN on each target set"}
+        label = f"{name} ({kinds.get(kind, f'{len(seeds)}-seed mean')})"
         rows.append([label, *cells])
     table = markdown_table(["model", "CV acc", "macro-F1", "recall normal", "recall bacterial", "recall viral",
                             "38/39/23 mix acc", "mix + EM", "BU proxy acc", "BU normal recall", "BU + EM"], rows)

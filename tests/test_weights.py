@@ -71,3 +71,39 @@ def test_classifier_with_weights_file(binary_images, vgg_weights_file):
     _, path = vgg_weights_file
     clf = tiny_classifier(weights=str(path), random_state=None, epochs=1).fit(X, y)
     assert clf.predict(X).shape == (len(X),)
+
+
+def test_cut_backbone_reads_the_whole_networks_weights(monkeypatch, tmp_path):
+    """xception_middle is Xception cut after block 12: it reads Xception's weight files (a path, or
+    xception_imagenet_notop in XRAYEST_WEIGHTS_DIR) and keeps exactly their first layers."""
+    whole = build_backbone(get_backbone_spec("xception"), (71, 71, 3), None)
+    path = tmp_path / "xception_imagenet_notop.weights.h5"
+    whole.save_weights(path)
+    spec = get_backbone_spec("xception_middle")
+    monkeypatch.setenv("XRAYEST_WEIGHTS_DIR", str(tmp_path))
+    for weights in (str(path), "imagenet"):
+        cut = load_backbone(spec, (71, 71, 3), weights)
+        assert cut.output_shape[-1] == 728 and cut.layers[-2].name == "block12_sepconv3_bn"
+        assert len(cut.layers) < len(whole.layers)
+        named = [layer for layer in cut.layers if layer.name.startswith("block") and layer.weights]
+        assert named[-1].name == "block12_sepconv3_bn"
+        for layer in named:  # Keras numbers the unnamed shortcut layers per process: compare the named ones
+            for a, b in zip(layer.get_weights(), whole.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    assert weights_fingerprint(spec, "imagenet") == weights_fingerprint(spec, str(path))
+
+
+def test_cut_backbone_features_are_the_whole_networks_activation(tmp_path):
+    """FeatureExtractor on xception_middle gives the average-pooled block-12 activation of Xception."""
+    import keras
+
+    from xrayest import FeatureExtractor
+
+    whole = build_backbone(get_backbone_spec("xception"), (71, 71, 3), None)
+    path = tmp_path / "x.weights.h5"
+    whole.save_weights(path)
+    X = np.random.default_rng(0).integers(0, 255, (3, 71, 71, 3)).astype(np.uint8)
+    feats = FeatureExtractor("xception_middle", weights=str(path), image_size=71, cache_features=False).fit(X)
+    inner = keras.Model(whole.input, whole.get_layer("block13_sepconv1_act").input)  # block 12's sum
+    expected = np.asarray(inner(X.astype("float32") / 127.5 - 1.0)).mean(axis=(1, 2))
+    np.testing.assert_allclose(feats.transform(X), expected, rtol=1e-3, atol=1e-3)

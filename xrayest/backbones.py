@@ -18,7 +18,7 @@ import keras
 
 from .layers import FusedBatchNormalization
 
-__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone", "backbone_spec_or_model",
+__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone", "cut_backbone", "backbone_spec_or_model",
            "image_size_for"]
 
 
@@ -45,6 +45,14 @@ class BackboneSpec:
         Input channels of the network: 3 (RGB, the ImageNet backbones) or 1 (grayscale: the
         from-scratch CNNs, whose first convolution then sees the X-ray's one channel, as in the
         published SUTD models; colour images are averaged to gray in the model).
+    cut_after : str, optional
+        Cut the network at the residual sum (``Add`` layer) that closes the block ending with this
+        layer: that sum is the backbone's feature map.  Keras numbers ``Add`` layers per process, so
+        the sum is found through the named layer it reads.  The weights are those of the whole
+        network, loaded before the cut.  None: the whole network.
+    weights_name : str, optional
+        The backbone whose ImageNet weight files this one reads (default: ``name``), for a cut
+        of another registry entry.
     """
 
     name: str
@@ -54,6 +62,13 @@ class BackboneSpec:
     min_size: int
     pretrained: bool = True
     channels: int = 3
+    cut_after: str | None = None
+    weights_name: str | None = None
+
+    @property
+    def weights_key(self) -> str:
+        """The name ImageNet weight files are looked up under (``<weights_key>_imagenet_notop.weights.h5``)."""
+        return self.weights_name or self.name
 
 
 def _conv_block(x, filters, name):
@@ -135,6 +150,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("densenet121", "DenseNet121", "torch", 224, 32),
         BackboneSpec("inceptionv3", "InceptionV3", "tf", 299, 75),
         BackboneSpec("xception", "Xception", "tf", 299, 71),
+        # Xception's entry and middle flow (blocks 1-12, 728 channels; 19x19 at 299 px): mid-level
+        # ImageNet features, which transfer to X-rays better than the last block's (docs/training.md).
+        BackboneSpec("xception_middle", "Xception", "tf", 299, 71, cut_after="block12_sepconv3_bn",
+                     weights_name="xception"),
         BackboneSpec("mobilenetv2", "MobileNetV2", "tf", 224, 32),
         BackboneSpec("efficientnetb0", "EfficientNetB0", "none", 224, 32),
         BackboneSpec("small_cnn", small_cnn, "unit", 128, 8, pretrained=False, channels=1),
@@ -155,15 +174,27 @@ def get_backbone_spec(name: str) -> BackboneSpec:
 
 
 def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -> keras.Model:
-    """Instantiate a backbone without its classification top.
+    """Instantiate a backbone without its classification top (the whole network, before any cut).
 
     ``keras_weights`` is passed to ``keras.applications`` as is (``"imagenet"`` or None);
-    weight files are loaded by :mod:`xrayest.weights`.
+    weight files are loaded by :mod:`xrayest.weights`, which then applies :func:`cut_backbone`.
     """
     if callable(spec.builder):
         return spec.builder(input_shape)
     constructor = getattr(keras.applications, spec.builder)
     return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
+
+
+def cut_backbone(spec: BackboneSpec, model: keras.Model) -> keras.Model:
+    """``model`` ending at the residual sum after ``spec.cut_after`` (the same layers and weights up to it);
+    ``model`` itself when the spec names no cut."""
+    if spec.cut_after is None:
+        return model
+    block_end = model.get_layer(spec.cut_after).output
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Add) and any(t is block_end for t in layer.input):
+            return keras.Model(model.input, layer.output, name=spec.name)
+    raise ValueError(f"backbone {spec.name!r}: no residual sum reads layer {spec.cut_after!r}")
 
 
 def backbone_spec_or_model(backbone):

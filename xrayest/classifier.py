@@ -540,6 +540,61 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         layer = EMBEDDING_LAYER if EMBEDDING_LAYER in names else names[-2]
         return self._outputs(X, keras.Model(head.input, head.get_layer(layer).output))
 
+    # ------------------------------------------------------------------ a new site
+    def adapt(self, X):
+        """A copy of this classifier adapted to the unlabeled images X of a new site (AdaBN).
+
+        Every BatchNorm layer of the trained trunk normalises with moving statistics learned on
+        the training images; films from another hospital (other exposure, sharpness, processing)
+        reach each layer with other statistics.  AdaBN (Li et al., 2016) re-estimates those
+        statistics on the new site's images, with no labels and no change to any weight.  The
+        returned estimator predicts with them; this one is left as it was.
+
+        Adapt to a batch of a few hundred images from one site, and use the adapted copy for that
+        site only: its predictions for an image depend on the images it was adapted to.  Needs a
+        trunk that was trained (a from-scratch backbone, or ``freeze_backbone=False``): a frozen
+        pretrained trunk keeps the statistics of its own training images.
+
+        Parameters
+        ----------
+        X : array of images or sequence of image paths
+            Unlabeled images of the new site (at least two).
+
+        Returns
+        -------
+        XrayCNNClassifier
+            The adapted copy; its ``adapted_to_`` is the number of images it was adapted to.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from xrayest import XrayCNNClassifier
+        >>> rng = np.random.default_rng(0)
+        >>> X = rng.integers(0, 200, (20, 32, 32), dtype=np.uint8)
+        >>> X_new = rng.integers(50, 255, (8, 32, 32), dtype=np.uint8)  # another site: brighter films
+        >>> clf = XrayCNNClassifier("small_cnn", weights=None, image_size=32, epochs=1, random_state=0)
+        >>> site = clf.fit(X, [0, 1] * 10).adapt(X_new)
+        >>> site.adapted_to_, site.predict_proba(X_new).shape, hasattr(clf, "adapted_to_")
+        (8, (8, 2), False)
+        """
+        import pickle
+
+        check_is_fitted(self, "head_")
+        if self.trunk_.is_frozen or not has_trainable_batch_norm(self.trunk_.model):
+            raise ValueError("adapt re-estimates the BatchNorm statistics of a trained trunk; this classifier's trunk "
+                             "is frozen or has no BatchNorm layers (fit a from-scratch backbone, or pass "
+                             "freeze_backbone=False)")
+        source = as_image_source(X, warn_unit_range=True)
+        check_n_features(self, source, reset=False)
+        if len(source) < 2:
+            raise ValueError(f"adapt needs at least 2 images of the new site to estimate statistics; got {len(source)}")
+        adapted = pickle.loads(pickle.dumps(self))  # a separate network: this estimator stays as it was
+        with device_scope(self.device):
+            packed = PackedImages.from_source(source, self.image_size_)
+            recalibrate_batch_norm(adapted.trunk_.model, packed.batches(np.arange(len(source)), self.batch_size))
+        adapted.adapted_to_ = len(source)
+        return adapted
+
     # ------------------------------------------------------------------ saving
     def save(self, path):
         """Save to one ``.keras`` file (Keras model + parameters as JSON); see :func:`xrayest.load`."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import keras
 
-from .backbones import BackboneSpec, build_backbone
+from .backbones import BackboneSpec, build_backbone, cut_backbone
 
 __all__ = ["WeightsUnavailableError", "weights_dir_file", "load_backbone", "weights_fingerprint"]
 
@@ -59,7 +59,7 @@ def weights_fingerprint(spec: BackboneSpec, weights) -> str | None:
     if weights is None:
         return None
     if weights == "imagenet":
-        local = weights_dir_file(spec.name)
+        local = weights_dir_file(spec.weights_key)
         if local is not None:
             return f"file:{_file_digest(local)}"
         return f"imagenet:keras-{keras.__version__}"
@@ -79,7 +79,7 @@ def _load_file(model: keras.Model, path: Path, name: str) -> None:
 
 
 def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
-    """Build the backbone ``spec`` at ``input_shape`` carrying ``weights``.
+    """Build the backbone ``spec`` at ``input_shape`` carrying ``weights``, cut where ``spec.cut_after`` says.
 
     Parameters
     ----------
@@ -87,8 +87,13 @@ def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Mode
     input_shape : tuple
         ``(height, width, 3)``.
     weights : {"imagenet", None} or path-like
-        ``None`` gives random initial weights.
+        ``None`` gives random initial weights.  A file holds the whole network's weights.
     """
+    return cut_backbone(spec, _load_whole(spec, input_shape, weights))
+
+
+def _load_whole(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
+    """The whole network of ``spec`` with ``weights`` (see :func:`load_backbone`)."""
     if weights is None:
         return build_backbone(spec, input_shape, None)
     if isinstance(weights, (str, os.PathLike)) and str(weights) != "imagenet":
@@ -101,7 +106,7 @@ def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Mode
         raise ValueError(
             f"backbone {spec.name!r} is trained from scratch and has no ImageNet weights; use weights=None"
         )
-    local = weights_dir_file(spec.name)
+    local = weights_dir_file(spec.weights_key)
     if local is not None:
         model = build_backbone(spec, input_shape, None)
         _load_file(model, local, spec.name)
@@ -113,8 +118,8 @@ def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Mode
             raise
         raise WeightsUnavailableError(
             f"ImageNet weights for backbone {spec.name!r} could not be downloaded ({exc}). "
-            f"Offline options: pass weights='/path/to/{spec.name}_notop.weights.h5'; or set "
-            f"{WEIGHTS_DIR_ENV} to a folder holding {spec.name}_imagenet_notop.weights.h5; or copy Keras' "
+            f"Offline options: pass weights='/path/to/{spec.weights_key}_notop.weights.h5'; or set "
+            f"{WEIGHTS_DIR_ENV} to a folder holding {spec.weights_key}_imagenet_notop.weights.h5; or copy Keras' "
             "own weight file into $KERAS_HOME/models (default ~/.keras/models); or use weights=None "
             "for random weights."
         ) from exc
