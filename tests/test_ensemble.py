@@ -74,6 +74,54 @@ class TestEnsemble:
             EnsembleClassifier(**{"estimator": member(), **params}).fit(X, y)
 
 
+class TestSoftVote:
+    """EnsembleClassifier over a list of classifiers: a weighted soft vote, cascades included, one file."""
+
+    def test_weighted_vote_of_a_cnn_and_a_cascade_saves_loads_and_adapts(self, tmp_path):
+        from xrayest import CascadeClassifier, make_recipe
+
+        X, y = make_images(30, 32, 3)
+        labels = np.array(["bacterial", "normal", "viral"])[y]
+        cascade = make_recipe("sutd_cascade", image_size=32, epochs=1, batch_size=8, validation_split=0.0)
+        vote = EnsembleClassifier([member(), cascade], n_members=1, vote_weights=[1, 3], random_state=0)
+        vote.fit(X, labels)
+        cnn, fitted_cascade = vote.estimators_
+        assert isinstance(fitted_cascade, CascadeClassifier)
+        # every stage of the cascade got the member's seed (a cascade has no random_state of its own)
+        assert {est.random_state for est in fitted_cascade.estimators_.values()} == {vote.seeds_[0]}
+        expected = 0.25 * cnn.predict_proba(X) + 0.75 * fitted_cascade.predict_proba(X)
+        np.testing.assert_allclose(vote.predict_proba(X), expected, rtol=1e-6)
+        loaded = xrayest.load(vote.save(tmp_path / "vote.keras"))
+        assert isinstance(loaded, EnsembleClassifier) and isinstance(loaded.estimators_[1], CascadeClassifier)
+        assert loaded.vote_weights == [1, 3] and isinstance(loaded.estimator, list)
+        np.testing.assert_allclose(loaded.predict_proba(X), vote.predict_proba(X), atol=1e-6)
+        again = pickle.loads(pickle.dumps(vote))
+        np.testing.assert_allclose(again.predict_proba(X), vote.predict_proba(X), atol=1e-6)
+        site = np.clip(X.astype(np.int16) + 70, 0, 255).astype(np.uint8)
+        before = vote.predict_proba(site)
+        adapted = vote.adapt(site)
+        assert adapted.adapted_to_ == len(site) and not hasattr(vote, "adapted_to_")
+        np.testing.assert_array_equal(vote.predict_proba(site), before)
+        assert np.abs(adapted.predict_proba(site) - before).max() > 1e-4
+
+    def test_frozen_members_are_kept_and_an_all_frozen_vote_refuses_to_adapt(self, binary_images):
+        X, y = binary_images
+        frozen = XrayCNNClassifier("vgg16", weights=None, image_size=32, epochs=1)
+        vote = EnsembleClassifier([member(), frozen], n_members=1, random_state=0).fit(X, y)
+        adapted = vote.adapt(X)
+        assert adapted.estimators_[1] is vote.estimators_[1] and adapted.estimators_[0] is not vote.estimators_[0]
+        with pytest.raises(ValueError, match="no member of this ensemble"):
+            EnsembleClassifier([frozen], n_members=1, random_state=0).fit(X, y).adapt(X)
+
+    @pytest.mark.parametrize("params, match", [({"vote_weights": [1.0]}, "vote_weights has 1 weights for 2"),
+                                               ({"vote_weights": [1.0, -1.0]}, "vote_weights"),
+                                               ({"estimator": []}, "estimator")])
+    def test_bad_votes_are_named_at_fit(self, binary_images, params, match):
+        X, y = binary_images
+        with pytest.raises(ValueError, match=match):
+            EnsembleClassifier(**{"estimator": [member(), member()], "n_members": 1, **params}).fit(X, y)
+
+
 class TestLabelShift:
     def test_em_recovers_a_shifted_class_mix(self):
         # Calibrated posteriors of a 50/50 training set; the new batch is 80/20.

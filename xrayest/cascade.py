@@ -178,16 +178,54 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
+    def adapt(self, X):
+        """A copy of this cascade adapted to the unlabeled images X of a new site (AdaBN, stage by stage).
+
+        The root stage is adapted to every image of X (:meth:`XrayCNNClassifier.adapt`); each later
+        stage to the images the adapted stages above it send to it, as in training, where a stage only
+        sees the images of its group.  A stage that receives fewer than two images, or whose trunk is
+        frozen, is kept as it was.  This cascade is left as it was.
+        """
+        import copy
+
+        from .classifier import is_adaptable
+
+        check_is_fitted(self, "estimators_")
+        X_rows = np.arange(len(X) if not hasattr(X, "shape") else X.shape[0])
+        adapted = copy.copy(self)
+        adapted.estimators_ = dict(self.estimators_)
+        pending = [(ROOT, X_rows)]
+        while pending:
+            name, rows = pending.pop()
+            stage = self.estimators_[name]
+            if is_adaptable(stage) and len(rows) >= 2:
+                stage = stage.adapt(take_rows(X, rows))
+            adapted.estimators_[name] = stage
+            if not len(rows):
+                continue
+            routed = stage.predict(take_rows(X, rows))
+            for outcome in self.plan_[name]:
+                if outcome in self.plan_ and outcome != name:
+                    pending.append((outcome, rows[routed == outcome]))
+        adapted.adapted_to_ = len(X_rows)
+        return adapted
+
     def save(self, path):
         """Save every stage into one ``.keras`` file; :func:`xrayest.load` returns the cascade.
 
         Each fitted stage must be an :class:`~xrayest.XrayCNNClassifier` (their networks are stored
         side by side; the stages' groups and the classes go into the file's metadata).
         """
+        from .persistence import write_model
+
+        return write_model(path, *self.network_and_meta())
+
+    def network_and_meta(self):
+        """The stages' networks side by side (one ``keras.Model``, images in) and the metadata :meth:`save`
+        writes beside them."""
         import keras
 
         from .classifier import XrayCNNClassifier
-        from .persistence import write_model
 
         check_is_fitted(self, "estimators_")
         other = [name for name, est in self.estimators_.items() if not isinstance(est, XrayCNNClassifier)]
@@ -208,7 +246,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
                                     for name, groups in self.plan_.items()],
                           "stages": [{"name": name, "groups": _plain_groups(groups[name]), "meta": stage_meta}
                                      for name, stage_meta in stages_meta.items()]}}
-        return write_model(path, keras.Model(images, outputs, name="cascade"), meta)
+        return keras.Model(images, outputs, name="cascade"), meta
 
 
 def _plain(labels) -> list:

@@ -27,7 +27,7 @@ from .training import (EpochTimer, RecalibratedValidation, choose_loop, fit_call
                        plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split)
 from .trunk import Trunk, pooling_in_trunk
 
-__all__ = ["XrayCNNClassifier", "load", "from_saved"]
+__all__ = ["XrayCNNClassifier", "load", "from_saved", "is_adaptable"]
 
 
 class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -580,7 +580,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         import pickle
 
         check_is_fitted(self, "head_")
-        if self.trunk_.is_frozen or not has_trainable_batch_norm(self.trunk_.model):
+        if not is_adaptable(self):
             raise ValueError("adapt re-estimates the BatchNorm statistics of a trained trunk; this classifier's trunk "
                              "is frozen or has no BatchNorm layers (fit a from-scratch backbone, or pass "
                              "freeze_backbone=False)")
@@ -670,6 +670,17 @@ class _PhaseData:
     sample_weight: object
     validation: object
     train_rows: np.ndarray
+
+
+def is_adaptable(estimator) -> bool:
+    """Whether ``estimator.adapt`` can adapt it: a fitted XrayCNNClassifier whose trained trunk has BatchNorm
+    layers, or an ensemble or cascade holding one."""
+    if isinstance(estimator, XrayCNNClassifier):
+        trunk = getattr(estimator, "trunk_", None)
+        return trunk is not None and not trunk.is_frozen and has_trainable_batch_norm(trunk.model)
+    members = getattr(estimator, "estimators_", None)
+    members = members.values() if isinstance(members, dict) else members or []
+    return any(is_adaptable(member) for member in members)
 
 
 def _check_validation(validation_data, targets):

@@ -158,6 +158,14 @@ class _Classifier:
         return "a scikit-learn classifier with predict_proba (e.g. XrayCNNClassifier)"
 
 
+class _Classifiers:
+    def accepts(self, value) -> bool:
+        return isinstance(value, (list, tuple)) and len(value) > 0 and all(_Classifier().accepts(v) for v in value)
+
+    def __str__(self):
+        return "a non-empty list of such classifiers"
+
+
 _POSITIVE_INT = Interval(Integral, 1, None)
 _PATH = InstanceOf((str, os.PathLike), "a path")
 
@@ -195,7 +203,8 @@ PARAMETERS = {
     "precision": [Options(*PRECISIONS)],
     "random_state": [_NoneConstraint(), Interval(Integral, 0, 2**32 - 1)],
     "verbose": [Interval(Integral, 0, None), InstanceOf(bool, "a bool")],
-    "estimator": [_Classifier()],
+    "estimator": [_Classifier(), _Classifiers()],
+    "vote_weights": [_NoneConstraint(), SequenceOf(Interval(Real, 0, None))],
     "n_members": [_POSITIVE_INT],
     # TSNEEmbedding
     "n_components": [Interval(Integral, 1, 3)],
