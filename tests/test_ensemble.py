@@ -179,26 +179,33 @@ class TestEqualize:
             equalize_histogram(np.zeros((2, 8, 8, 3), np.uint8))
 
 
-def test_pediatric_pneumonia_recipe_is_the_cascade_trained_on_every_image_and_saves_as_one_file(tmp_path):
+def test_pediatric_pneumonia_recipe_is_a_vote_of_the_cascade_and_xception_and_saves_as_one_file(tmp_path):
     from xrayest import CascadeClassifier, load, make_recipe
 
     X, y = make_images(24, 32, 3)
     labels = np.array(["bacterial", "normal", "viral"])[y]
-    model = make_recipe("pediatric_pneumonia", epochs=1, image_size=32, batch_size=8, random_state=0)
-    params = model.get_params()
-    assert isinstance(model, CascadeClassifier) and [name for name, _, _ in model.stages] == ["root", "infected"]
+    # offline: random weights stand in for ImageNet's; 75 px is above Xception's smallest input
+    model = make_recipe("pediatric_pneumonia", weights=None, epochs=1, image_size=75, batch_size=8, random_state=0)
+    cascade, xception = model.estimator
+    params = cascade.get_params()
+    assert isinstance(model, EnsembleClassifier) and model.vote_weights == [0.3, 0.7] and model.random_state == 0
+    assert isinstance(cascade, CascadeClassifier) and [name for name, _, _ in cascade.stages] == ["root", "infected"]
     assert params["root__backbone"] == params["infected__backbone"] == "sutd_cnn"
     assert params["root__validation_split"] == params["infected__validation_split"] == 0.0  # every image given
+    assert xception.backbone == "xception_middle" and xception.get_params()["batch_norm"] is True
     model.fit(X, labels)
     model.save(tmp_path / "pediatric.keras")
     again = load(tmp_path / "pediatric.keras")
-    assert isinstance(again, CascadeClassifier) and list(again.classes_) == ["bacterial", "normal", "viral"]
-    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), atol=1e-6)
-    assert again.plan_ == model.plan_
+    assert isinstance(again, EnsembleClassifier) and list(again.classes_) == ["bacterial", "normal", "viral"]
+    assert isinstance(again.estimators_[0], CascadeClassifier)
+    assert again.estimators_[0].plan_ == model.estimators_[0].plan_
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), atol=1e-5)
     with pytest.raises(ValueError, match="needs the normal label 'normal'"):
         make_recipe("pediatric_pneumonia", classes=("healthy", "viral", "bacterial"))
     with pytest.raises(ValueError, match="classes and normal are for the cascade recipe"):
         make_recipe("sutd_cnn", normal="healthy")
+    with pytest.raises(TypeError, match="takes a recipe name"):
+        make_recipe(["sutd_cnn"])
 
 
 def test_weight_averaging_ends_with_the_mean_of_the_last_epochs_weights(multiclass_images):
