@@ -25,11 +25,12 @@ BU-proxy accuracy over epochs, and SWA against the last epoch on the same runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from _common import SHARED, append_results, markdown_table, parse_overrides
+from _common import SHARED, append_results, markdown_table, parse_overrides, xception_weights
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 BU = SHARED / "data" / "bu_cs542"
@@ -245,6 +246,13 @@ def main():
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
 
+    if "XRAYEST_WEIGHTS_DIR" not in os.environ:  # ImageNet Xception offline: ../shared/tools' weights file
+        try:
+            weights = Path(xception_weights())
+        except SystemExit:  # no tool: recipes with ImageNet weights then need the network
+            weights = Path()
+        if weights.name == "xception_imagenet_notop.weights.h5":
+            os.environ["XRAYEST_WEIGHTS_DIR"] = str(weights.parent)
     overrides = parse_overrides(args.set)
     if args.epochs:
         overrides["epochs"] = args.epochs
@@ -386,11 +394,23 @@ def fit_all(args, overrides, seed, X, y, X_bu, y_bu):
     fit_s = time.perf_counter() - start
     row = [args.label or args.recipe, len(X), f"{fit_s:.0f}", f"{fit_s / 60:.1f}"]
     prior = np.array([np.mean(y == c) for c in CLASSES])
+    header = ["model", "images", "fit s", "fit min", "BU proxy acc", "BU normal recall", "BU + EM"]
     if X_bu is not None:
-        out = evaluate(y_bu, clf.predict_proba(X_bu), prior, y_bu, clf.predict_proba(X_bu), 0)
+        p_bu = clf.predict_proba(X_bu)
+        out = evaluate(y_bu, p_bu, prior, y_bu, p_bu, 0)
         row += [f"{out['bu_acc']:.3f}", f"{out['bu_recall_normal']:.3f}", f"{out['bu_em_acc']:.3f}"]
-    table = markdown_table(["model", "images", "fit s", "fit min", "BU proxy acc", "BU normal recall", "BU + EM"],
-                           [row])
+        saved = {"y_bu": y_bu, "bu_proba": p_bu}
+        for i, member in enumerate(getattr(clf, "estimators_", None) if isinstance(getattr(clf, "estimators_", None),
+                                                                                    list) else []):
+            saved[f"member{i}_bu_proba"] = member.predict_proba(X_bu)  # an ensemble's members, one by one
+        if args.adapt:  # AdaBN on the BU films, unlabeled
+            saved["bu_proba_adapted"] = clf.adapt(X_bu).predict_proba(X_bu)
+            adapted = scores(y_bu, saved["bu_proba_adapted"])
+            header += ["BU AdaBN acc", "BU AdaBN normal recall"]
+            row += [f"{adapted['acc']:.3f}", f"{adapted['recall_normal']:.3f}"]
+        if args.save:
+            np.savez_compressed(args.save, **saved)
+    table = markdown_table(header, [row])
     if snapshots and X_bu is not None:
         rows = []
         for name, (p_bu,) in snapshot_probas(clf, snapshots.weights, X, [X_bu]).items():
