@@ -181,7 +181,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
     def adapt(self, X):
         """A copy of this cascade adapted to the unlabeled images X of a new site (AdaBN, stage by stage).
 
-        The root stage is adapted to every image of X (:meth:`XrayCNNClassifier.adapt`); each later
+        The root stage is adapted to every image of X (:meth:`~xrayest.XrayCNNClassifier.adapt`); each later
         stage to the images the adapted stages above it send to it, as in training, where a stage only
         sees the images of its group.  A stage that receives fewer than two images, or whose trunk is
         frozen, is kept as it was.  This cascade is left as it was.

@@ -47,10 +47,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     backbone : str or keras.Model, default="vgg16"
-        A name from :data:`xrayest.backbones.BACKBONES` (``vgg16``, ``vgg19``, ``resnet50``,
-        ``densenet121``, ``inceptionv3``, ``xception``, ``mobilenetv2``, ``efficientnetb0``,
-        ``small_cnn``, ``residual_cnn``) or your own ``keras.Model`` mapping RGB 0-255
-        images to a feature map (it is copied, never modified).
+        A name from :data:`xrayest.backbones.BACKBONES` (the ImageNet networks of
+        ``keras.applications``, ``xception_middle``: Xception through block 12, and the
+        from-scratch CNNs) or your own ``keras.Model`` mapping RGB 0-255 images to a feature map
+        (it is copied, never modified).
     weights : {"imagenet", None} or path, default="imagenet"
         Backbone weights: ImageNet (downloaded, or found offline, see :mod:`xrayest.weights`),
         None for random, or a ``.weights.h5`` file.

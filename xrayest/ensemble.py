@@ -141,7 +141,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def adapt(self, X):
         """A copy adapted to the unlabeled images X of a new site: each member that can be
-        (:meth:`XrayCNNClassifier.adapt`, AdaBN: a trained trunk with BatchNorm) is adapted, the others
+        (:meth:`~xrayest.XrayCNNClassifier.adapt`, AdaBN: a trained trunk with BatchNorm) is adapted, the others
         (frozen pretrained trunks) kept as they are.  This ensemble is left as it was."""
         import copy
 
