@@ -46,3 +46,66 @@ def test_fit_on_gpu_matches_cpu_predictions(binary_images):
 def test_cpu_device_fits(binary_images):
     X, y = binary_images
     assert tiny_classifier(device="cpu", epochs=1).fit(X, y).predict(X).shape == (len(X),)
+
+
+class TestPrecisionAuto:
+    """precision="auto": the fastest precision the device runs natively, decided without the hardware."""
+
+    @pytest.mark.parametrize("flags, expected", [({"avx2", "fma"}, "float32"),  # AVX2 only: bf16 emulated
+                                                 ({"avx512f", "avx512_bf16"}, "bfloat16"),
+                                                 ({"amx_bf16", "amx_tile"}, "bfloat16"),
+                                                 (None, "float32")])  # flags unreadable
+    def test_cpu_by_flags(self, flags, expected):
+        from xrayest.device import choose_precision
+
+        assert choose_precision("cpu", cpu_flags=flags) == expected
+
+    @pytest.mark.parametrize("capability, expected", [((9, 0), "bfloat16"), ((8, 0), "bfloat16"),
+                                                      ((8, 6), "bfloat16"), ((7, 5), "float16"),
+                                                      ((7, 0), "float16"), ((6, 1), "float32"), (None, "float32")])
+    def test_gpu_by_compute_capability(self, capability, expected):
+        from xrayest.device import choose_precision
+
+        assert choose_precision("gpu", compute_capability=capability) == expected
+
+    def test_resolve_reads_this_cpu_and_an_explicit_precision_wins(self, monkeypatch):
+        import xrayest.device as device
+
+        monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})
+        assert device.resolve_precision("auto", "cpu") == "float32"
+        monkeypatch.setattr(device, "cpu_flags", lambda: {"avx512_bf16"})
+        assert device.resolve_precision("auto", "cpu") == "bfloat16"
+        assert device.resolve_precision("float32", "cpu") == "float32"
+        assert device.resolve_precision("bfloat16", "cpu") == "bfloat16"
+
+    def test_resolve_on_a_gpu_reads_its_compute_capability(self, monkeypatch):
+        import xrayest.device as device
+
+        monkeypatch.setattr(device, "resolve_device", lambda d: "gpu:1")
+        seen = []
+        monkeypatch.setattr(device, "_gpu_compute_capability", lambda i: seen.append(i) or (7, 5))
+        assert device.resolve_precision("auto", "gpu:1") == "float16" and seen == [1]
+
+    def test_fit_records_the_choice_saves_and_loads_it(self, monkeypatch, tmp_path):
+        import warnings
+
+        import xrayest
+        import xrayest.device as device
+        from xrayest import FeatureExtractor, XrayCNNClassifier
+
+        X = np.random.default_rng(0).integers(0, 255, (8, 32, 32), dtype=np.uint8)
+        y = [0, 1] * 4
+        monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2", "fma"})
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # auto never picks an emulated precision: no warning
+            clf = XrayCNNClassifier("small_cnn", weights=None, image_size=32, epochs=1, random_state=0).fit(X, y)
+        assert clf.precision == "auto" and clf.precision_ == "float32"
+        assert xrayest.load(clf.save(tmp_path / "m.keras")).precision_ == "float32"
+        monkeypatch.setattr(device, "cpu_flags", lambda: {"avx512_bf16"})
+        clf.fit(X, y)
+        assert clf.precision_ == "bfloat16" and xrayest.load(clf.save(tmp_path / "m.keras")).precision_ == "bfloat16"
+        extractor = FeatureExtractor("small_cnn", weights=None, image_size=32, random_state=0).fit(X)
+        assert extractor.precision_ == "bfloat16"
+        monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})
+        with pytest.warns(RuntimeWarning, match="emulated"):  # an explicit emulated precision still warns
+            XrayCNNClassifier("small_cnn", weights=None, image_size=32, epochs=1, precision="bfloat16").fit(X, y)

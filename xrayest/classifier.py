@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from .augmentation import AugmentedCopies, augment_config, build_augmentation
 from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
-from .device import device_scope, warn_if_precision_emulated
+from .device import device_scope, resolve_precision, warn_if_precision_emulated
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_count
 from .inputs import as_image_source, check_labels, check_n_features, chunk_size, missing_positions
@@ -121,8 +121,11 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     cache_dir : path, optional
         Keep cached features on disk there too (shared by parallel workers).
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
-    precision : {"float32", "bfloat16", "float16"}, default="float32"
-        Arithmetic of the backbone.  "bfloat16" (Keras ``mixed_bfloat16``: float32
+    precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Arithmetic of the backbone.  "auto" picks the fastest one the device runs natively
+        (:func:`xrayest.device.choose_precision`: bfloat16 on CPUs with AMX-BF16 or AVX512-BF16 and
+        on Ampere and newer GPUs, float16 on V100 / T4, float32 elsewhere); ``precision_`` says
+        which.  "bfloat16" (Keras ``mixed_bfloat16``: float32
         weights, bfloat16 compute) is faster on CPUs with AMX and uses tensor cores on
         recent GPUs (benchmarks/RESULTS.md measures it); "float16" (``mixed_float16``) is
         for GPUs without bfloat16 (V100, T4), and trains the backbone with Keras' dynamic
@@ -166,6 +169,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         Multi-label only: the name of each column of ``y`` (a DataFrame's columns, else "0",
         "1", ...); saved with the model and used by the CLI.  Assign a list to name them.
     image_size_ : tuple
+    precision_ : str
+        The precision the fit ran in ("auto" resolved for the device).
     n_features_in_ : int
         Only when fitted on 2-D ``(n, p)`` rows.
 
@@ -195,7 +200,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                  augment=None, freeze_backbone="auto", fine_tune=None, fine_tune_epochs=0,
                  fine_tune_learning_rate=None, early_stopping=None, reduce_lr=None, lr_schedule=None,
                  tta=0, callbacks=None, training_loop="auto", cache_features=True, cache_dir=None, device="auto",
-                 precision="float32", random_state=None, verbose=0):
+                 precision="auto", random_state=None, verbose=0):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
@@ -257,6 +262,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         validate_params(self)
         warn_if_precision_emulated(self.precision, self.device)
+        precision = resolve_precision(self.precision, self.device)
         spec = backbone_spec_or_model(self.backbone)
         image_size = image_size_for(spec, self.image_size)
         augment = augment_config(self.augment)
@@ -270,6 +276,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_n_features(self, source, reset=True)
         validation = _check_validation(validation_data, targets)
         self.classes_, self.image_size_, self.training_plan_ = targets.classes, image_size, plan
+        self.precision_ = precision
         self.multilabel_ = targets.multilabel
         if targets.multilabel:  # a DataFrame's column names, else the column numbers
             self.findings_ = [str(c) for c in getattr(y, "columns", range(len(targets.classes)))]
@@ -316,11 +323,11 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if plan.trunk == "frozen":
             return Trunk.frozen(self.backbone, self.weights, image_size,
                                 pooling=pooling_in_trunk(self.pooling, self.batch_norm), seed=self.random_state,
-                                precision=self.precision, fold_batch_norm=plan.fold_batch_norm,
+                                precision=self.precision_, fold_batch_norm=plan.fold_batch_norm,
                                 cache=self.cache_features)
         fine_tune = self.fine_tune if plan.trunk == "fine_tune" else None
         return Trunk.trainable(self.backbone, self.weights, image_size, seed=self.random_state,
-                               precision=self.precision, fine_tune=fine_tune)
+                               precision=self.precision_, fine_tune=fine_tune)
 
     def _phase_inputs(self, phase, trunk, frozen_key, source, validation, image_size, augment, cache,
                       packed) -> "PhaseInputs":
@@ -362,7 +369,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
         loss, metrics = head_loss(targets.n_outputs, targets.multilabel)
         # float16 gradients of the backbone underflow without loss scaling; a head on features is float32
-        loss_scaling = self.precision == "float16" and inputs.kind != "features"
+        loss_scaling = self.precision_ == "float16" and inputs.kind != "features"
         trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate, loss_scaling=loss_scaling),
                         loss=loss, metrics=metrics, jit_compile=False)
         data = self._phase_data(inputs, targets, groups)
@@ -619,7 +626,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             "state": {"image_size_": list(self.image_size_), "history_": self.history_,
                       "frozen": self.trunk_.is_frozen, "cache_key": self.trunk_.cache_key,
                       "training_loop_": self.training_loop_, "training_inputs_": self.training_inputs_,
-                      "multilabel_": multilabel,
+                      "multilabel_": multilabel, "precision_": getattr(self, "precision_", self.precision),
                       **({"findings_": list(self.findings_)} if multilabel else {})},
         }
 
@@ -808,6 +815,8 @@ def from_saved(model, meta: dict, path, device="auto") -> XrayCNNClassifier:
     estimator.history_ = state.get("history_", {})
     estimator.training_loop_ = state.get("training_loop_", [])
     estimator.training_inputs_ = state.get("training_inputs_", [])
+    # files written before precision_ was saved ran in their precision parameter (then never "auto")
+    estimator.precision_ = state.get("precision_", params.get("precision", "float32"))
     estimator.training_plan_ = None  # not saved: the file holds the trained network, not how it trained
     # Files of format 1 named these backbone_frozen_ and _feature_config.
     frozen = state.get("frozen", state.get("backbone_frozen_", True))

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from .trunk_graph import PRECISIONS
+
 __all__ = ["main", "build_parser"]
 
 DESCRIPTION = """\
@@ -87,15 +89,15 @@ _MODEL_OPTIONS = {
     "batch_size": (int, "images per step"),
     "learning_rate": (float, "Adam's learning rate"),
     "device": (str, "auto, cpu, gpu or gpu:N"),
-    "precision": (str, "float32, bfloat16 (faster on CPUs with AMX and on recent GPUs) or float16 (GPUs without "
-                       "bfloat16: V100, T4)"),
+    "precision": (str, "auto (the fastest the device runs natively), float32, bfloat16 (CPUs with AMX-BF16 or "
+                       "AVX512-BF16, Ampere and newer GPUs) or float16 (GPUs without bfloat16: V100, T4)"),
     "random_state": (int, "seed of weights, shuffling and augmentation"),
 }
-_CHOICES = {"precision": ["float32", "bfloat16", "float16"], "pooling": ["avg", "max"]}
+_CHOICES = {"precision": ["auto", *PRECISIONS], "pooling": ["avg", "max"]}
 CLASSIFIER_DEFAULTS = dict(backbone="vgg16", weights="imagenet", image_size=None, epochs=20, batch_size=32,
-                           learning_rate=1e-3, device="auto", precision="float32", random_state=None)
+                           learning_rate=1e-3, device="auto", precision="auto", random_state=None)
 FEATURIZE_DEFAULTS = dict(backbone="xception", weights="imagenet", image_size=None, pooling="avg",
-                          precision="float32", batch_size=32, device="cpu", random_state=None)
+                          precision="auto", batch_size=32, device="cpu", random_state=None)
 # A command line run repeats by default; XrayCNNClassifier's own random_state=None draws anew each fit.
 _CLI_OVERRIDES = {"random_state": 0}
 
@@ -360,7 +362,8 @@ def cmd_fit(args):
         clf.findings_ = findings
     path = clf.save(args.out)
     acc = clf.history_.get("accuracy", [float("nan")])[-1]
-    _say(args, f"done in {time.perf_counter() - start:.1f} s; final training accuracy {acc:.3f}; saved {path}")
+    _say(args, f"done in {time.perf_counter() - start:.1f} s ({clf.precision_}); final training accuracy {acc:.3f}; "
+               f"saved {path}")
     return 0
 
 
@@ -558,6 +561,7 @@ def cmd_demo(args):
                             validation_split=0.15, random_state=args.random_state, verbose=_keras_verbosity(args))
     _say(args, f"  fitting {args.backbone} (weights={args.weights}) for {args.epochs} epochs ...")
     clf.fit(X_train, y_train)
+    _say(args, f"  trained in {clf.precision_} (precision={clf.precision!r})")
     out = Path(args.out)
     model_path = clf.save(out / "model.keras")
     result = write_evaluation_report(clf, X_test, y_test, out, title="xrayest demo: held-out evaluation",
@@ -588,7 +592,10 @@ def cmd_featurize(args):
             client = Client(cluster)
     where = ("this process" if client is None else f"Dask scheduler {args.scheduler}" if args.scheduler
              else f"a local Dask cluster of {args.workers} worker(s)")
-    _say(args, f"featurizing {args.folder} with {args.backbone} ({args.precision}) on {where}")
+    from .device import resolve_precision
+
+    _say(args, f"featurizing {args.folder} with {args.backbone} ({resolve_precision(args.precision, args.device)}) "
+               f"on {where}")
     try:
         report = featurize(args.folder, args.out, backbone=args.backbone, weights=_weights(args.weights),
                            image_size=args.image_size, pooling=args.pooling, precision=args.precision,

@@ -10,7 +10,7 @@ import contextlib
 import re
 
 __all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
-           "warn_if_precision_emulated"]
+           "warn_if_precision_emulated", "choose_precision", "resolve_precision"]
 
 class DeviceUnavailableError(RuntimeError):
     """The ``device`` asked for (a GPU) is not on this machine."""
@@ -82,17 +82,77 @@ def device_scope(device: str = "auto"):
         yield
 
 
-def cpu_supports_bfloat16() -> bool | None:
-    """Whether this CPU has bfloat16 arithmetic (AMX-BF16 or AVX512-BF16); None if unknown."""
+_BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (``/proc/cpuinfo``); None where they cannot be read."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return None
+
+
+def cpu_supports_bfloat16() -> bool | None:
+    """Whether this CPU has bfloat16 arithmetic (AMX-BF16 or AVX512-BF16); None if unknown."""
+    flags = cpu_flags()
+    return None if flags is None else bool(flags & _BF16_CPU_FLAGS)
+
+
+def choose_precision(device_kind: str, *, cpu_flags=None, compute_capability=None) -> str:
+    """The fastest precision that runs natively on a device: what ``precision="auto"`` picks.
+
+    Parameters
+    ----------
+    device_kind : {"cpu", "gpu"}
+    cpu_flags : set of str, optional
+        The CPU's flags (``/proc/cpuinfo``); None when unknown.
+    compute_capability : (int, int), optional
+        An NVIDIA GPU's compute capability; None when unknown.
+
+    Returns
+    -------
+    str
+        "bfloat16" on a CPU with AMX-BF16 or AVX512-BF16 and on NVIDIA GPUs of compute capability 8.0 and
+        newer (Ampere, Hopper, ...); "float16" on GPUs of 7.x (V100, T4: tensor cores without bfloat16);
+        "float32" elsewhere, and whenever the device is not known.
+
+    Examples
+    --------
+    >>> choose_precision("cpu", cpu_flags={"avx2", "fma"}), choose_precision("cpu", cpu_flags={"avx512_bf16"})
+    ('float32', 'bfloat16')
+    >>> choose_precision("gpu", compute_capability=(7, 5)), choose_precision("gpu", compute_capability=(9, 0))
+    ('float16', 'bfloat16')
+    """
+    if device_kind == "cpu":
+        return "bfloat16" if cpu_flags and set(cpu_flags) & _BF16_CPU_FLAGS else "float32"
+    if compute_capability is None:
+        return "float32"
+    major = int(compute_capability[0])
+    return "bfloat16" if major >= 8 else "float16" if major == 7 else "float32"
+
+
+def _gpu_compute_capability(index: int):
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if index >= len(gpus):
+        return None
+    return tf.config.experimental.get_device_details(gpus[index]).get("compute_capability")
+
+
+def resolve_precision(precision: str, device: str = "auto") -> str:
+    """``precision``, with ``"auto"`` turned into :func:`choose_precision`'s answer for ``device``."""
+    if precision != "auto":
+        return precision
+    name = resolve_device(device)
+    if name.startswith("cpu"):
+        return choose_precision("cpu", cpu_flags=cpu_flags())
+    return choose_precision("gpu", compute_capability=_gpu_compute_capability(int(name.split(":")[1])))
 
 
 def warn_if_precision_emulated(precision: str, device: str, stacklevel: int = 3) -> None:
@@ -103,7 +163,7 @@ def warn_if_precision_emulated(precision: str, device: str, stacklevel: int = 3)
     """
     import warnings
 
-    if precision == "float32" or not resolve_device(device).startswith("cpu"):
+    if precision in ("float32", "auto") or not resolve_device(device).startswith("cpu"):
         return
     if precision == "float16":
         warnings.warn("precision='float16' is for GPUs without bfloat16 (V100, T4); on a CPU it is emulated and "

@@ -159,7 +159,7 @@ def _open_or_create(location, paths, labels, config, chunk, overwrite):
 
 
 def featurize(images, store, *, backbone="xception", weights="imagenet", image_size=None, pooling="avg",
-              precision="float32", labels=None, client=None, chunk=256, batch_size=32, device="cpu",
+              precision="auto", labels=None, client=None, chunk=256, batch_size=32, device="cpu",
               random_state=None, overwrite=False, progress=False) -> FeaturizeReport:
     """Compute frozen-backbone features of ``images`` into the Zarr store ``store``, resumably.
 
@@ -173,6 +173,8 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     backbone, weights, image_size, pooling, precision, random_state
         The trunk, as for :class:`~xrayest.XrayCNNClassifier`; keep ``pooling`` (default "avg") and
         ``precision`` equal to the estimator's so it reads these features instead of computing its own.
+        ``precision="auto"`` is resolved on the machine that calls this function, for ``device``, and
+        the store records the precision chosen.
     labels : sequence, optional
         Stored beside the features (default: the class folder names).
     client : dask.distributed.Client, optional
@@ -207,11 +209,12 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     ...           random_state=0, chunk=2)["chunks_computed"]   # resumed: nothing left to do
     0
     """
-    from .device import resolve_device
+    from .device import resolve_device, resolve_precision
 
     if int(chunk) < 1:
         raise ValueError(f"chunk must be a positive number of images; got {chunk!r}")
     resolve_device(device)  # a GPU that is not here is an error before any work
+    precision = resolve_precision(precision, device)
     begin = time.perf_counter()
     paths, labels = _image_list(images, labels)
     config = _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device)

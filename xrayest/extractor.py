@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .cache import estimator_cache
-from .device import device_scope, warn_if_precision_emulated
+from .device import device_scope, resolve_precision, warn_if_precision_emulated
 from .inputs import as_image_source, check_n_features
 from .params import constraints_for, validate_params
 from .backbones import backbone_spec_or_model, image_size_for
@@ -33,8 +33,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     image_size : int or (int, int), optional
         Default: the backbone's own input size.
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
-    precision : {"float32", "bfloat16", "float16"}, default="float32"
-        Arithmetic of the backbone.  "bfloat16" (Keras ``mixed_bfloat16``: float32
+    precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Arithmetic of the backbone.  "auto": the fastest the device runs natively
+        (:func:`xrayest.device.choose_precision`); ``precision_`` says which.
+        "bfloat16" (Keras ``mixed_bfloat16``: float32
         weights, bfloat16 compute) is faster on CPUs with AMX and on recent GPUs
         (benchmarks/RESULTS.md measures it); "float16" (``mixed_float16``) is for GPUs
         without bfloat16 (V100, T4).  Features then differ slightly from float32 ones, and
@@ -57,6 +59,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         checked against the fingerprint taken at fit.
     n_features_out_ : int
     image_size_ : tuple
+    precision_ : str
+        The precision the features are computed in ("auto" resolved for the device).
 
     Examples
     --------
@@ -73,7 +77,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, backbone="xception", *, weights="imagenet", pooling="avg", image_size=None, device="auto",
-                 precision="float32", batch_size=32, cache_features=True, cache_dir=None, random_state=None,
+                 precision="auto", batch_size=32, cache_features=True, cache_dir=None, random_state=None,
                  verbose=0):
         self.backbone = backbone
         self.weights = weights
@@ -105,13 +109,15 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         """
         validate_params(self)
         warn_if_precision_emulated(self.precision, self.device)
+        precision = resolve_precision(self.precision, self.device)
         source = as_image_source(X, warn_unit_range=True)
         self.image_size_ = image_size_for(backbone_spec_or_model(self.backbone), self.image_size)
         with device_scope(self.device):
             self.trunk_ = Trunk.frozen(self.backbone, self.weights, self.image_size_,
                                        pooling=pooling_in_trunk(self.pooling),
-                                       seed=self.random_state, precision=self.precision, cache=self.cache_features)
+                                       seed=self.random_state, precision=precision, cache=self.cache_features)
             self.n_features_out_ = int(np.prod(self.trunk_.output_shape(estimator_cache(self))))
+        self.precision_ = precision
         check_n_features(self, source, reset=True)
         return self
 

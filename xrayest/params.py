@@ -200,7 +200,7 @@ PARAMETERS = {
     "cache_features": [InstanceOf(bool, "a bool")],
     "cache_dir": [_NoneConstraint(), _PATH],
     "device": [InstanceOf(str, "'auto', 'cpu', 'gpu' or 'gpu:N'")],
-    "precision": [Options(*PRECISIONS)],
+    "precision": [Options("auto", *PRECISIONS)],
     "random_state": [_NoneConstraint(), Interval(Integral, 0, 2**32 - 1)],
     "verbose": [Interval(Integral, 0, None), InstanceOf(bool, "a bool")],
     "estimator": [_Classifier(), _Classifiers()],

@@ -37,25 +37,26 @@ from __future__ import annotations
 __all__ = ["RECIPES", "CASCADES", "VOTES", "make_recipe"]
 
 _SCRATCH = dict(weights=None, image_size=150, augment="xray", epochs=35, batch_size=64, learning_rate=1e-3,
-                lr_schedule="cosine", pooling="flatten", hidden_units=(256, 128), precision="bfloat16",
+                lr_schedule="cosine", pooling="flatten", hidden_units=(256, 128),
                 validation_split=0.1)
 
 RECIPES: dict[str, dict] = {
     # The SUTD study's from-scratch CNNs: 150 px grayscale X-rays, random resized crop + rotation,
-    # Adam 1e-3, batch 64, 35 epochs (cosine decay added), two dense layers.
+    # Adam 1e-3, batch 64, 35 epochs (cosine decay added), two dense layers.  Every recipe runs in the
+    # estimator's default precision="auto": bfloat16 where the device has it natively, float32 elsewhere.
     "sutd_cnn": {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.2},
     "sutd_residual": {"backbone": "sutd_residual", **_SCRATCH, "dropout": 0.3},
     # Pretrained ImageNet Xception: frozen (features cached), or its blocks 13-14 fine-tuned on the
     # cached block-12 activation after the head has trained.
-    "xception_frozen": dict(backbone="xception", weights="imagenet", image_size=150, precision="bfloat16",
+    "xception_frozen": dict(backbone="xception", weights="imagenet", image_size=150,
                             hidden_units=(256,), dropout=0.5, epochs=40, batch_size=32, learning_rate=1e-3),
-    "xception_finetune": dict(backbone="xception", weights="imagenet", image_size=150, precision="bfloat16",
+    "xception_finetune": dict(backbone="xception", weights="imagenet", image_size=150,
                               hidden_units=(256,), dropout=0.5, epochs=20, batch_size=32, learning_rate=1e-3,
                               fine_tune=16, fine_tune_epochs=10, fine_tune_learning_rate=1e-4),
     # ImageNet transfer as the literature does it: the films upsampled to Xception's own 299 px, its
     # mid-level features (blocks 1-12, frozen, computed once per image and cached), standardised by
     # BatchNorm, and an L2-penalised linear softmax on them (a logistic regression).
-    "xception_middle": dict(backbone="xception_middle", weights="imagenet", image_size=299, precision="bfloat16",
+    "xception_middle": dict(backbone="xception_middle", weights="imagenet", image_size=299,
                             hidden_units=(), batch_norm=True, l2=0.01, epochs=20, batch_size=32,
                             learning_rate=1e-3),
 }

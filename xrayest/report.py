@@ -115,6 +115,9 @@ def _settings_table(estimator) -> list[str]:
     rows = [(k, v) for k, v in estimator.get_params(deep=False).items()
             if k in defaults and not _same(v, defaults[k])]
     lines = [f"## Model: {type(estimator).__name__}", ""]
+    chosen = getattr(estimator, "precision_", None)
+    if chosen is not None:  # what precision="auto" (or the parameter) ran as on this machine
+        lines += [f"Computed in {chosen} (precision={getattr(estimator, 'precision', chosen)!r}).", ""]
     if not rows:
         return [*lines, "Every parameter at its default."]
     return [*lines, "| parameter | value |", "|---|---|", *(f"| {k} | `{v!r}` |" for k, v in rows), "",
