@@ -114,3 +114,25 @@ def test_progress_bar_only_when_verbose(binary_images, capfd):
     default_cache().clear()
     tiny_extractor(batch_size=4, verbose=0).fit(X).transform(X)
     assert "backbone features" not in capfd.readouterr().err
+
+
+def test_unlabeled_images_through_scikit_learns_self_training():
+    """Unlabeled films (label -1, scikit-learn's semi-supervised convention) in one Pipeline: FeatureExtractor,
+    then SelfTrainingClassifier over a linear model (it needs 2-D rows, so it comes after the features)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.semi_supervised import SelfTrainingClassifier
+
+    from conftest import make_images
+    from xrayest import FeatureExtractor
+
+    X, y = make_images(24, 32, 2)
+    y_partial = np.where(np.arange(24) < 12, y, -1)  # half the films unlabeled
+    extractor = FeatureExtractor("small_cnn", weights=None, image_size=32, random_state=0)
+    model = make_pipeline(extractor, SelfTrainingClassifier(LogisticRegression(max_iter=500), criterion="k_best",
+                                                              k_best=4))
+    model.fit(X, y_partial)
+    self_training = model[-1]
+    assert (self_training.transduction_[12:] != -1).any()  # some unlabeled films were pseudo-labelled
+    np.testing.assert_array_equal(self_training.transduction_[:12], y[:12])  # the labelled ones kept theirs
+    assert model.predict(X).shape == (24,) and set(model.classes_) == {0, 1}
