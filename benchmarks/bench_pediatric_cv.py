@@ -200,6 +200,40 @@ def pair(base_file, variant_file):
                    notes="Each cell: variant mean vs base mean, then the paired difference (mean ± sd over folds).")
 
 
+def vote(a_file, b_file, weights):
+    """Soft votes of two ``--save`` files of the same folds (each file's first seed), paired against B."""
+    import numpy as np
+
+    a, b = np.load(a_file), np.load(b_file)
+    if not np.array_equal(a["y"], b["y"]):
+        sys.exit(f"{a_file} and {b_file} hold other images: vote runs of the same --n")
+    folds = sorted({k.split("_")[0] for k in a.files if k.startswith("fold")})
+    names = [Path(a_file).stem, Path(b_file).stem] + [f"{w:g} {Path(a_file).stem} + {1 - w:g} {Path(b_file).stem}"
+                                                       for w in weights]
+    runs = {name: [] for name in names}
+    for fold in folds:
+        test = a[f"{fold}_test"]
+        if not np.array_equal(test, b[f"{fold}_test"]):
+            sys.exit(f"{fold} differs between the two files: vote runs of the same --folds")
+        pa, pb = a[f"{fold}_proba"][0], b[f"{fold}_proba"][0]
+        ba, bb = a[f"{fold}_bu_proba"][0], b[f"{fold}_bu_proba"][0]
+        mixes = [(pa, ba), (pb, bb)] + [(w * pa + (1 - w) * pb, w * ba + (1 - w) * bb) for w in weights]
+        for name, (p_test, p_bu) in zip(names, mixes):
+            cv, bu = scores(a["y"][test], p_test), scores(a["y_bu"], p_bu)
+            runs[name].append([cv["acc"], cv["f1"], cv["recall_viral"], bu["acc"], bu["recall_normal"]])
+    base = np.array(runs[names[1]])
+    rows = []
+    for name in names:
+        r = np.array(runs[name])
+        d = r - base
+        rows.append([name, *[f"{r[:, k].mean():.3f} ± {r[:, k].std(ddof=1):.3f}" for k in range(5)],
+                     *[f"{d[:, k].mean():+.3f} ± {d[:, k].std(ddof=1):.3f}" for k in (0, 3)]])
+    table = markdown_table(["model", "CV acc", "macro-F1", "recall viral", "BU proxy acc", "BU normal recall",
+                            f"CV acc - {names[1]}", f"BU acc - {names[1]}"], rows)
+    append_results(f"bench_pediatric_cv --vote: soft votes over {len(folds)} folds", table,
+                   notes="Mean ± sd over folds; the last two columns are paired differences against the second file.")
+
+
 def build(recipe, overrides):
     """``make_recipe(recipe, **overrides)``; a nested key (``infected__backbone``: one cascade stage's
     parameter) is set with ``set_params`` after the rest."""
@@ -237,9 +271,15 @@ def main():
                         help="no CV: fit once on every image (--n of them) and time it; score the BU proxy only")
     parser.add_argument("--pair", nargs=2, metavar=("BASE.npz", "VARIANT.npz"),
                         help="no fit: paired differences of two --save files of the same folds")
+    parser.add_argument("--vote", nargs=2, metavar=("A.npz", "B.npz"),
+                        help="no fit: soft votes w*A + (1-w)*B of two --save files of the same folds, for each w "
+                             "of --vote-weights, scored and paired against B")
+    parser.add_argument("--vote-weights", default="0.3,0.5,0.7", help="weights w of A in --vote")
     args = parser.parse_args()
     if args.pair:
         return pair(*args.pair)
+    if args.vote:
+        return vote(*args.vote, [float(w) for w in args.vote_weights.split(",")])
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
 
