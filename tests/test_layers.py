@@ -68,7 +68,7 @@ def test_from_scratch_cnns_take_one_gray_channel():
     X = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     y = np.array([0, 1] * 6)
     clf = tiny_classifier(backbone="sutd_cnn", epochs=1, cache_features=False).fit(X, y)
-    first_conv = next(layer for layer in clf.model_.get_layer("trunk").layers[-1].layers if "conv" in layer.name)
+    first_conv = next(layer for layer in clf.backbone_.layers if "conv" in layer.name)
     assert first_conv.kernel.shape[2] == 1
     gray = np.repeat(np.rint(X.mean(axis=-1, keepdims=True)), 3, axis=-1).astype(np.float32)
     np.testing.assert_allclose(clf.predict_proba(X), clf.predict_proba(gray), atol=2e-2)

@@ -149,7 +149,7 @@ class TestBfloat16:
     def test_extractor_features_are_float32_close_and_cached_apart(self, binary_images):
         X, _ = binary_images
         default_cache().clear()
-        params = dict(backbone="mobilenetv2", weights=None, image_size=32, random_state=0)
+        params = dict(backbone="mobilenetv2", weights=None, image_size=32, random_state=0, precision="float32")
         full = FeatureExtractor(**params).fit(X)
         low = clone(full).set_params(precision="bfloat16").fit(X)
         assert low.trunk_.cache_key != full.trunk_.cache_key
@@ -244,7 +244,8 @@ class TestEstimatorsFoldFrozenTrunks:
         from xrayest.trunk import Trunk
 
         X, _ = binary_images
-        ext = FeatureExtractor("mobilenetv2", weights=None, image_size=32, random_state=0).fit(X)
+        ext = FeatureExtractor("mobilenetv2", weights=None, image_size=32, random_state=0,
+                               precision="float32").fit(X)
         assert _count(ext.trunk_.model.get_layer("mobilenetv2_1.00_32"), keras.layers.BatchNormalization) == 0
         unfolded = Trunk.frozen("mobilenetv2", None, (32, 32), pooling="avg", seed=0, fold_batch_norm=False).model
         rgb = np.repeat(X[..., None], 3, -1).astype(np.float32)

@@ -123,7 +123,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
     precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Arithmetic of the backbone.  "auto" picks the fastest one the device runs natively
-        (:func:`xrayest.device.choose_precision`: bfloat16 on CPUs with AMX-BF16 or AVX512-BF16 and
+        (``xrayest.device.choose_precision``: bfloat16 on CPUs with AMX-BF16 or AVX512-BF16 and
         on Ampere and newer GPUs, float16 on V100 / T4, float32 elsewhere); ``precision_`` says
         which.  "bfloat16" (Keras ``mixed_bfloat16``: float32
         weights, bfloat16 compute) is faster on CPUs with AMX and uses tensor cores on

@@ -35,7 +35,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     device : {"auto", "cpu", "gpu", "gpu:N"}, default="auto"
     precision : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Arithmetic of the backbone.  "auto": the fastest the device runs natively
-        (:func:`xrayest.device.choose_precision`); ``precision_`` says which.
+        (``xrayest.device.choose_precision``); ``precision_`` says which.
         "bfloat16" (Keras ``mixed_bfloat16``: float32
         weights, bfloat16 compute) is faster on CPUs with AMX and on recent GPUs
         (benchmarks/RESULTS.md measures it); "float16" (``mixed_float16``) is for GPUs
