@@ -26,6 +26,13 @@ class TestAugmentation:
             augment_config({"zoom": 2})
         with pytest.raises(ValueError, match=r"augment\['sharpness'\] must be a number in \[0, 0.5\]"):
             augment_config({"sharpness": 0.7})
+        for text in ("no", "false", 1, None):  # a string or number would have turned flips on
+            with pytest.raises(ValueError, match=r"augment\['horizontal_flip'\] must be True or False"):
+                augment_config({"horizontal_flip": text})
+        with pytest.raises(ValueError, match=r"augment\['zoom'\] must be a number"):
+            augment_config({"zoom": True})
+        assert augment_config({"horizontal_flip": np.bool_(False), "zoom": 0.1}) == {"horizontal_flip": False,
+                                                                                      "zoom": 0.1}
 
     def test_sharpness_blurs_and_sharpens(self):
         # pediatric normals are twice as sharp as its pneumonia films and as other hospitals' normals:

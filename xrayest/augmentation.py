@@ -22,6 +22,8 @@ resampled once.
 
 from __future__ import annotations
 
+import numpy as np
+
 __all__ = ["AUGMENT_PRESETS", "augment_config", "build_augmentation", "layer_seeds", "AugmentedCopies"]
 
 AUGMENT_PRESETS = {
@@ -49,7 +51,11 @@ def augment_config(augment) -> dict | None:
     if unknown:
         raise ValueError(f"unknown augment keys {sorted(unknown)}; valid keys: {', '.join(_KEYS)}")
     for key, value in augment.items():
-        if key != "horizontal_flip" and not (isinstance(value, (int, float)) and 0 <= value < 1):
+        if key == "horizontal_flip":
+            if not isinstance(value, (bool, np.bool_)):  # "no" or "false" would read as True
+                raise ValueError(f"augment['horizontal_flip'] must be True or False; got {value!r}")
+            continue
+        if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, float)) and 0 <= value < 1):
             raise ValueError(f"augment[{key!r}] must be a number in [0, 1); got {value!r}")
         if key == "sharpness" and value > 0.5:
             raise ValueError(f"augment['sharpness'] must be a number in [0, 0.5]; got {value!r}")
