@@ -143,6 +143,15 @@ class TestLabelShift:
         np.testing.assert_allclose(priors, [0.5, 0.5], atol=1e-6)
         np.testing.assert_allclose(adapted, proba, atol=1e-6)
 
+    def test_one_image_is_refused_and_a_small_batch_warned(self):
+        """EM on one image would turn [0.6, 0.4] into certainty: refused; below MIN_BATCH images, a warning."""
+        from xrayest.label_shift import MIN_BATCH
+
+        with pytest.raises(ValueError, match="one image has none"):
+            adapt_to_priors(np.array([[0.6, 0.4]]), [0.5, 0.5])
+        with pytest.warns(RuntimeWarning, match=f"on 4 images: .* fewer than {MIN_BATCH}"):
+            adapt_to_priors(np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8]]), [0.5, 0.5])
+
     @pytest.mark.parametrize("proba, priors, match", [
         (np.ones((3, 2)), [0.5, 0.5], "sum to 1"),
         (np.array([[0.5, 0.5]]), [0.5, 0.2, 0.3], "one per column"),

@@ -18,16 +18,19 @@ Examples
 >>> import numpy as np
 >>> from xrayest.label_shift import adapt_to_priors
 >>> proba = np.array([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.2, 0.8]])
->>> adapted, priors = adapt_to_priors(proba, train_priors=[0.5, 0.5])
+>>> adapted, priors = adapt_to_priors(np.repeat(proba, 25, axis=0), train_priors=[0.5, 0.5])
 >>> adapted.shape, bool(np.allclose(adapted.sum(axis=1), 1.0)), priors.round(2).tolist()
-((4, 2), True, [0.6, 0.4])
+((100, 2), True, [0.6, 0.4])
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["adapt_to_priors"]
+__all__ = ["adapt_to_priors", "MIN_BATCH"]
+
+# Below this many images the estimated class mix is mostly noise, and EM drives posteriors toward certainty.
+MIN_BATCH = 50
 
 
 def adapt_to_priors(proba, train_priors, *, max_iter: int = 1000, tol: float = 1e-8):
@@ -48,6 +51,12 @@ def adapt_to_priors(proba, train_priors, *, max_iter: int = 1000, tol: float = 1
     -------
     adapted : ndarray of shape (n_images, n_classes)
         Posteriors under the estimated priors.
+
+    Raises
+    ------
+    ValueError
+        For a batch of one image (its "class mix" is its own prediction, which EM turns into
+        certainty).  A batch of fewer than :data:`MIN_BATCH` images gets a ``RuntimeWarning``.
     priors : ndarray of shape (n_classes,)
         The estimated class mix of the batch.
     """
@@ -60,6 +69,14 @@ def adapt_to_priors(proba, train_priors, *, max_iter: int = 1000, tol: float = 1
     if base.shape != (p.shape[1],) or not np.all(np.isfinite(base)) or np.any(base <= 0):
         raise ValueError(f"train_priors must be {p.shape[1]} positive numbers, one per column of proba; "
                          f"got {np.asarray(train_priors).tolist()!r}")
+    if p.shape[0] < 2:
+        raise ValueError("adapt_to_priors estimates the class mix of a batch: one image has none (EM would turn "
+                         "its probabilities into certainty); pass a batch of a few hundred images of one site")
+    if p.shape[0] < MIN_BATCH:
+        import warnings
+
+        warnings.warn(f"adapt_to_priors on {p.shape[0]} images: a class mix estimated from fewer than {MIN_BATCH} "
+                      "images is mostly noise, and EM pushes the posteriors toward it", RuntimeWarning, stacklevel=2)
     base = base / base.sum()
     priors, adapted = base.copy(), p
     for _ in range(int(max_iter)):
