@@ -187,6 +187,24 @@ class TestEqualize:
         with pytest.raises(ValueError, match="gray images"):
             equalize_histogram(np.zeros((2, 8, 8, 3), np.uint8))
 
+    def test_twelve_bit_images_keep_their_levels(self):
+        """A 12-bit film is equalised on its own 4,096 levels: the same image as its 8-bit version whenever
+        the two hold the same order of levels, and a 0-4095 ramp is not 94% white (it was clipped to 8 bits)."""
+        ramp = np.arange(4096, dtype=np.uint16).reshape(64, 64)
+        out = equalize_histogram(ramp)
+        assert out.dtype == np.uint8 and (out == 255).mean() < 0.01 and len(np.unique(out)) == 256
+        X, _ = make_images(3, 32, 2)
+        twelve_bit = X.astype(np.uint16) * 16 + 3  # the same levels, 16 times apart
+        np.testing.assert_array_equal(equalize_histogram(twelve_bit), equalize_histogram(X))
+        flat = np.full((1, 8, 8), 4095, np.uint16)  # a flat 12-bit image: scaled by its bit depth
+        np.testing.assert_array_equal(equalize_histogram(flat), np.full((1, 8, 8), 255))
+
+    def test_empty_batch_and_empty_images(self):
+        empty = equalize_histogram(np.zeros((0, 8, 8), np.uint16))
+        assert empty.shape == (0, 8, 8) and empty.dtype == np.uint8
+        with pytest.raises(ValueError, match=r"no pixels \(shape \(2, 0, 8\)\)"):
+            equalize_histogram(np.zeros((2, 0, 8), np.uint8))
+
 
 def test_pediatric_pneumonia_recipe_is_a_vote_of_the_cascade_and_xception_and_saves_as_one_file(tmp_path):
     from xrayest import CascadeClassifier, load, make_recipe
