@@ -431,3 +431,41 @@ def test_meta_estimators_validate_their_parameters_at_fit(make, match):
     X, y = make_images(12, 32, 2)
     with pytest.raises(ValueError, match=match):
         make().fit(X.reshape(12, -1).astype(float) if "TSNE" in match else X, y)
+
+
+def test_pandas_paths_and_object_arrays_are_read_by_position(tmp_path):
+    """A Series of paths with a shuffled index (and a one-column DataFrame) is read by position, as
+    scikit-learn does, in the classifier and in the cascade's per-stage row selection; an object
+    ndarray of images is the list it holds."""
+    import pandas as pd
+    from PIL import Image
+
+    from conftest import make_images
+    from xrayest import CascadeClassifier, XrayCNNClassifier
+
+    X, y = make_images(18, 32, 3)
+    paths = []
+    for i, image in enumerate(X):
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    labels = np.array(["bacterial", "normal", "viral"])[y]
+    index = np.random.default_rng(0).permutation(len(paths)) + 100  # shuffled, and not 0..n-1
+
+    def stage():
+        return XrayCNNClassifier("small_cnn", weights=None, image_size=32, epochs=1, batch_size=6, random_state=0)
+
+    def cascade():
+        return CascadeClassifier([("root", stage(), {"normal": ["normal"], "infected": ["bacterial", "viral"]}),
+                                  ("infected", stage(), None)])
+
+    expected = cascade().fit(paths, labels).predict_proba(paths)
+    series = pd.Series(paths, index=index)
+    got = cascade().fit(series, pd.Series(labels, index=index)).predict_proba(series)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    frame = pd.DataFrame({"path": paths}, index=index)
+    np.testing.assert_allclose(stage().fit(frame, labels).predict_proba(frame),
+                               stage().fit(paths, labels).predict_proba(paths), atol=1e-6)
+    images = np.empty(len(X), dtype=object)
+    images[:] = list(X)
+    np.testing.assert_allclose(stage().fit(images, labels).predict_proba(images),
+                               stage().fit(X, labels).predict_proba(X), atol=1e-6)

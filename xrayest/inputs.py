@@ -212,6 +212,18 @@ class PathImages(ImageSource):
         return PathImages(np.asarray(self.paths, dtype=object)[indices])
 
 
+def _is_one_column(X) -> bool:
+    """Whether X is a pandas Series, or a DataFrame of one column (of paths or images), read by position."""
+    kind = type(X).__name__
+    module = type(X).__module__ or ""
+    if not module.startswith("pandas"):
+        return False
+    if kind == "Series":
+        return True
+    # one column of paths or images (object or string dtype); numeric columns are tabular rows
+    return kind == "DataFrame" and X.shape[1] == 1 and getattr(X.dtypes.iloc[0], "kind", "O") not in "iufcb"
+
+
 def _is_path_list(X) -> bool:
     if isinstance(X, (str, os.PathLike)):
         return False
@@ -264,6 +276,11 @@ def as_image_source(X, *, warn_unit_range: bool = False) -> ImageSource:
     if isinstance(X, (bytes, bytearray, memoryview)):
         raise ValueError(f"X is {type(X).__name__} ({len(X)} bytes); pass decoded image arrays or a list of image "
                          "file paths")
+    if _is_one_column(X):  # a pandas Series / one-column DataFrame: its values by position, never its index
+        X = list(np.asarray(X).reshape(-1))
+    elif isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype == object and len(X) and all(
+            isinstance(v, np.ndarray) for v in X):  # np.array(list_of_images, dtype=object): the list it holds
+        X = list(X)
     if _is_path_list(X):
         return PathImages(list(X))
     adapter = _row_adapter(X)
@@ -386,10 +403,13 @@ def check_n_features(estimator, source: ImageSource, reset: bool) -> None:
 
 
 def take_rows(X, rows):
-    """The images of X at ``rows``: an array indexed, or a list of the paths (X is not copied otherwise)."""
+    """The images of X at positions ``rows``: an array indexed, or a list of the paths (X is not copied
+    otherwise).  A pandas Series or DataFrame is taken by position, never by its index (scikit-learn's rule)."""
     rows = np.asarray(rows, dtype=np.intp)
     if isinstance(X, ImageSource):
         return X.subset(rows)
+    if hasattr(X, "iloc"):
+        return X.iloc[rows]
     if isinstance(X, np.ndarray):
         return X[rows]
     return [X[int(i)] for i in rows]
