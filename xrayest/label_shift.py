@@ -56,7 +56,7 @@ def adapt_to_priors(proba, train_priors, *, max_iter: int = 1000, tol: float = 1
     ------
     ValueError
         For a batch of one image (its "class mix" is its own prediction, which EM turns into
-        certainty).  A batch of fewer than :data:`MIN_BATCH` images gets a ``RuntimeWarning``.
+        certainty).  A batch of fewer than ``MIN_BATCH`` (50) images gets a ``RuntimeWarning``.
     priors : ndarray of shape (n_classes,)
         The estimated class mix of the batch.
     """
