@@ -35,14 +35,10 @@ BLOCK_ENDS = {"block 4": "block4_pool", "block 8": "block8_sepconv3_bn", "block 
 
 def block_output(model, block):
     """The output tensor of ``block`` in a Keras Xception."""
-    import keras
+    from xrayest.backbones import residual_sum_after
 
     end = BLOCK_ENDS[block]
-    if end is None:
-        return model.output
-    tensor = model.get_layer(end).output
-    return next(layer.output for layer in model.layers
-                if isinstance(layer, keras.layers.Add) and any(t is tensor for t in layer.input))
+    return model.output if end is None else residual_sum_after(model, end)
 
 
 def preprocess(images, kind):

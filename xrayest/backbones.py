@@ -18,8 +18,8 @@ import keras
 
 from .layers import FusedBatchNormalization
 
-__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone", "cut_backbone", "backbone_spec_or_model",
-           "image_size_for"]
+__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone", "cut_backbone",
+           "residual_sum_after", "backbone_spec_or_model", "image_size_for"]
 
 
 @dataclass(frozen=True)
@@ -185,16 +185,25 @@ def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -
     return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
 
 
+def residual_sum_after(model: keras.Model, layer_name: str):
+    """The output of the residual sum (``Add`` layer) of ``model`` that reads layer ``layer_name``.
+
+    Keras numbers unnamed ``Add`` layers per process (``add``, ``add_1``, ...), so a block's output is
+    found through the named layer that ends the block, not by the sum's own name.
+    """
+    block_end = model.get_layer(layer_name).output
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Add) and any(t is block_end for t in layer.input):
+            return layer.output
+    raise ValueError(f"no residual sum of {model.name!r} reads layer {layer_name!r}")
+
+
 def cut_backbone(spec: BackboneSpec, model: keras.Model) -> keras.Model:
     """``model`` ending at the residual sum after ``spec.cut_after`` (the same layers and weights up to it);
     ``model`` itself when the spec names no cut."""
     if spec.cut_after is None:
         return model
-    block_end = model.get_layer(spec.cut_after).output
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Add) and any(t is block_end for t in layer.input):
-            return keras.Model(model.input, layer.output, name=spec.name)
-    raise ValueError(f"backbone {spec.name!r}: no residual sum reads layer {spec.cut_after!r}")
+    return keras.Model(model.input, residual_sum_after(model, spec.cut_after), name=spec.name)
 
 
 def backbone_spec_or_model(backbone):
