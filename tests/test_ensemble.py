@@ -115,6 +115,7 @@ class TestSoftVote:
 
     @pytest.mark.parametrize("params, match", [({"vote_weights": [1.0]}, "vote_weights has 1 weights for 2"),
                                                ({"vote_weights": [1.0, -1.0]}, "vote_weights"),
+                                               ({"vote_weights": [0.0, 0.0]}, "vote_weights are all zero"),
                                                ({"estimator": []}, "estimator")])
     def test_bad_votes_are_named_at_fit(self, binary_images, params, match):
         X, y = binary_images

@@ -6,7 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from .inputs import take_rows
+from .inputs import n_rows, take_rows
 from .params import constraints_for, validate_params
 
 __all__ = ["CascadeClassifier", "from_saved"]
@@ -140,7 +140,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"CascadeClassifier splits one class per image; y has shape {y.shape} (a multi-label "
                              "indicator matrix?): fit an XrayCNNClassifier on it instead")
         y = y.reshape(-1)
-        if len(y) != (len(X) if not hasattr(X, "shape") else X.shape[0]):
+        if len(y) != n_rows(X):
             raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
         self.classes_ = np.unique(y)
         self.plan_ = self._plan(self.classes_.tolist())
@@ -191,23 +191,20 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         from .classifier import is_adaptable
 
         check_is_fitted(self, "estimators_")
-        X_rows = np.arange(len(X) if not hasattr(X, "shape") else X.shape[0])
         adapted = copy.copy(self)
         adapted.estimators_ = dict(self.estimators_)
-        pending = [(ROOT, X_rows)]
+        pending = [(ROOT, np.arange(n_rows(X)))]
         while pending:
             name, rows = pending.pop()
-            stage = self.estimators_[name]
+            stage, images = self.estimators_[name], take_rows(X, rows)
             if is_adaptable(stage) and len(rows) >= 2:
-                stage = stage.adapt(take_rows(X, rows))
+                stage = stage.adapt(images)
             adapted.estimators_[name] = stage
-            if not len(rows):
-                continue
-            routed = stage.predict(take_rows(X, rows))
-            for outcome in self.plan_[name]:
-                if outcome in self.plan_ and outcome != name:
-                    pending.append((outcome, rows[routed == outcome]))
-        adapted.adapted_to_ = len(X_rows)
+            below = [outcome for outcome in self.plan_[name] if outcome in self.plan_ and outcome != name]
+            if below and len(rows):  # route the images on; a last stage sends none further
+                routed = stage.predict(images)
+                pending += [(outcome, rows[routed == outcome]) for outcome in below]
+        adapted.adapted_to_ = n_rows(X)
         return adapted
 
     def save(self, path):

@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from .inputs import n_rows
 from .params import constraints_for, validate_params
 from .seeding import derive_seeds
 
@@ -104,12 +105,9 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         return list(self.estimator) if isinstance(self.estimator, (list, tuple)) else [self.estimator]
 
     def _member_weights(self) -> np.ndarray:
-        """The weight of each member in the mean (sums to one)."""
+        """The weight of each member in the mean (sums to one; ``vote_weights`` was checked at fit)."""
         kinds = self._estimators()
         weights = np.ones(len(kinds)) if self.vote_weights is None else np.asarray(self.vote_weights, float)
-        if len(weights) != len(kinds) or weights.sum() <= 0:
-            raise ValueError(f"EnsembleClassifier: vote_weights must give one non-negative weight per estimator "
-                             f"({len(kinds)}), not all zero; got {self.vote_weights!r}")
         per_member = np.repeat(weights, len(self.estimators_) // len(kinds))
         return per_member / per_member.sum()
 
@@ -120,6 +118,9 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         if self.vote_weights is not None and len(self.vote_weights) != len(kinds):
             raise ValueError(f"EnsembleClassifier: vote_weights has {len(self.vote_weights)} weights for "
                              f"{len(kinds)} estimator(s)")
+        if self.vote_weights is not None and sum(self.vote_weights) <= 0:
+            raise ValueError(f"EnsembleClassifier: vote_weights are all zero ({list(self.vote_weights)}); give "
+                             "some estimator a positive weight")
         seeds = member_seeds(self.random_state, self.n_members)
         estimators = [with_seed(clone(kind), seed).fit(X, y, **fit_params) for kind in kinds for seed in seeds]
         first = estimators[0].classes_
@@ -153,7 +154,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
                              "ensemble has one (every trunk is frozen or has no BatchNorm)")
         adapted = copy.copy(self)
         adapted.estimators_ = [member.adapt(X) if is_adaptable(member) else member for member in self.estimators_]
-        adapted.adapted_to_ = len(X) if not hasattr(X, "shape") else X.shape[0]
+        adapted.adapted_to_ = n_rows(X)
         return adapted
 
     def predict(self, X):

@@ -402,6 +402,11 @@ def check_n_features(estimator, source: ImageSource, reset: bool) -> None:
                          f"is expecting {expected} features as input")
 
 
+def n_rows(X) -> int:
+    """How many images X holds (its first dimension, or its length), without reading any."""
+    return X.shape[0] if hasattr(X, "shape") else len(X)
+
+
 def take_rows(X, rows):
     """The images of X at positions ``rows``: an array indexed, or a list of the paths (X is not copied
     otherwise).  A pandas Series or DataFrame is taken by position, never by its index (scikit-learn's rule)."""
