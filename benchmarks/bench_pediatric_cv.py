@@ -426,6 +426,8 @@ def fit_all(args, overrides, seed, X, y, X_bu, y_bu):
     """The recipe fitted on every image once: its fit time, and its score on the BU proxy."""
     import numpy as np
 
+    from xrayest import EnsembleClassifier
+
     snapshots = snapshot_callback() if args.snapshots else None
     extra = {"callbacks": [*overrides.get("callbacks", []), snapshots]} if snapshots else {}
     clf = build(args.recipe, {**overrides, **extra, "random_state": seed})
@@ -440,9 +442,9 @@ def fit_all(args, overrides, seed, X, y, X_bu, y_bu):
         out = evaluate(y_bu, p_bu, prior, y_bu, p_bu, 0)
         row += [f"{out['bu_acc']:.3f}", f"{out['bu_recall_normal']:.3f}", f"{out['bu_em_acc']:.3f}"]
         saved = {"y_bu": y_bu, "bu_proba": p_bu}
-        for i, member in enumerate(getattr(clf, "estimators_", None) if isinstance(getattr(clf, "estimators_", None),
-                                                                                    list) else []):
-            saved[f"member{i}_bu_proba"] = member.predict_proba(X_bu)  # an ensemble's members, one by one
+        members = clf.estimators_ if isinstance(clf, EnsembleClassifier) else []
+        for i, member in enumerate(members):  # an ensemble's members, one by one
+            saved[f"member{i}_bu_proba"] = member.predict_proba(X_bu)
         if args.adapt:  # AdaBN on the BU films, unlabeled
             saved["bu_proba_adapted"] = clf.adapt(X_bu).predict_proba(X_bu)
             adapted = scores(y_bu, saved["bu_proba_adapted"])

@@ -51,14 +51,14 @@ def adapt_to_priors(proba, train_priors, *, max_iter: int = 1000, tol: float = 1
     -------
     adapted : ndarray of shape (n_images, n_classes)
         Posteriors under the estimated priors.
+    priors : ndarray of shape (n_classes,)
+        The estimated class mix of the batch.
 
     Raises
     ------
     ValueError
         For a batch of one image (its "class mix" is its own prediction, which EM turns into
         certainty).  A batch of fewer than ``MIN_BATCH`` (50) images gets a ``RuntimeWarning``.
-    priors : ndarray of shape (n_classes,)
-        The estimated class mix of the batch.
     """
     p = np.asarray(proba, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] < 1 or p.shape[1] < 2:
