@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from .atomic import all_or_nothing
 from .inputs import n_rows, take_rows
 from .params import constraints_for, validate_params
 
@@ -128,6 +129,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = constraints_for("stages")
 
+    @all_or_nothing
     def fit(self, X, y):
         """Fit each stage on the images that reach it, with the stage's own labels."""
         validate_params(self)

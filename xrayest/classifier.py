@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
+from .atomic import all_or_nothing
 from .augmentation import AugmentedCopies, augment_config, build_augmentation
 from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
@@ -20,8 +21,8 @@ from .inputs import as_image_source, check_labels, check_n_features, chunk_size,
 from .layers import OnGray
 from .multilabel import check_multilabel, dense_target, is_multilabel, masked_subset_accuracy
 from .optimizers import build_optimizer
-from .pipeline import PackedImages, image_dataset
 from .params import constraints_for, validate_param, validate_params
+from .pipeline import PackedImages, image_dataset
 from .seeding import seeded
 from .training import (EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm,
                        plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split)
@@ -241,6 +242,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ fitting
+    @all_or_nothing
     def fit(self, X, y, sample_weight=None, validation_data=None, groups=None):
         """Fit the head (and an unfrozen backbone) on images X and labels y.
 

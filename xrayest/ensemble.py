@@ -33,6 +33,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from .atomic import all_or_nothing
 from .inputs import n_rows
 from .params import constraints_for, validate_params
 from .seeding import derive_seeds
@@ -111,6 +112,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         per_member = np.repeat(weights, len(self.estimators_) // len(kinds))
         return per_member / per_member.sum()
 
+    @all_or_nothing
     def fit(self, X, y, **fit_params):
         """Fit each member on ``(X, y)`` in turn; ``fit_params`` (``groups``, ...) go to every member."""
         validate_params(self)

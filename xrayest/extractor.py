@@ -6,11 +6,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from .atomic import all_or_nothing
+from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
 from .device import device_scope, resolve_precision, warn_if_precision_emulated
 from .inputs import as_image_source, check_n_features
 from .params import constraints_for, validate_params
-from .backbones import backbone_spec_or_model, image_size_for
 from .trunk import Trunk, pooling_in_trunk
 
 __all__ = ["FeatureExtractor"]
@@ -100,6 +101,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         tags.non_deterministic = self.weights is None and self.random_state is None
         return tags
 
+    @all_or_nothing
     def fit(self, X, y=None):
         """Describe the frozen backbone; X is only validated (nothing is learned from it).
 

@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .atomic import all_or_nothing
 from .params import constraints_for, validate_params
 
 __all__ = ["TSNEEmbedding"]
@@ -66,6 +67,7 @@ class TSNEEmbedding(TransformerMixin, BaseEstimator):
     _parameter_constraints = constraints_for("n_components", "perplexity", "pca_components", "n_iter", "metric",
                                              "random_state", "n_jobs")
 
+    @all_or_nothing
     def fit(self, X, y=None):
         from openTSNE import TSNE
 
