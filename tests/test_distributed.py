@@ -150,6 +150,8 @@ def test_a_store_damaged_by_hand_is_refused_naming_it(folder, tmp_path, damage, 
         featurize(folder, tmp_path / "f.zarr", chunk=4, **TRUNK)
     with pytest.raises(ValueError, match=f"feature store {tmp_path / 'f.zarr'} is damaged"):
         FeatureStore.open(tmp_path / "f.zarr").rows()
+    report = featurize(folder, tmp_path / "f.zarr", chunk=4, overwrite=True, **TRUNK)  # as the error advises
+    assert report["chunks_computed"] == 5 and FeatureStore.open(tmp_path / "f.zarr").is_complete()
 
 
 def test_non_finite_features_in_a_store_are_named_not_predicted(folder, tmp_path):
@@ -266,3 +268,70 @@ def test_cli_featurize_then_fit_and_grid_from_the_store(folder, tmp_path, capsys
     assert main(["featurize", str(folder), "--out", str(store), "--backbone", "small_cnn", "--weights", "none",
                  "--image-size", "16", "-q"]) == 1
     assert "another trunk" in capsys.readouterr().err
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-m", "xrayest.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+@pytest.fixture
+def many_images(tmp_path):
+    """160 small X-rays: 40 chunks of 4, so that two featurize runs overlap in time."""
+    from PIL import Image
+
+    from xrayest import make_synthetic_xrays
+
+    X, _ = make_synthetic_xrays(160, 48, classes=("normal", "pneumonia"), random_state=0)
+    (tmp_path / "many").mkdir()
+    for i, image in enumerate(X):
+        Image.fromarray(image).save(tmp_path / "many" / f"{i:03d}.png")
+    return tmp_path / "many"
+
+
+@pytest.mark.slow
+def test_two_featurize_processes_on_one_new_store_never_mix_it(many_images, tmp_path):
+    """Started at once with different trunks (32 and 48 px): one writes the store, the other is refused."""
+    store = tmp_path / "f.zarr"
+    trunk = ["--backbone", "small_cnn", "--weights", "none", "--chunk", "4", "-q"]
+    runs = {size: _cli("featurize", many_images, "--out", store, "--image-size", size, *trunk) for size in (32, 48)}
+    outcomes = {size: (run.wait(timeout=300), run.stderr.read()) for size, run in runs.items()}
+    assert sorted(code for code, _ in outcomes.values()) == [0, 1], outcomes
+    [winner] = [size for size, (code, _) in outcomes.items() if code == 0]
+    [(_, refusal)] = [outcome for size, outcome in outcomes.items() if size != winner]
+    assert "being written by another featurize" in refusal or "another trunk" in refusal, refusal
+    assert _cli("featurize", many_images, "--out", tmp_path / "alone.zarr", "--image-size", winner,
+                *trunk).wait(timeout=300) == 0
+    mixed, alone = FeatureStore.open(store), FeatureStore.open(tmp_path / "alone.zarr")
+    assert mixed.is_complete() and mixed.fingerprint == alone.fingerprint
+    assert store_bytes(store) == store_bytes(tmp_path / "alone.zarr")  # every row is the winner's
+
+
+@pytest.mark.slow
+def test_featurize_refuses_a_store_another_process_is_writing(folder, tmp_path):
+    from filelock import FileLock
+
+    store = tmp_path / "f.zarr"
+    with FileLock(str(tmp_path / "f.zarr.lock")):  # held by this process while the CLI runs in another
+        run = _cli("featurize", folder, "--out", store, "--backbone", "small_cnn", "--weights", "none",
+                   "--image-size", "32", "-q")
+        code, err = run.wait(timeout=300), run.stderr.read()
+    assert code == 1 and "is being written by another featurize" in err and "f.zarr.lock" in err, err
+    assert not store.exists()
+    assert featurize(folder, store, chunk=4, **TRUNK)["chunks_computed"] == 5  # the lock is free again
+
+
+def test_a_chunk_is_written_only_into_the_store_of_its_trunk(folder, tmp_path):
+    """A store replaced by another trunk's while a chunk was computed (no lock across some shared file
+    systems) refuses the chunk: it is never written under the other trunk's fingerprint."""
+    store = tmp_path / "f.zarr"
+    featurize(folder, store, chunk=4, **TRUNK)
+    before = store_bytes(store)
+    other = distributed._trunk_config("small_cnn", None, 16, "avg", "float32", 0, 32, "cpu")
+    FeatureStore.open(store, mode="r+").redo([2])
+    with pytest.raises(StoreMismatchError, match="replaced by another trunk"):
+        distributed._run_chunk(str(store), 2, other)
+    assert store_bytes(store) == before and not FeatureStore.open(store).done()[2]

@@ -652,6 +652,7 @@ def main(argv=None):
 
     warnings.filterwarnings("ignore", module="keras")
     from .device import DeviceUnavailableError
+    from .feature_store import StoreBusyError
     from .trunk import WeightsChangedError
     from .weights import WeightsUnavailableError
 
@@ -660,7 +661,7 @@ def main(argv=None):
     try:
         return COMMANDS[args.command](args)
     except (UserError, ValueError, OSError, WeightsUnavailableError, DeviceUnavailableError,
-            WeightsChangedError) as exc:
+            WeightsChangedError, StoreBusyError) as exc:
         print(f"xrayest {args.command}: error: {_cli_words(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -12,6 +12,11 @@ computed together, in the same batches, the result is the same bytes as an unint
 Dask reschedules the task of a worker that dies.  A store made for other images or by another
 trunk is refused (:class:`~xrayest.feature_store.StoreMismatchError`).
 
+One writer per store: ``featurize`` holds a lock file beside the store (``<store>.lock``) while it
+runs, and a second ``featurize`` of the same store is refused
+(:class:`~xrayest.feature_store.StoreBusyError`); each chunk is written only after the store's
+fingerprint, read again from disk, is found to be the one of the trunk that computed the chunk.
+
 Needs the ``[distributed]`` extra (``pip install "xrayest[distributed]"``: dask.distributed, zarr).
 """
 
@@ -23,7 +28,7 @@ import time
 from pathlib import Path
 
 
-from .feature_store import FeatureStore, StoreMismatchError
+from .feature_store import FeatureStore, StoreBusyError, StoreMismatchError
 
 __all__ = ["featurize", "FeaturizeReport"]
 
@@ -117,20 +122,36 @@ def _run_chunk(location: str, i: int, config: dict) -> tuple[int, float]:
     with _LOCK, device_scope(config["device"]):
         features = trunk.features(source, batch_size=config["batch_size"], cache=None)
     seconds = time.perf_counter() - begin
-    store.write_chunk(i, features, keys)
+    store.write_chunk(i, features, keys, fingerprint=trunk.cache_key)
     return i, seconds
 
 
+def _writer_lock(location):
+    """Held while ``featurize`` writes the store at ``location``: a lock file beside it (``<store>.lock``).
+
+    A second ``featurize`` of the same store is refused (:class:`~xrayest.feature_store.StoreBusyError`)
+    instead of mixing its rows into the first one's.
+    """
+    from filelock import FileLock, Timeout
+
+    path = Path(location).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.parent / f"{path.name}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise StoreBusyError(f"feature store {location} is being written by another featurize (it holds "
+                             f"{lock.lock_file}); wait for it to finish, or write to another store") from None
+    return lock
+
+
 def _replaceable(location) -> bool:
-    """Whether ``overwrite`` may replace what is at ``location``: an empty folder or an xrayest feature store."""
+    """Whether ``overwrite`` may replace what is at ``location``: an empty folder or a Zarr group carrying
+    xrayest's store marker (its ``format`` attribute), damaged or not."""
     path = Path(location)
     if path.is_dir() and not any(path.iterdir()):
         return True
-    try:
-        FeatureStore.open(location)
-    except (FileNotFoundError, ValueError, KeyError, OSError):
-        return False
-    return True
+    return FeatureStore.is_marked(location)
 
 
 def _open_or_create(location, paths, labels, config, chunk, overwrite):
@@ -218,7 +239,13 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     begin = time.perf_counter()
     paths, labels = _image_list(images, labels)
     config = _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device)
-    target = _open_or_create(store, paths, labels, config, int(chunk), overwrite)
+    with _writer_lock(store):
+        return _featurize_locked(store, paths, labels, config, int(chunk), overwrite, client, progress, begin)
+
+
+def _featurize_locked(store, paths, labels, config, chunk, overwrite, client, progress, begin) -> FeaturizeReport:
+    """:func:`featurize`'s work, while it holds the store's lock."""
+    target = _open_or_create(store, paths, labels, config, chunk, overwrite)
     stale = []
     if target.done().any():  # resumed: images edited or replaced since their chunk was written are redone
         from .inputs import PathImages

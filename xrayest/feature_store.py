@@ -41,6 +41,10 @@ class StoreMismatchError(ValueError):
     """A store built for other images or another trunk than the one asked for."""
 
 
+class StoreBusyError(RuntimeError):
+    """Another ``featurize`` is writing the store (it holds the store's lock)."""
+
+
 def _zarr():
     try:
         import zarr
@@ -87,6 +91,18 @@ class FeatureStore:
         store = cls(group, location)
         store.check()
         return store
+
+    @staticmethod
+    def is_marked(location) -> bool:
+        """Whether ``location`` is a Zarr group that xrayest made a store of (its ``format`` marker), even one
+        damaged since: what ``featurize(..., overwrite=True)`` may replace."""
+        if not Path(location).is_dir():
+            return False
+        try:
+            group = _zarr().open_group(str(location), mode="r")
+        except (FileNotFoundError, ValueError, KeyError, OSError):
+            return False
+        return group.attrs.get("format") is not None
 
     def check(self) -> None:
         """Refuse a store edited or damaged by hand: missing attributes or arrays, or arrays of other lengths.
@@ -183,8 +199,19 @@ class FeatureStore:
     def is_complete(self) -> bool:
         return bool(self.done().all())
 
-    def write_chunk(self, i: int, features: np.ndarray, keys) -> None:
-        """Features and keys of chunk ``i``, then its done flag (last: an interrupted write is redone)."""
+    def write_chunk(self, i: int, features: np.ndarray, keys, *, fingerprint=None) -> None:
+        """Features and keys of chunk ``i``, then its done flag (last: an interrupted write is redone).
+
+        With ``fingerprint`` (the trunk that computed ``features``), the store's fingerprint is read again
+        from disk first, and a store re-created since by another trunk is refused
+        (:class:`StoreMismatchError`): a chunk is written only into the store of the trunk that made it.
+        """
+        if fingerprint is not None:
+            current = _zarr().open_group(self.location, mode="r").attrs.get("fingerprint")
+            if current != fingerprint:
+                raise StoreMismatchError(f"feature store {self.location} was replaced by another trunk's store "
+                                         f"while chunk {i} was computed; nothing was written (run one featurize "
+                                         "per store at a time)")
         start, stop = self.chunk_bounds(i)
         self.group["features"][start:stop] = np.asarray(features, np.float32)
         self.group["keys"][start:stop] = np.asarray(keys, dtype=str)
