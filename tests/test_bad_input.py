@@ -469,3 +469,36 @@ def test_pandas_paths_and_object_arrays_are_read_by_position(tmp_path):
     images[:] = list(X)
     np.testing.assert_allclose(stage().fit(images, labels).predict_proba(images),
                                stage().fit(X, labels).predict_proba(X), atol=1e-6)
+
+
+class TestRareClassWithValidationSplit:
+    """A class with one image is never held out for validation: a model that never sees a class gives it
+    no probability, silently."""
+
+    def test_every_class_keeps_an_image_in_training_for_every_seed(self):
+        from xrayest.training import stratified_split
+
+        y = np.array([0] * 10 + [1] * 10 + [2])
+        patients = np.arange(21) // 2
+        for seed in range(40):
+            with pytest.warns(UserWarning, match=r"\['rare'\] have a single image"):
+                train, val = stratified_split(y, 0.2, seed, class_names=np.array(["a", "b", "rare"]))
+            assert 20 in train and len(val) and not set(train) & set(val)
+            with pytest.warns(UserWarning, match="single image"):
+                train, val = stratified_split(y, 0.2, seed, groups=patients)
+            assert 20 in train and not set(patients[train]) & set(patients[val])  # its patient moved whole
+
+    def test_fit_warns_naming_the_class_and_trains_on_it(self):
+        X, codes = make_images(21, 32, 2)
+        y = np.array(["normal", "pneumonia"])[codes].astype(object)
+        y[-1] = "covid"
+        for seed in range(3):
+            with pytest.warns(UserWarning, match=r"\['covid'\] have a single image, kept in training"):
+                model = tiny_classifier(epochs=1, validation_split=0.2, random_state=seed).fit(X, y)
+            assert list(model.classes_) == ["covid", "normal", "pneumonia"] and "val_loss" in model.history_
+
+    def test_nothing_left_to_validate_is_an_error(self):
+        from xrayest.training import stratified_split
+
+        with pytest.warns(UserWarning), pytest.raises(ValueError, match="nothing to validate on"):
+            stratified_split(np.array([0, 1, 2]), 0.3, 0)

@@ -187,3 +187,107 @@ def test_stores_edited_at_random_are_refused_or_read_finite(small_store, tmp_pat
         assert str(copy) in str(exc)
         return
     assert np.isfinite(features).all()
+
+
+# ---------------------------------------------------------------- pandas inputs with random indexes
+# scikit-learn's rule: a Series or DataFrame is read by position, never by its index.  Every estimator
+# fitted on pandas X, y, groups, sample_weight and validation data with a random index (shuffled,
+# repeated, strings, floats) must give what the same values as lists give.
+
+def _indexes(n):
+    numbers = st.lists(st.integers(-10**6, 10**6), min_size=n, max_size=n)
+    return st.one_of(st.permutations(list(range(n))), numbers,  # shuffled; random, repeats allowed
+                     st.lists(st.text(min_size=1, max_size=4), min_size=n, max_size=n),
+                     st.lists(st.floats(allow_nan=False), min_size=n, max_size=n))
+
+
+N_PANDAS = 18
+
+
+@pytest.fixture(scope="module")
+def pandas_case(tmp_path_factory):
+    """18 image files, 3 classes, patients, weights; and what every estimator gives on them as lists."""
+    from PIL import Image
+
+    from xrayest import CascadeClassifier, EnsembleClassifier, FeatureExtractor
+
+    folder = tmp_path_factory.mktemp("pandas_images")
+    X, codes = make_images(N_PANDAS, 16, 3)
+    paths = []
+    for i, image in enumerate(X):
+        Image.fromarray(image).save(folder / f"{i}.png")
+        paths.append(str(folder / f"{i}.png"))
+    case = dict(paths=paths, y=np.array(["normal", "bacterial", "viral"])[codes], groups=np.arange(N_PANDAS) // 2,
+                weights=np.linspace(0.5, 2.0, N_PANDAS))
+
+    def classifier(**kw):
+        return tiny_classifier(**{"backbone": "small_cnn", "image_size": 16, "epochs": 1, "hidden_units": (4,), **kw})
+
+    case["make"] = {
+        "classifier": lambda: classifier(validation_split=0.25),
+        "cascade": lambda: CascadeClassifier([
+            ("root", classifier(), {"normal": ["normal"], "pneumonia": ["bacterial", "viral"]}),
+            ("pneumonia", classifier(), None)]),
+        "ensemble": lambda: EnsembleClassifier([classifier(), classifier(hidden_units=(3,))], random_state=0),
+        "extractor": lambda: FeatureExtractor("small_cnn", weights=None, image_size=16, random_state=0),
+    }
+    case["expected"] = {name: _pandas_fit(name, make(), lambda v: list(v), case)
+                        for name, make in case["make"].items()}
+    return case
+
+
+def _pandas_fit(name, model, wrap, case):
+    """What ``model`` gives when every input goes through ``wrap`` (a list, or a Series with some index)."""
+    paths, y, groups, weights = (wrap(case[k]) for k in ("paths", "y", "groups", "weights"))
+    if name == "extractor":
+        return model.fit(paths).transform(paths)
+    if name == "classifier":
+        model.fit(paths, y, groups=groups, sample_weight=weights)
+        with_validation = case["make"]["classifier"]().set_params(validation_split=0.0)
+        with_validation.fit(wrap(case["paths"][:12]), wrap(case["y"][:12]),
+                            validation_data=(wrap(case["paths"][12:]), wrap(case["y"][12:])))
+        return np.concatenate([model.predict_proba(paths), with_validation.predict_proba(paths),
+                               np.asarray(with_validation.history_["val_loss"])[None].repeat(len(case["y"]), 0)], 1)
+    if name == "ensemble":
+        return model.fit(paths, y, groups=groups).predict_proba(paths)
+    return model.fit(paths, y).predict_proba(paths)
+
+
+@pytest.mark.slow
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(data=st.data(), name=st.sampled_from(["classifier", "cascade", "ensemble", "extractor"]),
+       frame=st.booleans())
+def test_pandas_inputs_are_read_by_position_whatever_their_index(pandas_case, data, name, frame):
+    import pandas as pd
+
+    def wrap(values):
+        index = data.draw(_indexes(len(values)))
+        series = pd.Series(list(values), index=index)
+        return series.to_frame("value") if frame and isinstance(values[0], str) and "/" in values[0] else series
+
+    got = _pandas_fit(name, pandas_case["make"][name](), wrap, pandas_case)
+    np.testing.assert_array_equal(got, pandas_case["expected"][name])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), kind=st.sampled_from(["single", "findings", "nih"]))
+def test_label_tables_from_dataframes_are_read_by_position_whatever_their_index(tmp_path_factory, data, kind):
+    import pandas as pd
+
+    from xrayest import load_label_table
+
+    n = 6
+    paths = [f"{i}.png" for i in range(n)]
+    columns = {"single": {"label": ["a", "b", "a", "b", "c", "c"]},
+               "findings": {"A": [1, 0, -1, 1, 0, 1], "B": [0, 1, 1, 0, np.nan, 1]},
+               "nih": {"label": ["A|B", "No Finding", "A", "B", "A|B", "B"]}}[kind]
+    options = {"single": dict(label_column="label"), "findings": dict(label_columns=["A", "B"]),
+               "nih": dict(label_column="label", sep="|", none_label="No Finding")}[kind]
+    table = pd.DataFrame({"path": paths, **columns, "patient": [7, 7, 3, 3, 9, 9]})
+    shuffled = table.set_axis(data.draw(_indexes(n)), axis=0)
+    a = load_label_table(table, "path", patient_column="patient", root="/images", check_files=False, **options)
+    b = load_label_table(shuffled, "path", patient_column="patient", root="/images", check_files=False, **options)
+    assert list(a.paths) == list(b.paths)
+    np.testing.assert_array_equal(np.asarray(a.y), np.asarray(b.y))
+    np.testing.assert_array_equal(np.asarray(a.groups), np.asarray(b.groups))

@@ -415,7 +415,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         train_rows, val_rows = np.arange(len(y)), None
         if validation is None and self.validation_split:
             train_rows, val_rows = stratified_split(y, float(self.validation_split), self.random_state,
-                                                    groups=groups)
+                                                    groups=groups, class_names=targets.classes)
         if inputs.kind == "images":
             stream = dict(batch_size=self.batch_size, seed=self.random_state)
             x = image_dataset(inputs.data, train_rows, shaped(y), weights, shuffle=True, **stream)

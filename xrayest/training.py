@@ -24,6 +24,7 @@ per epoch, for a head on in-memory features; epoch-level callbacks only) or ``"k
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 
@@ -38,7 +39,7 @@ __all__ = ["Phase", "TrainingPlan", "plan_training", "choose_loop", "run_phase",
            "stratified_split", "EpochTimer", "WeightAveraging", "fit_callbacks", "sample_weights"]
 
 
-def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None, groups=None):
+def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None, groups=None, class_names=None):
     """Train/validation indices holding ``fraction`` out, stratified by class where possible.
 
     Keras' own ``validation_split`` takes the *last* rows, which on data sorted by class
@@ -46,6 +47,11 @@ def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None, 
     ``groups`` (patients), whole groups go to one side: ``StratifiedGroupKFold`` with
     ``round(1 / fraction)`` folds, its first fold held out (``GroupShuffleSplit`` when the groups
     are too few to stratify).  A multi-label ``y`` is stratified by each image's first finding.
+
+    Every class keeps at least one image in training (a model that never sees a class gives it
+    no probability): a class the draw left out of training gets one of its images (its patient's
+    whole group) back, and a class with a single image, which can then never be validated on, is
+    warned about, named from ``class_names`` (the labels of the codes in ``y_encoded``).
     """
     n = len(y_encoded)
     multi = np.ndim(y_encoded) > 1 and np.shape(y_encoded)[1] > 1
@@ -54,14 +60,38 @@ def stratified_split(y_encoded: np.ndarray, fraction: float, random_state=None, 
     if n_val < 1 or n - n_val < 1:
         raise ValueError(f"validation_split={fraction} leaves no data for training or validation with {n} samples")
     if groups is not None:
-        return _group_split(labels, np.asarray(groups), fraction, random_state)
-    counts = np.unique(labels, return_counts=True)[1]
-    if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
-        splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
+        train, val = _group_split(labels, np.asarray(groups), fraction, random_state)
     else:
-        splitter = ShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
-    train, val = next(splitter.split(np.zeros(n), labels))
-    return np.sort(train), np.sort(val)
+        counts = np.unique(labels, return_counts=True)[1]
+        if counts.min() >= 2 and n_val >= len(counts) and n - n_val >= len(counts):
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
+        else:
+            splitter = ShuffleSplit(n_splits=1, test_size=n_val, random_state=random_state)
+        train, val = next(splitter.split(np.zeros(n), labels))
+    if multi:
+        return np.sort(train), np.sort(val)
+    return _every_class_in_training(labels, np.sort(train), np.sort(val), fraction, groups, class_names)
+
+
+def _every_class_in_training(labels, train, val, fraction, groups, class_names):
+    """``train`` and ``val`` with one image (and its group) of each class missing from training moved back."""
+    values, counts = np.unique(labels, return_counts=True)
+
+    def name(code):
+        return str(class_names[code]) if class_names is not None else str(code)
+
+    alone = [name(v) for v, c in zip(values, counts) if c < 2]
+    if alone:
+        warnings.warn(f"validation_split={fraction}: class(es) {alone} have a single image, kept in training; "
+                      "validation never sees them (give each class two or more images)", UserWarning, stacklevel=4)
+    for value in np.setdiff1d(values, labels[train]):
+        row = val[labels[val] == value][0]
+        moved = np.flatnonzero(np.asarray(groups) == np.asarray(groups)[row]) if groups is not None else [row]
+        train, val = np.union1d(train, moved), np.setdiff1d(val, moved)
+    if len(val) == 0:
+        raise ValueError(f"validation_split={fraction} leaves nothing to validate on once every class has an "
+                         "image in training; pass more images, validation_split=0 or validation_data")
+    return train, val
 
 
 def _group_split(labels, groups, fraction, random_state):
