@@ -502,3 +502,17 @@ class TestRareClassWithValidationSplit:
 
         with pytest.warns(UserWarning), pytest.raises(ValueError, match="nothing to validate on"):
             stratified_split(np.array([0, 1, 2]), 0.3, 0)
+
+
+def test_an_optimizer_instance_with_another_learning_rate_is_refused_naming_both(binary_images):
+    import keras
+
+    X, y = binary_images
+    with pytest.raises(ValueError, match=r"optimizer=SGD\(...\) has its own learning rate \(0.05\) but "
+                                         r"learning_rate=0.001.*pass learning_rate=0.05"):
+        tiny_classifier(optimizer=keras.optimizers.SGD(0.05)).fit(X, y)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.9)
+    with pytest.raises(ValueError, match="has its own learning rate \\(a schedule\\).*lr_schedule"):
+        tiny_classifier(optimizer=keras.optimizers.SGD(schedule)).fit(X, y)
+    model = tiny_classifier(epochs=1, optimizer=keras.optimizers.SGD(0.05), learning_rate=0.05).fit(X, y)
+    assert model.predict_proba(X).shape == (len(X), 2)  # the same rate twice agrees

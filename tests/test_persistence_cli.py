@@ -56,13 +56,36 @@ class TestSaveLoad:
 
         X, y = binary_images
         clf = tiny_classifier(epochs=1, callbacks=[keras.callbacks.TerminateOnNaN()],
-                              optimizer=keras.optimizers.SGD(0.05, momentum=0.8)).fit(X, y)
+                              optimizer=keras.optimizers.SGD(0.05, momentum=0.8), learning_rate=0.05).fit(X, y)
         again = xrayest.load(clf.save(tmp_path / "m.keras"))
         np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
         assert again.callbacks is None  # not saved: the default
         optimizer = again.get_params()["optimizer"]
         assert type(optimizer) is keras.optimizers.SGD and optimizer.get_config()["momentum"] == 0.8
         assert again.fit(X, y).predict_proba(X).shape == (len(X), 2)  # refits with what it was given
+
+    def test_an_optimizer_keras_does_not_know_is_refused_at_load_naming_it(self, binary_images, tmp_path):
+        import zipfile
+
+        from xrayest.persistence import CorruptModelError
+
+        X, y = binary_images
+        import keras
+
+        path = tiny_classifier(epochs=1, optimizer=keras.optimizers.SGD(0.01), learning_rate=0.01).fit(X, y).save(
+            tmp_path / "m.keras")
+        with zipfile.ZipFile(path) as archive:
+            entries = {name: archive.read(name) for name in archive.namelist()}
+        meta = json.loads(entries["xrayest.json"])
+        meta["params"]["optimizer"]["__keras_optimizer__"].update(class_name="LionX", module="mylab.optimizers")
+        entries["xrayest.json"] = json.dumps(meta).encode()
+        edited = tmp_path / "edited.keras"
+        with zipfile.ZipFile(edited, "w") as archive:
+            for name, data in entries.items():
+                archive.writestr(name, data)
+        with pytest.raises(CorruptModelError, match=r"edited.keras: its optimizer is of class 'LionX' \(module "
+                                                      r"mylab.optimizers\), which Keras does not know"):
+            xrayest.load(edited)
 
     def test_crash_mid_save_keeps_the_old_model(self, binary_images, tmp_path, monkeypatch):
         X, y = binary_images

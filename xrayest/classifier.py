@@ -20,7 +20,7 @@ from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_
 from .inputs import as_image_source, check_labels, check_n_features, chunk_size, missing_positions
 from .layers import OnGray
 from .multilabel import check_multilabel, dense_target, is_multilabel, masked_subset_accuracy
-from .optimizers import build_optimizer
+from .optimizers import build_optimizer, check_optimizer_learning_rate
 from .params import constraints_for, validate_param, validate_params
 from .pipeline import PackedImages, image_dataset
 from .seeding import seeded
@@ -70,6 +70,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     optimizer : str, class or keras Optimizer, default="adam"
         A fresh copy is made per fit.  Plain Adam runs as
         ``xrayest.optimizers.FusedAdam`` (same results, one fused kernel per update).
+        Every phase trains at ``learning_rate``: an instance built with another rate is an error at
+        ``fit`` (pass the same rate to both, or the optimizer's name or class).
     learning_rate : float, default=1e-3
     epochs : int, default=20
     batch_size : int, default=32
@@ -263,6 +265,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             (stratified by class where the groups allow), so no patient is on both sides.
         """
         validate_params(self)
+        check_optimizer_learning_rate(self.optimizer, self.learning_rate)
         warn_if_precision_emulated(self.precision, self.device)
         precision = resolve_precision(self.precision, self.device)
         spec = backbone_spec_or_model(self.backbone)
@@ -786,7 +789,10 @@ def from_saved(model, meta: dict, path, device="auto") -> XrayCNNClassifier:
         raise CorruptModelError(f"corrupt or incompatible model file {path}: {problem}")
 
     defaults = {k: p.default for k, p in inspect.signature(XrayCNNClassifier).parameters.items()}
-    params = restored_params(meta["params"], defaults)
+    try:
+        params = restored_params(meta["params"], defaults)
+    except ValueError as exc:
+        bad(str(exc))
     unknown = sorted(set(params) - set(XrayCNNClassifier._parameter_constraints))
     if unknown:
         bad(f"unknown parameters {unknown}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["FusedAdam", "build_optimizer"]
+__all__ = ["FusedAdam", "build_optimizer", "check_optimizer_learning_rate"]
 
 
 # Adam options FusedAdam does not reproduce (a Keras Adam using any of them stays a Keras Adam).
@@ -89,6 +89,27 @@ def _plain_adam_config(optimizer) -> dict | None:
         return None
     dropped = {*_UNSUPPORTED, "ema_momentum", "ema_overwrite_frequency"}
     return {key: value for key, value in config.items() if key not in dropped}
+
+
+def check_optimizer_learning_rate(optimizer, learning_rate) -> None:
+    """Refuse an optimizer instance whose own learning rate is not the estimator's ``learning_rate``.
+
+    The estimator's ``learning_rate`` (with ``lr_schedule`` and ``fine_tune_learning_rate``) is the one
+    every phase trains at, and the one a grid search tunes; an instance's own rate would be replaced
+    silently, so a different one is an error naming both and the two ways to agree.
+    """
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        return
+    own = optimizer.get_config().get("learning_rate")
+    if isinstance(own, (int, float)):
+        if abs(float(own) - float(learning_rate)) <= 1e-6 * max(abs(float(own)), abs(float(learning_rate))):
+            return
+        shown, advice = f"{float(own):g}", f"pass learning_rate={float(own):g}"
+    else:
+        shown, advice = "a schedule", "give the schedule as lr_schedule"
+    raise ValueError(f"optimizer={type(optimizer).__name__}(...) has its own learning rate ({shown}) but "
+                     f"learning_rate={float(learning_rate):g}, the rate every phase trains at: {advice}, or pass "
+                     "the optimizer's name or class instead of an instance")
 
 
 def build_optimizer(optimizer, learning_rate, loss_scaling=False):

@@ -60,13 +60,27 @@ NOT_SAVED = {"callbacks": None, "backbone": "custom"}
 
 def restored_params(params: dict, defaults: dict) -> dict:
     """:func:`plain_params`' output read back: an optimizer rebuilt from its config, a parameter
-    written by ``repr`` only set to :data:`NOT_SAVED`'s value or else its entry in ``defaults``."""
+    written by ``repr`` only set to :data:`NOT_SAVED`'s value or else its entry in ``defaults``.
+
+    An optimizer of a class Keras does not know (a custom one whose package is not imported) is a
+    ``ValueError`` naming the class, here rather than at the next ``fit``.
+    """
     import keras
 
     out = {}
     for key, value in params.items():
         if isinstance(value, dict) and "__keras_optimizer__" in value:
-            value = keras.optimizers.deserialize(value["__keras_optimizer__"])
+            config = value["__keras_optimizer__"]
+            try:
+                value = keras.optimizers.deserialize(config)
+            except (ValueError, TypeError, KeyError) as exc:
+                value = exc
+            if not isinstance(value, keras.optimizers.Optimizer):  # Keras hands back the unknown name
+                name = config.get("class_name") if isinstance(config, dict) else config
+                module = config.get("module") if isinstance(config, dict) else None
+                raise ValueError(f"its optimizer is of class {name!r}{f' (module {module})' if module else ''}, "
+                                 "which Keras does not know: import the package that defines it (registered with "
+                                 "keras.saving.register_keras_serializable) before loading")
         elif isinstance(value, dict) and "__not_saved__" in value:
             value = NOT_SAVED.get(key, defaults.get(key))
         out[key] = value
