@@ -26,3 +26,30 @@ def _estimators():
     EXPECTED_FAILURES if isinstance(est, XrayCNNClassifier) else {}))
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+AVX2_CHECKS = """
+from sklearn.utils.estimator_checks import check_methods_sample_order_invariance, check_methods_subset_invariance
+from xrayest import FeatureExtractor, XrayCNNClassifier
+for est in [XrayCNNClassifier("small_cnn", weights=None, image_size=8, hidden_units=(32,), dropout=0.0,
+                              freeze_backbone=True, epochs=40, batch_size=16, learning_rate=1e-2, random_state=0,
+                              precision="float32"),
+            FeatureExtractor("small_cnn", weights=None, image_size=8, random_state=0, precision="float32")]:
+    check_methods_sample_order_invariance(type(est).__name__, est)
+    check_methods_subset_invariance(type(est).__name__, est)
+print("invariant")
+"""
+
+
+def test_outputs_do_not_depend_on_row_order_with_avx2_kernels():
+    """On a CPU with AVX2 only, oneDNN's kernels rounded a row's embedding differently by its place in the
+    batch (scikit-learn's sample-order check failed there).  ONEDNN_MAX_CPU_ISA=AVX2 gives this host
+    those kernels, in float32 (what precision="auto" picks on such a CPU)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", AVX2_CHECKS], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0 and "invariant" in result.stdout, result.stderr[-3000:]

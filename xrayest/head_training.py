@@ -201,12 +201,24 @@ def predict_head(head, x, batch_size=32):
 
     A direct call per chunk of rows rather than ``keras.Model.predict``, which traces a
     predict function per model (about half a second) before doing microseconds of work.
+
+    The rows go through the head in one canonical order (sorted by their bytes) and come back in
+    the caller's: a matrix product's rounding can depend on where a row sits in its block of
+    rows (AVX2 kernels treat the last, partial block of rows apart), so without it the same rows
+    in another order could differ in the last bit (scikit-learn's sample-order check).
     """
     import tensorflow as tf
 
     from .inputs import chunk_size
 
-    x = np.asarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if not len(x):
+        return np.zeros((0, *head.output_shape[1:]), np.float32)
+    order = np.argsort(x.reshape(len(x), -1).view(np.dtype((np.void, x[0].nbytes))).ravel(), kind="stable")
+    x = x[order]
     chunk = chunk_size(batch_size)
-    out = [head(tf.constant(x[i:i + chunk]), training=False).numpy() for i in range(0, len(x), chunk)]
-    return np.concatenate(out) if out else np.zeros((0, *head.output_shape[1:]), np.float32)
+    out = np.concatenate([head(tf.constant(x[i:i + chunk]), training=False).numpy()
+                          for i in range(0, len(x), chunk)])
+    restored = np.empty_like(out)
+    restored[order] = out
+    return restored
