@@ -270,6 +270,24 @@ def test_cli_featurize_then_fit_and_grid_from_the_store(folder, tmp_path, capsys
     assert "another trunk" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option, value, store_value", [("--backbone", "vgg16", "small_cnn"),
+                                                        ("--image-size", "48", "32"),
+                                                        ("--precision", "bfloat16", "float32")])
+def test_cli_fit_from_a_store_refuses_a_trunk_option_that_conflicts(folder, tmp_path, capsys, option, value,
+                                                                    store_value):
+    from xrayest.cli import main
+
+    store = tmp_path / "f.zarr"
+    trunk = ["--backbone", "small_cnn", "--weights", "none", "--image-size", "32", "--precision", "float32"]
+    assert main(["featurize", str(folder), "--out", str(store), *trunk, "--chunk", "8", "-q"]) == 0
+    model = tmp_path / "m.keras"
+    assert main(["fit", "--features", str(store), option, value, "--epochs", "1", "--out", str(model), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"{option} {value} conflicts with the feature store {store}" in err, err
+    assert f"come from {option} {store_value}" in err and not model.exists()
+    assert main(["fit", "--features", str(store), "--epochs", "1", "--out", str(model), "-q"]) == 0  # left out: ok
+
+
 def _cli(*args):
     import subprocess
     import sys

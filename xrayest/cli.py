@@ -102,6 +102,15 @@ FEATURIZE_DEFAULTS = dict(backbone="xception", weights="imagenet", image_size=No
 _CLI_OVERRIDES = {"random_state": 0}
 
 
+class _Given(argparse.Action):
+    """Stores an option's value and records that the user gave it (``args.given``): a feature store's
+    trunk settings may fill in options left out, never replace one given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = getattr(namespace, "given", set()) | {self.dest}
+
+
 def _add_options(group, defaults, names, helps=None):
     """``--name`` options for ``names`` of :data:`_MODEL_OPTIONS`, with ``defaults`` shown as the CLI spells them."""
     for name in names:
@@ -109,7 +118,7 @@ def _add_options(group, defaults, names, helps=None):
         default = _CLI_OVERRIDES.get(name, defaults[name])
         shown = ("the backbone's" if name == "image_size" else "none") if default is None else default
         group.add_argument("--" + name.replace("_", "-"), type=kind, choices=_CHOICES.get(name),
-                           default=default,
+                           default=default, action=_Given,
                            help=f"{(helps or {}).get(name, text)} (default: {shown})")
 
 
@@ -253,11 +262,32 @@ def _store_trunk(args):
     from .feature_store import FeatureStore
 
     config = FeatureStore.open(args.features).config
+    _refuse_other_trunk(args, config)
     args.backbone, args.weights = config["backbone"], config["weights"] or "none"
     args.image_size, args.precision = config["image_size"][0], config["precision"]
     if config["random_state"] is not None:
         args.random_state = config["random_state"]
     args.store_pooling = config["pooling"]
+
+
+def _refuse_other_trunk(args, config):
+    """A trunk option given with --features that differs from the store's trunk is an error naming both."""
+    given = getattr(args, "given", set())
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    if weights not in (None, "imagenet") and Path(weights).exists():
+        weights = str(Path(weights).resolve())
+    mine = {"backbone": args.backbone, "weights": weights, "image_size": args.image_size,
+            "precision": None if args.precision == "auto" else args.precision,
+            "random_state": args.random_state if config["random_state"] is not None else None}
+    store = {"backbone": config["backbone"], "weights": config["weights"], "image_size": config["image_size"][0],
+             "precision": config["precision"], "random_state": config["random_state"]}
+    for name in mine:
+        if name in given and mine[name] is not None and mine[name] != store[name]:
+            option = "--" + name.replace("_", "-")
+            raise UserError(f"{option} {getattr(args, name)} conflicts with the feature store {args.features}, whose "
+                            f"features come from {option} {store[name] if store[name] is not None else 'none'}: leave "
+                            f"{option} out to train on the store's trunk, or featurize a store with "
+                            f"{option} {getattr(args, name)}")
 
 
 def _estimator(args, extra=None):
