@@ -167,6 +167,14 @@ def test_pydicom_errors_name_the_file(tmp_path, xray):
     ds.save_as(wrong)
     with pytest.raises(ValueError, match=r"cannot decode the pixel data of DICOM file .*wrong_size.dcm"):
         read_image(wrong)
+    for rows in (xray.shape[0] // 2, 1):  # more pixel bytes than Rows x Columns: pydicom reads extra frames
+        extra = tmp_path / f"extra_{rows}.dcm"
+        ds = pydicom.dcmread(write_dicom(extra, xray, bits=8))
+        ds.Rows = rows
+        ds.save_as(extra)
+        with pytest.raises(ValueError, match=rf"DICOM file .*extra_{rows}.dcm describes a {rows}x\d+ image but "
+                                             r"its pixel data \(\d+ bytes\) hold \d+ such images"):
+            read_image(extra)
     good = write_dicom(tmp_path / "good.dcm", xray, bits=8).read_bytes()
     cut = tmp_path / "cut_at_pixels.dcm"
     cut.write_bytes(good[: good.index(b"\xe0\x7f\x10\x00")])  # cut right before the Pixel Data element

@@ -17,6 +17,7 @@ wherever xrayest takes image paths.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -113,13 +114,20 @@ def read_dicom(path) -> np.ndarray:
         raise ValueError(f"DICOM file {name} is {photometric or 'of unknown photometric interpretation'}; "
                          "X-rays are grayscale (MONOCHROME1 or MONOCHROME2)")
     try:
-        stored = ds.pixel_array
+        with warnings.catch_warnings():  # pydicom warns of excess bytes, then returns them as frames: refused below
+            warnings.filterwarnings("ignore", message=".*sufficient to contain", category=UserWarning)
+            stored = ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError/NotImplementedError/ValueError by decoder
         syntax = ds.file_meta.get("TransferSyntaxUID", "?")
         hint = ('; compressed files need pip install "xrayest[dicom]"' if getattr(syntax, "is_compressed", False)
                 else "")
         raise ValueError(f"cannot decode the pixel data of DICOM file {name} (transfer syntax {syntax}): "
                          f"{exc}{hint}") from exc
+    if stored.shape != (ds.Rows, ds.Columns):
+        length = len(ds.PixelData) if "PixelData" in ds else "?"
+        raise ValueError(f"DICOM file {name} describes a {ds.Rows}x{ds.Columns} image but its pixel data "
+                         f"({length} bytes) hold {stored.size // max(ds.Rows * ds.Columns, 1)} such images: Rows, "
+                         "Columns or the pixel data are wrong")
     voi_lut_used = bool(ds.get("VOILUTSequence"))
     has_window = "WindowCenter" in ds and "WindowWidth" in ds
     if has_window and not voi_lut_used:
