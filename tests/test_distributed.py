@@ -353,3 +353,16 @@ def test_a_chunk_is_written_only_into_the_store_of_its_trunk(folder, tmp_path):
     with pytest.raises(StoreMismatchError, match="replaced by another trunk"):
         distributed._run_chunk(str(store), 2, other)
     assert store_bytes(store) == before and not FeatureStore.open(store).done()[2]
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("chunk", 0, r"featurize: chunk must be an int in \[1, inf\); got 0"),
+    ("pooling", "mean", "featurize: pooling must be one of"),
+    ("overwrite", "yes", "featurize: overwrite must be a bool; got 'yes'"),
+    ("precision", "fp8", "featurize: precision must be one of"),
+    ("random_state", -1, "featurize: random_state must be"),
+])
+def test_featurize_checks_its_arguments_through_the_parameter_table(folder, tmp_path, argument, value, message):
+    with pytest.raises(ValueError, match=message):
+        featurize(folder, tmp_path / "f.zarr", **{**TRUNK, argument: value})
+    assert not (tmp_path / "f.zarr").exists()

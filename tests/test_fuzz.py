@@ -10,7 +10,8 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from conftest import make_images, tiny_classifier  # noqa: E402
-from xrayest.inputs import as_image_source, check_labels  # noqa: E402
+from xrayest.inputs import as_image_source  # noqa: E402
+from xrayest.targets import check_labels  # noqa: E402
 from xrayest.params import PARAMETERS, validate_params  # noqa: E402
 
 FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -7,7 +7,7 @@ import pytest
 from conftest import tiny_classifier
 from xrayest import head_training
 from xrayest.head_training import fit_head, predict_head
-from xrayest.heads import build_head
+from xrayest.heads import build_head, head_loss
 
 
 OPTIMIZERS = {  # plain Adam takes the fused kernel; the others Keras' apply_gradients
@@ -22,14 +22,17 @@ def compiled_head(n_outputs, *, batch_norm=False, l2=0.0, dropout=0.0, learning_
     keras.utils.set_random_seed(seed)
     head = build_head((4, 4, 8), n_outputs, pooling="avg", hidden_units=(16,), dropout=dropout,
                       batch_norm=batch_norm, l2=l2)
-    loss = "binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"
-    head.compile(optimizer=OPTIMIZERS[optimizer](learning_rate), loss=loss, metrics=["accuracy"])
+    loss, metrics = head_loss(n_outputs, multilabel=False)  # what the estimator compiles heads with
+    head.compile(optimizer=OPTIMIZERS[optimizer](learning_rate), loss=loss, metrics=metrics)
     return head
 
 
 def features(n=53, n_classes=2, seed=0):
+    """Feature maps, targets shaped as the estimator shapes them (one sigmoid: (n, 1) floats), weights."""
     rng = np.random.default_rng(seed)
-    return rng.random((n, 4, 4, 8)).astype(np.float32), rng.integers(0, n_classes, n), rng.random(n).astype(np.float32)
+    y = rng.integers(0, n_classes, n)
+    y = y.reshape(n, 1).astype(np.float32) if n_classes == 2 else y
+    return rng.random((n, 4, 4, 8)).astype(np.float32), y, rng.random(n).astype(np.float32)
 
 
 @pytest.mark.parametrize("n_outputs, batch_norm, l2, weighted, optimizer", [

@@ -9,7 +9,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 
 from conftest import tiny_classifier
 from xrayest import load_label_table
-from xrayest.multilabel import MaskedBinaryCrossentropy, check_multilabel
+from xrayest.multilabel import MaskedBinaryCrossentropy
+from xrayest.targets import check_multilabel
 from xrayest.training import stratified_split
 
 

@@ -118,6 +118,24 @@ class TestCli:
             assert command in out
         assert "usage: xrayest fit" in run_cli("fit", "--help").stdout
 
+    def test_help_lists_every_backbone_of_the_registry_and_every_precision(self):
+        from xrayest.backbones import BACKBONES
+        from xrayest.trunk_graph import PRECISIONS
+
+        text = " ".join(run_cli("fit", "--help").stdout.split())
+        assert f"a name from the registry: {', '.join(BACKBONES)} (default: vgg16)" in text
+        assert all(precision in text for precision in PRECISIONS)
+
+    def test_main_in_process_leaves_the_host_program_alone(self, tmp_path, capsys, monkeypatch):
+        import warnings
+
+        from xrayest.cli import main
+
+        monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+        before = list(warnings.filters)
+        assert main(["predict", str(tmp_path / "no_model.keras"), str(tmp_path)]) == 1
+        assert "TF_CPP_MIN_LOG_LEVEL" not in os.environ and warnings.filters == before
+
     def test_the_cli_takes_the_defaults_of_the_functions_it_calls(self):
         import inspect
 

@@ -101,7 +101,7 @@ def small_cnn(input_shape, filters=(32, 64, 128), name="small_cnn"):
 
 
 def residual_cnn(input_shape, filters=(16, 32, 64), name="residual_cnn"):
-    """A small residual CNN (conv-BN-ReLU pairs with identity shortcuts), trained from scratch."""
+    """A small residual CNN (conv-BN-ReLU pairs, each block's shortcut a 1x1 projection), trained from scratch."""
     inputs = keras.Input(input_shape)
     x = keras.layers.Conv2D(filters[0], 3, padding="same", name="stem_conv")(inputs)
     for i, f in enumerate(filters):

@@ -16,19 +16,21 @@ from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
 from .device import device_scope, resolve_precision, warn_if_precision_emulated
 from .head_training import predict_head
-from .heads import EMBEDDING_LAYER, build_head, head_loss, head_targets, output_count
-from .inputs import as_image_source, check_labels, check_n_features, chunk_size, missing_positions
+from .heads import EMBEDDING_LAYER, build_head, head_loss
+from .inputs import as_image_source, check_n_features, chunk_size
 from .layers import OnGray
-from .multilabel import check_multilabel, dense_target, is_multilabel, masked_subset_accuracy
+from .multilabel import masked_subset_accuracy
 from .optimizers import build_optimizer, check_optimizer_learning_rate
 from .params import constraints_for, validate_param, validate_params
 from .pipeline import PackedImages, image_dataset
 from .seeding import seeded
-from .training import (EpochTimer, RecalibratedValidation, choose_loop, fit_callbacks, has_trainable_batch_norm,
-                       plan_training, recalibrate_batch_norm, run_phase, sample_weights, stratified_split)
+from .targets import check_groups, dense_target, fit_targets, output_count
+from .callbacks import EpochTimer, RecalibratedValidation, fit_callbacks
+from .training import (choose_loop, has_trainable_batch_norm, plan_training, recalibrate_batch_norm, run_phase,
+                       stratified_split)
 from .trunk import Trunk, pooling_in_trunk
 
-__all__ = ["XrayCNNClassifier", "load", "from_saved", "is_adaptable"]
+__all__ = ["XrayCNNClassifier", "from_saved", "is_adaptable"]
 
 
 class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -276,10 +278,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                              augmented=augment is not None, epochs=self.epochs, learning_rate=self.learning_rate,
                              fine_tune_learning_rate=self.fine_tune_learning_rate)
         source = as_image_source(X, warn_unit_range=True)
-        targets = self._check_targets(y, len(source), sample_weight)
-        groups = None if groups is None else _check_groups(groups, len(source))
+        targets = fit_targets(y, len(source), class_weight=self.class_weight, sample_weight=sample_weight)
+        groups = None if groups is None else check_groups(groups, len(source))
         check_n_features(self, source, reset=True)
-        validation = _check_validation(validation_data, targets)
+        validation = _validation_source(validation_data, targets)
         self.classes_, self.image_size_, self.training_plan_ = targets.classes, image_size, plan
         self.precision_ = precision
         self.multilabel_ = targets.multilabel
@@ -309,21 +311,6 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ the steps of fit
-    def _check_targets(self, y, n_images, sample_weight) -> "_Targets":
-        """Labels checked and encoded, with the per-image training weights."""
-        y = dense_target(y)
-        multilabel = is_multilabel(y)
-        if multilabel:
-            classes, encoded = check_multilabel(y, n_images)
-            if self.class_weight is not None:
-                raise ValueError("class_weight weighs the classes of a single-label y; with a multi-label y "
-                                 "pass per-image sample_weight instead")
-            weights = sample_weights(encoded, None, sample_weight)
-        else:
-            classes, encoded = check_labels(y, n_images)
-            weights = sample_weights(np.asarray(y), self.class_weight, sample_weight)
-        return _Targets(classes, encoded, weights, multilabel, output_count(len(classes), multilabel))
-
     def _make_trunk(self, plan, image_size) -> Trunk:
         if plan.trunk == "frozen":
             return Trunk.frozen(self.backbone, self.weights, image_size,
@@ -411,9 +398,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         validation data was given.  For images, ``x`` and ``validation`` are ``tf.data`` datasets
         (targets and weights inside) and ``y``, ``sample_weight`` are None.
         """
-        def shaped(labels):
-            return head_targets(labels, targets.n_outputs, targets.multilabel)
-
+        shaped = targets.shaped
         y, weights, validation = targets.encoded, targets.weights, inputs.validation
         train_rows, val_rows = np.arange(len(y)), None
         if validation is None and self.validation_split:
@@ -637,18 +622,6 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
 
 @dataclass(frozen=True)
-class _Targets:
-    """The labels of one fit: ``classes``, ``encoded`` (class indices or the 0/1 matrix), per-image
-    ``weights`` (or None), ``multilabel``, and the head's ``n_outputs``."""
-
-    classes: object
-    encoded: np.ndarray
-    weights: object
-    multilabel: bool
-    n_outputs: int
-
-
-@dataclass(frozen=True)
 class PhaseInputs:
     """What one training phase trains on; ``kind`` is what ``training_inputs_`` reports.
 
@@ -695,35 +668,12 @@ def is_adaptable(estimator) -> bool:
     return any(is_adaptable(member) for member in members)
 
 
-def _check_validation(validation_data, targets):
-    """``validation_data`` as ``(image source, encoded labels)``, or None; labels must be ``y``'s."""
+def _validation_source(validation_data, targets):
+    """``validation_data`` as ``(image source, labels encoded as y's)``, or None."""
     if validation_data is None:
         return None
     source = as_image_source(validation_data[0])
-    labels = np.asarray(validation_data[1])
-    classes = targets.classes
-    if targets.multilabel:
-        if labels.shape != (len(source), len(classes)):
-            raise ValueError(f"validation_data's y has shape {labels.shape}; expected ({len(source)}, {len(classes)}) "
-                             "like y")
-        return source, labels.astype(np.float32)
-    unknown = sorted(set(labels.tolist()) - set(classes.tolist()), key=str)
-    if unknown:
-        raise ValueError(f"validation_data has labels {unknown} that are not in y")
-    return source, np.searchsorted(classes, labels)
-
-
-def _check_groups(groups, n_images: int) -> np.ndarray:
-    """``groups`` as an array of one group per image, or a ValueError naming the mismatch."""
-    groups = np.asarray(groups)
-    if groups.ndim != 1 or len(groups) != n_images:
-        raise ValueError(f"groups must hold one group (patient) per image: {n_images} images, groups of shape "
-                         f"{groups.shape}")
-    missing = missing_positions(groups.tolist())
-    if missing:
-        raise ValueError(f"groups has {len(missing)} missing entries (None or NaN) at positions "
-                         f"{', '.join(map(str, missing[:5]))}: every image needs its patient")
-    return groups
+    return source, targets.encode(validation_data[1], len(source))
 
 
 def _stack(bottom, head):
@@ -752,28 +702,6 @@ def _reads_gray(trunk_model) -> bool:
         return trunk_model.get_layer("preprocess").channels == 1
     except (ValueError, AttributeError):
         return False
-
-
-def load(path, device="auto") -> XrayCNNClassifier:
-    """Load a classifier written by :meth:`XrayCNNClassifier.save`; it runs on ``device``.
-
-    :func:`xrayest.load` reads ensembles too.
-
-    A GPU-saved model loads on a CPU.  Loading uses Keras' ``safe_mode`` (no code from the
-    file runs) and never unpickles anything (:mod:`xrayest.persistence`).
-
-    Returns
-    -------
-    XrayCNNClassifier
-        Fitted, ready to ``predict``; ``fit`` retrains from its saved parameters.
-    """
-    from .persistence import read_model
-
-    with device_scope(device):
-        model, meta = read_model(path)
-    if meta.get("estimator", "XrayCNNClassifier") != "XrayCNNClassifier":
-        raise ValueError(f"{path} holds a {meta['estimator']}, not one classifier: read it with xrayest.load")
-    return from_saved(model, meta, path, device)
 
 
 def from_saved(model, meta: dict, path, device="auto") -> XrayCNNClassifier:

@@ -1,4 +1,4 @@
-"""The ``xrayest`` command: fit, predict, evaluate, grid and demo, for folders of X-rays.
+"""The ``xrayest`` command: fit, predict, evaluate, grid, featurize and demo, for folders of X-rays.
 
 Exit codes: 0 success, 1 a user error (one line on stderr, no traceback), 2 bad usage.
 """
@@ -80,8 +80,7 @@ def _parse_params(items, grid=False):
 # feed (XrayCNNClassifier for fit/grid, featurize for featurize), written out here so that building the
 # parser (--help) imports no TensorFlow; tests/test_persistence_cli.py checks they equal the signatures.
 _MODEL_OPTIONS = {
-    "backbone": (str, "vgg16, vgg19, resnet50, densenet121, inceptionv3, xception, mobilenetv2, efficientnetb0, "
-                      "small_cnn, residual_cnn, sutd_cnn, sutd_residual"),
+    "backbone": (str, "a name from the registry: %(registry)s"),
     "weights": (str, "imagenet, none, or a .weights.h5 file (offline: set XRAYEST_WEIGHTS_DIR or pass a file)"),
     "image_size": (int, "side in pixels images are resized to"),
     "pooling": (str, "avg or max"),
@@ -111,15 +110,25 @@ class _Given(argparse.Action):
         namespace.given = getattr(namespace, "given", set()) | {self.dest}
 
 
+class _RegistryNames:
+    """The backbone registry's names, read when ``--help`` is printed (building the parser imports no Keras)."""
+
+    def __str__(self):
+        from .backbones import BACKBONES
+
+        return ", ".join(BACKBONES)
+
+
 def _add_options(group, defaults, names, helps=None):
     """``--name`` options for ``names`` of :data:`_MODEL_OPTIONS`, with ``defaults`` shown as the CLI spells them."""
     for name in names:
         kind, text = _MODEL_OPTIONS[name]
         default = _CLI_OVERRIDES.get(name, defaults[name])
         shown = ("the backbone's" if name == "image_size" else "none") if default is None else default
-        group.add_argument("--" + name.replace("_", "-"), type=kind, choices=_CHOICES.get(name),
-                           default=default, action=_Given,
-                           help=f"{(helps or {}).get(name, text)} (default: {shown})")
+        action = group.add_argument("--" + name.replace("_", "-"), type=kind, choices=_CHOICES.get(name),
+                                    default=default, action=_Given,
+                                    help=f"{(helps or {}).get(name, text)} (default: {shown})")
+        action.registry = _RegistryNames()  # argparse fills %(registry)s from the action's attributes
 
 
 def _add_model_options(p):
@@ -398,13 +407,13 @@ def cmd_fit(args):
 
 
 def _expand_inputs(inputs):
-    from .datasets import IMAGE_SUFFIXES
+    from .datasets import list_images
 
     files = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = list_images(path)
             if not found:
                 raise UserError(f"no images found in folder {path}")
             files += found
@@ -669,18 +678,33 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def console():
+    """The ``xrayest`` command (the console entry point): quiets TensorFlow's start-up chatter for this
+    process, then runs :func:`main`.  Called in-process, :func:`main` leaves the environment alone."""
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2") == "2":  # xrayest's own default: go quieter still
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return main()
+
+
+def main(argv=None):
+    """Run one ``xrayest`` command (``argv`` as on the command line); returns the exit code.
+
+    Changes no process-wide state: Keras' warnings are silenced only while the command runs.
+    """
+    import warnings
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     with _quiet_native_stderr():
         import tensorflow  # noqa: F401
 
         from . import classifier  # noqa: F401
-    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="keras")
+        return _run(args)
 
-    warnings.filterwarnings("ignore", module="keras")
+
+def _run(args) -> int:
     from .device import DeviceUnavailableError
     from .feature_store import StoreBusyError
     from .trunk import WeightsChangedError
@@ -708,4 +732,4 @@ def _cli_words(message: str) -> str:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console())

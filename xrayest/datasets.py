@@ -10,7 +10,7 @@ import numpy as np
 from .inputs import check_image_size, read_image
 
 __all__ = ["make_synthetic_xrays", "make_synthetic_findings", "load_image_folder", "find_duplicates",
-           "IMAGE_SUFFIXES", "SYNTHETIC_CLASSES", "SYNTHETIC_FINDINGS"]
+           "IMAGE_SUFFIXES", "list_images", "SYNTHETIC_CLASSES", "SYNTHETIC_FINDINGS"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom")
 SYNTHETIC_CLASSES = ("normal", "pneumonia", "covid")
@@ -148,8 +148,9 @@ def make_synthetic_findings(out_dir, n_patients=24, images_per_patient=3, image_
     return path
 
 
-def _list_images(folder: Path):
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def list_images(folder) -> list[Path]:
+    """Every image file under ``folder`` (sub-folders too, by :data:`IMAGE_SUFFIXES`), sorted."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def load_image_folder(root, classes=None, image_size=None, color="rgb", return_paths=False, on_error="raise"):
@@ -199,7 +200,7 @@ def load_image_folder(root, classes=None, image_size=None, color="rgb", return_p
         raise ValueError(f"{root} has no class sub-folders (expected root/<class>/<image>)")
     files, labels = [], []
     for label in classes:
-        found = _list_images(root / label)
+        found = list_images(root / label)
         if not found:
             raise ValueError(f"class folder {root / label} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         files += found

@@ -44,7 +44,7 @@ class FeaturizeReport(dict):
 
 def _image_list(images, labels):
     """Paths (and labels) from a folder (class sub-folders give labels), a list of paths, or store rows."""
-    from .datasets import _list_images, load_image_folder
+    from .datasets import list_images, load_image_folder
 
     if isinstance(images, (str, Path)):
         root = Path(images)
@@ -55,7 +55,7 @@ def _image_list(images, labels):
         if subfolders and not direct and labels is None:
             paths, found = load_image_folder(root, return_paths=True)
             return [str(p) for p in paths], [str(v) for v in found]
-        paths = [str(p) for p in _list_images(root)]
+        paths = [str(p) for p in list_images(root)]
         if not paths:
             raise ValueError(f"no images found under {root}")
         return paths, labels
@@ -231,9 +231,11 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     0
     """
     from .device import resolve_device, resolve_precision
+    from .params import validate_arguments
 
-    if int(chunk) < 1:
-        raise ValueError(f"chunk must be a positive number of images; got {chunk!r}")
+    validate_arguments("featurize", backbone=backbone, weights=weights, image_size=image_size, pooling=pooling,
+                       precision=precision, chunk=chunk, batch_size=batch_size, device=device,
+                       random_state=random_state, overwrite=overwrite, progress=progress)
     resolve_device(device)  # a GPU that is not here is an error before any work
     precision = resolve_precision(precision, device)
     begin = time.perf_counter()

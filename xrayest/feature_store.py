@@ -32,7 +32,7 @@ import numpy as np
 
 from .inputs import ImageSource, PathImages
 
-__all__ = ["FeatureStore", "StoreRow", "StoreRowImages", "FORMAT", "StoreMismatchError"]
+__all__ = ["FeatureStore", "StoreRow", "StoreRowImages", "FORMAT", "StoreMismatchError", "StoreBusyError"]
 
 FORMAT = 1
 
@@ -204,7 +204,8 @@ class FeatureStore:
 
         With ``fingerprint`` (the trunk that computed ``features``), the store's fingerprint is read again
         from disk first, and a store re-created since by another trunk is refused
-        (:class:`StoreMismatchError`): a chunk is written only into the store of the trunk that made it.
+        (:class:`~xrayest.feature_store.StoreMismatchError`): a chunk is written only into the store of the trunk
+        that made it.
         """
         if fingerprint is not None:
             current = _zarr().open_group(self.location, mode="r").attrs.get("fingerprint")
@@ -264,14 +265,6 @@ class FeatureStore:
         return (f"{len(self)} images, features {tuple(self.features.shape[1:])} from {config.get('backbone')} "
                 f"({config.get('precision')}, {tuple(self.image_size)} px, pooling {config.get('pooling')}), "
                 f"{int(self.done().sum())}/{len(self.done())} chunks done")
-
-
-def is_store_rows(X) -> bool:
-    """Whether ``X`` is a sequence of ``StoreRow`` (what :meth:`~xrayest.FeatureStore.rows` returns)."""
-    try:
-        return len(X) > 0 and all(isinstance(r, StoreRow) for r in X)
-    except TypeError:
-        return False
 
 
 class StoreRowImages(ImageSource):

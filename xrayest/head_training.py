@@ -25,26 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_head", "predict_head", "has_batch_hooks", "sample_hits", "LOSSES"]
-
-# The losses the estimator compiles heads with, as the Loss classes Keras wraps them in
-# (default reduction "sum_over_batch_size", like compile's).
-LOSSES = {
-    "binary_crossentropy": "BinaryCrossentropy",
-    "sparse_categorical_crossentropy": "SparseCategoricalCrossentropy",
-}
-
-
-def _multilabel(head) -> bool:
-    """True for a head of several sigmoid outputs (one per finding)."""
-    return head.output_shape[-1] > 1 and head.get_layer("output").activation.__name__ == "sigmoid"
-
-
-def _targets(head, y):
-    """Targets shaped for ``head``'s loss (:func:`xrayest.heads.head_targets`)."""
-    from .heads import head_targets
-
-    return head_targets(y, head.output_shape[-1], _multilabel(head))
+__all__ = ["fit_head", "predict_head", "has_batch_hooks", "sample_hits"]
 
 
 def sample_hits(y_true, y_pred):
@@ -103,11 +84,12 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
     Parameters
     ----------
     head : keras.Model
-        Compiled (``loss`` a name of a Keras loss, any Keras optimizer).
+        Compiled (``loss`` a ``keras.losses.Loss`` instance, any Keras optimizer).
     x : ndarray of shape (n, ...)
         Features.
-    y : ndarray of shape (n,)
-        Encoded labels (0/1 for a sigmoid head, class indices for a softmax head).
+    y : ndarray
+        Targets shaped for the loss (:meth:`xrayest.targets.Targets.shaped`): ``(n, 1)`` 0/1 for a
+        sigmoid head, class indices ``(n,)`` for a softmax, the ``(n, k)`` matrix for several sigmoids.
     batch_size, epochs, initial_epoch : int
         As in ``keras.Model.fit``; epochs ``initial_epoch .. epochs - 1`` run.
     sample_weight : ndarray of shape (n,), optional
@@ -133,18 +115,12 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
 
     n = len(x)
     features = tf.constant(np.asarray(x, dtype=np.float32))
-    labels = tf.constant(_targets(head, y))
+    labels = tf.constant(np.asarray(y))
     weights = tf.constant(np.ones(n, np.float32) if sample_weight is None
                           else np.asarray(sample_weight, dtype=np.float32))
-    from .multilabel import MaskedBinaryCrossentropy
-
-    if isinstance(head.loss, MaskedBinaryCrossentropy):
-        loss_fn = head.loss
-    elif head.loss in LOSSES:
-        loss_fn = getattr(keras.losses, LOSSES[head.loss])()
-    else:
-        raise ValueError(f"fit_head supports heads compiled with loss {sorted(LOSSES)} or "
-                         f"MaskedBinaryCrossentropy; got {head.loss!r}")
+    loss_fn = head.loss
+    if not isinstance(loss_fn, keras.losses.Loss):
+        raise ValueError(f"fit_head needs a head compiled with a keras.losses.Loss instance; got {loss_fn!r}")
     optimizer = head.optimizer
     variables = head.trainable_variables
     if not optimizer.built:
@@ -170,7 +146,7 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
         return loss_sum / n, hits / n
 
     if validation_data is not None:
-        x_val, y_val = np.asarray(validation_data[0], np.float32), _targets(head, validation_data[1])
+        x_val, y_val = np.asarray(validation_data[0], np.float32), np.asarray(validation_data[1])
         w_val = (None if len(validation_data) < 3 or validation_data[2] is None
                  else np.asarray(validation_data[2], np.float32))
     rng = np.random.default_rng(seed)

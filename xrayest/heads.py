@@ -5,42 +5,24 @@ from __future__ import annotations
 from numbers import Real
 
 import keras
-import numpy as np
 
-from .layers import POOLINGS, pooling_layer
+from .layers import pooling_layer
 
-__all__ = ["POOLINGS", "pooling_layer", "build_head", "EMBEDDING_LAYER", "output_count", "head_loss", "head_targets"]
+__all__ = ["build_head", "EMBEDDING_LAYER", "head_loss"]
 
 EMBEDDING_LAYER = "embedding"
 
 
-def output_count(n_classes: int, multilabel: bool) -> int:
-    """Outputs of the head: one sigmoid for two classes, else one per class (softmax) or per finding (sigmoids).
-
-    >>> output_count(2, False), output_count(3, False), output_count(2, True)
-    (1, 3, 2)
-    """
-    return n_classes if multilabel or n_classes != 2 else 1
-
-
 def head_loss(n_outputs: int, multilabel: bool):
-    """The loss and metrics a head of ``n_outputs`` is compiled with."""
+    """The loss (a ``keras.losses.Loss``, which both training loops call as it is) and metrics a head of
+    ``n_outputs`` is compiled with."""
     if multilabel:
         from .multilabel import MaskedBinaryCrossentropy, accuracy_metric
 
         return MaskedBinaryCrossentropy(), [accuracy_metric()]
-    return ("binary_crossentropy" if n_outputs == 1 else "sparse_categorical_crossentropy"), ["accuracy"]
-
-
-def head_targets(y, n_outputs: int, multilabel: bool) -> np.ndarray:
-    """Encoded labels shaped for the head's loss: ``(n, k)`` floats for several sigmoids (multi-label),
-    ``(n, 1)`` floats for one sigmoid, int class indices for a softmax."""
-    y = np.asarray(y)
-    if multilabel:
-        return y.astype(np.float32)
     if n_outputs == 1:
-        return y.reshape(len(y), 1).astype(np.float32)
-    return y.reshape(len(y)).astype(np.int32)
+        return keras.losses.BinaryCrossentropy(), ["accuracy"]
+    return keras.losses.SparseCategoricalCrossentropy(), ["accuracy"]
 
 
 def dropout_rates(dropout, n_hidden: int) -> list[float]:

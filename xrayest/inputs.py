@@ -36,7 +36,7 @@ import numpy as np
 from sklearn.utils import check_array
 
 __all__ = ["ImageSource", "ArrayImages", "PathImages", "as_image_source", "read_image", "to_rgb", "take_rows",
-           "check_labels", "check_image_size", "check_n_features"]
+           "check_image_size", "check_n_features"]
 
 
 BIT_DEPTHS = (8, 10, 12, 14, 16)
@@ -418,60 +418,3 @@ def take_rows(X, rows):
     if isinstance(X, np.ndarray):
         return X[rows]
     return [X[int(i)] for i in rows]
-
-
-def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, (float, np.floating)) and np.isnan(value))
-
-
-def missing_positions(values) -> list[int]:
-    """Positions of the None or NaN entries of a 1-D sequence (labels, patient groups)."""
-    return [i for i, value in enumerate(values) if _is_missing(value)]
-
-
-def _first(positions, shown=5) -> str:
-    return ", ".join(map(str, positions[:shown])) + (", ..." if len(positions) > shown else "")
-
-
-def check_labels(y, n_images: int):
-    """Class labels as a 1-D array, checked against X: ``(classes, encoded)``.
-
-    Raises
-    ------
-    ValueError
-        y of the wrong shape or length, missing labels (None or NaN, with how many and
-        where), continuous values, or a single class.
-    """
-    from sklearn.utils import column_or_1d
-    from sklearn.utils.multiclass import check_classification_targets
-
-    if y is None:
-        raise ValueError("XrayCNNClassifier requires y to be passed, but the target y is None")
-    def refuse_missing(values):
-        missing = missing_positions(values)
-        if missing:
-            raise ValueError(f"y has {len(missing)} missing labels (None or NaN) at positions {_first(missing)}")
-
-    if isinstance(y, (list, tuple)) or (isinstance(y, np.ndarray) and y.dtype == object):
-        raw = np.asarray(y, dtype=object)
-        kinds = {"text" if isinstance(v, (str, bytes)) else "number" for v in np.ravel(raw) if not _is_missing(v)}
-        if len(kinds) > 1:
-            raise ValueError("y mixes text and numeric labels (e.g. 'covid' and 1); use one type for every label")
-        if raw.ndim == 1:  # before numpy turns a NaN among strings into the string "nan"
-            refuse_missing(raw)
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = column_or_1d(y, warn=True)
-    elif y.ndim != 1:
-        raise ValueError(f"y must be a 1-D array of class labels; got shape {y.shape}")
-    if len(y) != n_images:
-        raise ValueError(f"X has {n_images} images but y has {len(y)} labels")
-    if len(y) == 0:
-        raise ValueError("y is empty (0 labels); a classifier needs labelled images of at least 2 classes")
-    if y.dtype.kind in "fO":
-        refuse_missing(y)
-    check_classification_targets(y)
-    classes, encoded = np.unique(y, return_inverse=True)
-    if len(classes) < 2:
-        raise ValueError(f"y holds 1 class ({classes[0]!r}); a classifier needs at least 2 classes")
-    return classes, encoded

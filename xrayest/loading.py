@@ -1,4 +1,4 @@
-"""xrayest.load: read any model file xrayest writes (a classifier or an ensemble of them)."""
+"""xrayest.load: read any model file xrayest writes (a classifier, a cascade or an ensemble)."""
 
 from __future__ import annotations
 

@@ -12,22 +12,8 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["is_multilabel", "check_multilabel", "dense_target", "masked_subset_accuracy", "masked_roc_auc",
+__all__ = ["masked_subset_accuracy", "masked_roc_auc",
            "MaskedBinaryCrossentropy", "masked_binary_accuracy"]
-
-
-def dense_target(y):
-    """``y`` as the estimators take it: a scipy sparse indicator matrix becomes a dense copy; lists of
-    finding names are refused, saying what to pass instead; anything else is returned as it is."""
-    if hasattr(y, "toarray") and hasattr(y, "nnz"):  # scipy.sparse, without importing scipy here
-        return y.toarray()
-    if isinstance(y, (list, tuple)) and y and all(isinstance(v, (list, tuple, set, frozenset)) for v in y):
-        items = [item for v in y for item in v]
-        if items and all(isinstance(item, str) for item in items):
-            raise ValueError("y holds lists of finding names; pass an (n, k) 0/1 indicator matrix, e.g. "
-                             "sklearn.preprocessing.MultiLabelBinarizer().fit_transform(y) (its classes_ name "
-                             "the columns)")
-    return y
 
 
 def masked_subset_accuracy(y_true, y_pred, sample_weight=None) -> float:
@@ -49,39 +35,6 @@ def masked_roc_auc(estimator, X, y) -> float:
         if len(np.unique(y[known, j])) == 2:
             aucs.append(roc_auc_score(y[known, j], proba[known, j]))
     return float(np.mean(aucs)) if aucs else float("nan")
-
-
-def is_multilabel(y) -> bool:
-    """True for a 2-D ``y`` with more than one column (an indicator matrix); 1-D labels are single-label."""
-    try:
-        shape = np.asarray(y).shape  # through __array__: array-likes that are not arrays too
-    except (ValueError, TypeError):  # ragged: not a matrix; check_labels names the problem
-        return False
-    return len(shape) == 2 and shape[1] > 1
-
-
-def check_multilabel(y, n_images: int) -> tuple[np.ndarray, np.ndarray]:
-    """``classes_`` (``[array([0, 1])] * k``) and float32 targets of an indicator matrix, or a ValueError
-    naming the problem."""
-    try:
-        Y = np.array(y, dtype=np.float64, copy=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"a 2-D y is a multi-label indicator matrix and must be numeric: {exc}") from exc
-    if len(Y) != n_images:
-        raise ValueError(f"y has {len(Y)} rows but X has {n_images} images")
-    values = set(np.unique(Y).tolist())
-    if not values <= {0.0, 1.0, -1.0}:
-        bad = sorted(values - {0.0, 1.0, -1.0})[:5]
-        raise ValueError(f"a multi-label y holds 0 and 1 (and -1 for entries left out); found {bad}")
-    known = Y != -1
-    for j in range(Y.shape[1]):
-        column = Y[known[:, j], j]
-        if column.size == 0 or column.min() == column.max():
-            raise ValueError(f"label column {j} of y has only one value ({column[:1].tolist() or 'all -1'}); "
-                             "each finding needs positive and negative images")
-    # scikit-learn's multi-output convention: one array of classes per column, so its scorers
-    # (type_of_target(classes_) == "multilabel-indicator") take predict_proba's columns as they are
-    return [np.array([0, 1]) for _ in range(Y.shape[1])], Y.astype(np.float32)
 
 
 @keras.saving.register_keras_serializable(package="xrayest")

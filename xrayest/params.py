@@ -29,7 +29,7 @@ from numbers import Integral, Real
 from .trunk_graph import PRECISIONS
 
 __all__ = ["Interval", "Options", "InstanceOf", "SequenceOf", "Callable", "PARAMETERS", "constraints_for",
-           "validate_params", "validate_param"]
+           "validate_params", "validate_param", "validate_arguments"]
 
 
 class Interval:
@@ -215,6 +215,10 @@ PARAMETERS = {
     "n_jobs": [Interval(Integral, -1, None)],
     # CascadeClassifier (the stages themselves are checked against the labels at fit)
     "stages": [SequenceOf(InstanceOf(tuple, "a (name, estimator, groups) tuple"))],
+    # featurize (xrayest.distributed)
+    "chunk": [_POSITIVE_INT],
+    "overwrite": [InstanceOf(bool, "a bool")],
+    "progress": [InstanceOf(bool, "a bool")],
 }
 
 
@@ -225,11 +229,21 @@ def constraints_for(*names) -> dict:
 
 def validate_param(estimator, name) -> None:
     """Check one parameter, for a method other than ``fit`` that reads it (``tta`` at ``predict``)."""
-    value = estimator.get_params(deep=False)[name]
-    constraints = type(estimator)._parameter_constraints[name]
+    _check(type(estimator).__name__, name, estimator.get_params(deep=False)[name],
+           type(estimator)._parameter_constraints[name])
+
+
+def validate_arguments(owner: str, **values) -> None:
+    """Check a function's arguments against their rows of :data:`PARAMETERS` (``featurize`` has no
+    estimator to hold them); the message names ``owner`` and the argument, as for an estimator."""
+    for name, value in values.items():
+        _check(owner, name, value, PARAMETERS[name])
+
+
+def _check(owner, name, value, constraints) -> None:
     if not any(c.accepts(value) for c in constraints):
         accepted = " or ".join(str(c) for c in constraints)
-        raise ValueError(f"{type(estimator).__name__}: {name} must be {accepted}; got {value!r}")
+        raise ValueError(f"{owner}: {name} must be {accepted}; got {value!r}")
 
 
 def validate_params(estimator) -> None:
