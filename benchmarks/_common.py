@@ -65,27 +65,70 @@ def load_split(split, classes=None, size=299):
     return load_image_folder(require_bu_data() / split, classes=classes, image_size=size)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def cpu_kind() -> str:
+    """What the CPU computes bfloat16 with: "AMX-BF16", "AVX512-BF16", or "AVX2 only" (bfloat16 emulated)."""
+    from xrayest.device import cpu_flags
+
+    flags = cpu_flags()
+    if flags is None:
+        return "flags unknown"
+    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")):
+        if flag in flags:
+            return name
+    return "AVX2 only" if "avx2" in flags else "no AVX2"
+
+
+def host() -> str:
+    """The host in a few words, for a results row: CPU model, its bfloat16 kind, cores."""
+    model = cpu_model().replace("(R)", "").replace(" Processor", "").split(" @")[0]
+    return f"{model} ({cpu_kind()}), {os.cpu_count()} cores"
+
+
 def machine_info() -> str:
     import keras
     import tensorflow as tf
 
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     gpus = len(tf.config.list_physical_devices("GPU"))
-    return (f"{platform.node()} | {cpu} | {os.cpu_count()} cores | {gpus} GPU | Python {platform.python_version()} "
-            f"| TF {tf.__version__} | Keras {keras.__version__}")
+    return (f"{platform.node()} | {cpu_model()} | {cpu_kind()} | {os.cpu_count()} cores | {gpus} GPU | "
+            f"Python {platform.python_version()} | TF {tf.__version__} | Keras {keras.__version__}")
+
+
+def _command() -> str:
+    # absolute paths (another interpreter, an output file) are this machine's: only their last part is shown
+    return " ".join(f"PATH/{Path(a).name}" if os.path.isabs(a) else a for a in [Path(sys.argv[0]).name,
+                                                                                   *sys.argv[1:]])
+
+
+def record_result(key: str, what: str, result: str) -> None:
+    """Make ``result`` the latest headline of benchmark ``key`` in results.json (with this host, today and the
+    command), and render the README's and RESULTS.md's tables from it again."""
+    import render_results
+
+    rows = render_results.load_rows()
+    row = {"key": key, "what": what, "result": result, "host": host(),
+           "date": datetime.date.today().isoformat(), "command": _command()}
+    keys = [r["key"] for r in rows]
+    if key in keys:
+        rows[keys.index(key)] = row
+    else:
+        rows.append(row)
+    render_results.save_rows(rows)
+    render_results.main([])
 
 
 def append_results(title: str, table: str, notes: str = ""):
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    # absolute paths (another interpreter, an output file) are this machine's: only their last part is shown
-    command = " ".join(f"PATH/{Path(a).name}" if os.path.isabs(a) else a for a in sys.argv)
+    command = _command()
     text = f"\n## {title} — {stamp}\n\nMachine: {machine_info()}\n\nCommand: `python {command}`\n\n{table}\n"
     if notes:
         text += f"\n{notes}\n"

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from _common import append_results, load_split, markdown_table, xception_weights
+from _common import append_results, load_split, markdown_table, record_result, xception_weights
 
 PUBLISHED = {
     "binary": "0.89 (VGG19 + 256/256/64) – 1.00 (VGG16 + BN + 256)",
@@ -70,6 +70,15 @@ def main():
                    notes="Data: ../shared/data/bu_cs542. Train 269 (binary 129) images, test 36 (binary 18): one "
                          "test image is 2.8 points of 4-class accuracy. Known shortcut: covid films are adult, the "
                          "rest pediatric.")
+
+    def span(task):
+        accs = sorted(float(row[3]) for row in rows if row[0] == task)
+        return f"{accs[0]:.3f}" if accs[0] == accs[-1] else f"{accs[0]:.3f}-{accs[-1]:.3f}"
+
+    task_names = list(dict.fromkeys(row[0] for row in rows))
+    record_result("accuracy_bu", "BU test accuracy, real ImageNet Xception (36 test images, 18 for binary)",
+                  "; ".join(f"{task} {span(task)}" for task in task_names) + f" ({', '.join(args.precision)}); "
+                  f"published 4-class {PUBLISHED['4-class']}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import argparse
 import time
 
 
-from _common import append_results, load_split, markdown_table, xception_weights
+from _common import append_results, load_split, markdown_table, record_result, xception_weights
 
 
 def naive_model(backbone_name, weights, size, n_classes, hidden, dropout, lr):
@@ -88,11 +88,20 @@ def main():
                          f"measured (head alone: {head_s:.1f} s)", f"{acc:.3f}"])
             print(rows[-1], flush=True)
     n_ours = len(rows)
+
+    def record(naive_per_epoch=None):
+        epochs = max(args.epochs)
+        ours = ", ".join(f"{name.split()[-1]} {fit} s" for name, e, fit, _, _ in rows[:n_ours] if e == epochs)
+        naive = (f"; naive scikeras over the full model {naive_per_epoch:.0f} s per epoch "
+                 f"({naive_per_epoch * epochs:.0f} s projected)" if naive_per_epoch else "")
+        record_result("fit_bu", f"BU 4-class fit, {args.backbone} {size} px, {epochs} epochs, batch 10", ours + naive)
+
     if args.skip_naive:
         table = markdown_table(["model", "epochs", "fit seconds", "how", "4-class test acc"], rows)
         append_results(f"bench_fit --skip-naive: BU 4-class, batch 10 ({args.backbone})", table,
                        notes=f"Images decoded and resized once before timing ({load_s:.1f} s). "
                              "'head alone': a clone refitted on the cached features.")
+        record()
         return
 
     from scikeras.wrappers import KerasClassifier  # the [bench] extra
@@ -118,6 +127,7 @@ def main():
                          f"Naive (float32): {per_epoch:.1f} s per epoch (backbone forward pass over all {len(X)} "
                          "images each epoch). 'head alone': a clone refitted on the cached features. "
                          "Published reports: 748-7453 s on CPU, 127-497 s on a GPU.")
+    record(per_epoch)
 
 
 if __name__ == "__main__":

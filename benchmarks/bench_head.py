@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import append_results, markdown_table
+from _common import append_results, markdown_table, record_result
 
 
 def main():
@@ -39,7 +39,7 @@ def main():
     def head(optimizer, steps_per_execution=1):
         keras.utils.set_random_seed(0)
         model = build_head((2048,), 4, pooling="avg", hidden_units=(256,), dropout=0.5)
-        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
                       jit_compile=False, steps_per_execution=steps_per_execution)
         return model
 
@@ -65,6 +65,9 @@ def main():
     append_results(f"bench_head: {args.epochs} head epochs on 269 x 2048 features, batch 10",
                    markdown_table(["loop + optimizer", "seconds (each round)", "best vs default"], rows),
                    notes="Variants timed in turn within each round; the fixed cost of each fit (tracing) included.")
+    slow = min(min(times) for name, times in seconds.items() if name.startswith("keras.Model.fit"))
+    record_result("head", f"a head's {args.epochs} epochs on 269 cached Xception vectors",
+                  f"{best:.1f} s (`fit_head` + fused Adam) vs {slow:.1f} s with `keras.Model.fit`")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ table to RESULTS.md; --save writes every probability to an .npz for later analys
 
 --snapshots keeps the weights after every epoch and scores each of them (BatchNorm recalibrated on
 the fold's training images, as fit does at its end) and their means over the last 3, 5 and 10 epochs
-(stochastic weight averaging, what ``training.WeightAveraging`` does in one fit): the curve of CV and
+(stochastic weight averaging, what ``callbacks.WeightAveraging`` does in one fit): the curve of CV and
 BU-proxy accuracy over epochs, and SWA against the last epoch on the same runs.
 
     python benchmarks/bench_pediatric_cv.py --recipe sutd_cnn [--n 1500] [--folds 5] [--epochs 20]
@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import SHARED, append_results, markdown_table, parse_overrides, xception_weights
+from _common import SHARED, append_results, markdown_table, parse_overrides, record_result, xception_weights
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 BU = SHARED / "data" / "bu_cs542"
@@ -232,6 +232,11 @@ def vote(a_file, b_file, weights):
                             f"CV acc - {names[1]}", f"BU acc - {names[1]}"], rows)
     append_results(f"bench_pediatric_cv --vote: soft votes over {len(folds)} folds", table,
                    notes="Mean ± sd over folds; the last two columns are paired differences against the second file.")
+    if {Path(a_file).stem, Path(b_file).stem} == {"cascade", "xm"}:  # the two members of pediatric_pneumonia
+        means = {name: np.array(runs[name]).mean(0) for name in names}
+        record_result("pediatric_new_patients", "pediatric, new patients: 5-fold CV of 1,500 images and the BU "
+                                                "proxy, soft votes of the cascade and `xception_middle`",
+                      "; ".join(f"{name}: CV {m[0]:.3f}, proxy {m[3]:.3f}" for name, m in means.items()))
 
 
 def build(recipe, overrides):
@@ -258,7 +263,7 @@ def main():
                         help="an estimator parameter over the recipe's (a Python literal, else a string); "
                              "STAGE__KEY=VALUE for one stage of a cascade")
     parser.add_argument("--swa", type=int, default=0,
-                        help="stochastic weight averaging over the last N epochs (xrayest.training.WeightAveraging)")
+                        help="stochastic weight averaging over the last N epochs (xrayest.callbacks.WeightAveraging)")
     parser.add_argument("--snapshots", action="store_true",
                         help="score every epoch's weights and SWA over the last 3/5/10 epochs (see above)")
     parser.add_argument("--adapt", action="store_true",
@@ -297,7 +302,7 @@ def main():
     if args.epochs:
         overrides["epochs"] = args.epochs
     if args.swa:
-        from xrayest.training import WeightAveraging
+        from xrayest.callbacks import WeightAveraging
 
         overrides["callbacks"] = [WeightAveraging(args.swa)]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -464,6 +469,10 @@ def fit_all(args, overrides, seed, X, y, X_bu, y_bu):
     print(table)
     append_results(f"bench_pediatric_cv --fit-all: {args.label or args.recipe} on {len(X)} pediatric_cxr images",
                    table, notes=f"Overrides {overrides or 'none'}; random_state {seed}; equalize={args.equalize}.")
+    if X_bu is not None and args.recipe == "pediatric_pneumonia" and not overrides and not args.label:
+        record_result("pediatric_fit_all", f"`make_recipe(\"pediatric_pneumonia\")` fitted on all {len(X):,} images",
+                      f"{fit_s / 60:.1f} min, BU proxy {out['bu_acc']:.3f} (normal recall "
+                      f"{out['bu_recall_normal']:.3f})")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ machine's bfloat16 matmul peak measured in the same run.
 
 The network is the sutd_cnn shape (five conv3x3-BN-ReLU-maxpool blocks 32-64-64-128-128, Flatten,
 Dense 256, Dense 128, 3 classes), 150 px grayscale pediatric X-rays (--n of them, stratified), batch 64,
-Adam 1e-3, random crop / rotation / shift augmentation, bfloat16 arithmetic:
+Adam 1e-3, random crop / rotation / shift augmentation, every stack in the host's best precision
+(--precision auto, what xrayest's ``precision="auto"`` picks: bfloat16 where the CPU has AMX-BF16 or
+AVX512-BF16, float32 on AVX2-only CPUs, where bfloat16 is emulated):
 
-- ``xrayest``: ``XrayCNNClassifier("sutd_cnn", precision="bfloat16", augment="xray", pooling="flatten",
+- ``xrayest``: ``XrayCNNClassifier("sutd_cnn", precision=P, augment="xray", pooling="flatten",
   hidden_units=(256, 128))`` on the file paths (its blocks pool before their ReLU: the same function);
-- ``keras``: plain Keras 3 on the same layers under the ``mixed_bfloat16`` policy, ``tf.data`` from a
+- ``keras``: plain Keras 3 on the same layers (the ``mixed_bfloat16`` policy in bfloat16), ``tf.data`` from a
   uint8 array (shuffle, batch, prefetch), Keras' Random* layers in the model;
-- ``torch_wN``: PyTorch, ``torch.autocast("cpu", torch.bfloat16)``, ``channels_last``, torchvision's
+- ``torch_wN``: PyTorch (``torch.autocast("cpu", torch.bfloat16)`` in bfloat16), ``channels_last``, torchvision's
   RandomResizedCrop + RandomAffine on uint8 tensors in a ``DataLoader`` with N workers (each N of
   --torch-workers; the fastest is the peer).  PyTorch is not a dependency of xrayest (``pip install
   ".[peers]"``; from PyPI torch brings about 3 GB of CUDA libraries, CI does not install it): give
@@ -17,15 +19,16 @@ Adam 1e-3, random crop / rotation / shift augmentation, bfloat16 arithmetic:
 
 Each variant runs in its own process, in turn, --rounds times.  Images/s counts the epochs after the
 first.  GFLOP/s = images/s x the network's training FLOPs per image (3x the forward FLOPs of its
-convolution and dense layers, counted from the model); the bfloat16 peak is a 2048^3 matmul in
-TensorFlow, timed before and after the variants.
+convolution and dense layers, counted from the model); the peak is a 2048^3 matmul in TensorFlow in
+that precision, timed before and after the variants.  The table's host line names the CPU model and
+its bfloat16 kind (from its flags).
 
 Then xrayest's from-scratch backbones (--backbones) are timed the same way, and each one's train step is
 profiled: a ``tf.profiler`` trace of ``train_on_batch`` on one batch, its ops summed by part of the step,
 and each convolution timed alone at its shapes (their sum is the floor of the step).  With --levers,
 sutd_cnn's train step is also timed with one thing changed at a time (:data:`LEVERS`).
 
-    python benchmarks/bench_peers.py [--n 1024] [--epochs 3] [--rounds 2] [--torch-python PATH]
+    python benchmarks/bench_peers.py [--n 1024] [--epochs 3] [--rounds 2] [--precision auto] [--torch-python PATH]
                                      [--backbones sutd_cnn,residual_cnn,sutd_residual] [--levers]
 """
 
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import time
 
-from _common import SHARED, append_results, markdown_table, report_result, run_child
+from _common import SHARED, append_results, machine_info, markdown_table, record_result, report_result, run_child
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 FILTERS = (32, 64, 64, 128, 128)
@@ -94,6 +97,9 @@ XRAYEST = dict(weights=None, image_size=150, augment="xray", pooling="flatten", 
 HEADS = {"residual_cnn": dict(pooling="avg", hidden_units=(256,))}
 
 
+PRECISION = "bfloat16"  # set from --precision in main (parent and each child)
+
+
 def run_xrayest(n, epochs, backbone="sutd_cnn"):
     import keras
 
@@ -103,7 +109,7 @@ def run_xrayest(n, epochs, backbone="sutd_cnn"):
     times, marks = [], []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: marks.append(time.perf_counter()),
                                            on_epoch_end=lambda e, logs: times.append(time.perf_counter() - marks[-1]))
-    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=epochs, callbacks=[timer],
+    clf = XrayCNNClassifier(backbone, precision=PRECISION, epochs=epochs, callbacks=[timer],
                             **{**XRAYEST, **HEADS.get(backbone, {})})
     clf.fit(paths, y)
     return {"img_per_s": epoch_rate(times, len(paths)), "flops": 3 * forward_flops(clf.model_)}
@@ -138,7 +144,7 @@ def run_keras(n, epochs):
     paths, y = subsample(n)
     X = gray_array(paths)[..., None]
     codes = np.unique(y, return_inverse=True)[1]
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if PRECISION == "bfloat16" else "float32")
     model = keras_network()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     data = (tf.data.Dataset.from_tensor_slices((X, codes)).shuffle(len(X), seed=0).batch(BATCH)
@@ -190,7 +196,7 @@ def run_torch(n, epochs, workers):
         for images, targets in loader:
             images = images.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=PRECISION == "bfloat16"):
                 loss = nn.functional.cross_entropy(model(images), targets)
             loss.backward()
             optimizer.step()
@@ -322,7 +328,7 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
     from xrayest.pipeline import PackedImages, image_dataset
 
     paths, y = subsample(n)
-    clf = XrayCNNClassifier(backbone, precision="bfloat16", epochs=1,
+    clf = XrayCNNClassifier(backbone, precision=PRECISION, epochs=1,
                             **{**XRAYEST, **HEADS.get(backbone, {})}).fit(paths[:BATCH], y[:BATCH])
     model = clf.model_
     packed = PackedImages.from_source(as_image_source(paths), (150, 150))
@@ -353,7 +359,7 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
     for images, _ in image_dataset(packed, np.arange(len(paths)), codes, batch_size=BATCH, shuffle=True, seed=0):
         count += int(images.shape[0])
     pipeline = (time.perf_counter() - start) / count
-    dtype = keras.mixed_precision.Policy("mixed_bfloat16").compute_dtype
+    dtype = keras.mixed_precision.Policy("mixed_bfloat16" if PRECISION == "bfloat16" else "float32").compute_dtype
     return {"backbone": backbone, "step": step, "traced_step": traced_step,
             "op_seconds": {k: v / steps for k, v in sums.items()},
             "busy": busy / steps, "input_pipeline_per_image": pipeline, "flops": 3 * forward_flops(model),
@@ -394,7 +400,7 @@ def run_lever(n, lever, steps=8, rounds=3):
 
     batch = settings.get("batch", BATCH)
     paths, y = subsample(max(n, batch))
-    members = [XrayCNNClassifier("sutd_cnn", precision="bfloat16", epochs=1, **{**XRAYEST, "random_state": seed})
+    members = [XrayCNNClassifier("sutd_cnn", precision=PRECISION, epochs=1, **{**XRAYEST, "random_state": seed})
                .fit(paths[:BATCH], y[:BATCH]) for seed in range(settings.get("models", 1))]
     codes = np.searchsorted(members[0].classes_, y)
     x = tf.constant(PackedImages.from_source(as_image_source(paths[:batch]), (150, 150)).batch(np.arange(batch)))
@@ -522,8 +528,14 @@ def main():
                         help="xrayest's from-scratch backbones to time and profile (sutd_cnn always)")
     parser.add_argument("--levers", action="store_true",
                         help="also time sutd_cnn's train step with each lever of LEVERS changed, in turn")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
+                        help="every stack's precision; auto: the host's best (what xrayest's precision='auto' picks)")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global PRECISION
+    from xrayest.device import resolve_precision
+
+    PRECISION = resolve_precision(args.precision, "cpu")
     if args.variant:
         kind, _, arg = args.variant.partition(":")
         result = {"xrayest": lambda: run_xrayest(args.n, args.epochs, arg),
@@ -544,7 +556,8 @@ def main():
         print(f"skipped the PyTorch rows: {args.torch_python} cannot import torch and torchvision "
               '(pip install ".[peers]", or give --torch-python)', file=sys.stderr)
     variants += [f"xrayest:{b}" for b in backbones[1:]]
-    common = ["--n", args.n, "--epochs", args.epochs]
+    print(f"host: {machine_info()}; every stack in {PRECISION}", flush=True)
+    common = ["--n", args.n, "--epochs", args.epochs, "--precision", PRECISION]
     peaks = [run_child(__file__, ["--variant", "peak"], "peak")]
     results = {v: [] for v in variants}
     for _ in range(args.rounds):
@@ -559,18 +572,20 @@ def main():
             print(lever, levers[lever][-1], flush=True)
     profiles = [run_child(__file__, ["--variant", f"profile:{b}", *common], f"profile {b}") for b in backbones]
     peaks.append(run_child(__file__, ["--variant", "peak"], "peak"))
-    peak = max(p["bfloat16"] for p in peaks)
+    peak = max(p[PRECISION] for p in peaks)
+    short = {"bfloat16": "bf16", "float32": "float32"}[PRECISION]
     flops = results["xrayest:sutd_cnn"][0]["flops"]
     rates = {v: max(r["img_per_s"] for r in runs) for v, runs in results.items()}
     peer = max((v for v in rates if not v.startswith("xrayest")), key=rates.get)
-    names = {"xrayest:sutd_cnn": "xrayest XrayCNNClassifier, bfloat16, file paths",
-             "keras": "plain Keras, mixed_bfloat16, tf.data",
-             **{v: f"PyTorch, bf16 autocast, channels_last, {v.partition(':')[2]} DataLoader workers"
+    names = {"xrayest:sutd_cnn": f"xrayest XrayCNNClassifier, {PRECISION}, file paths",
+             "keras": f"plain Keras, {'mixed_bfloat16' if PRECISION == 'bfloat16' else 'float32'}, tf.data",
+             **{v: f"PyTorch, {'bf16 autocast' if PRECISION == 'bfloat16' else 'float32'}, channels_last, "
+                   f"{v.partition(':')[2]} DataLoader workers"
                 for v in results if v.startswith("torch")}}
     table = markdown_table(["stack (the sutd_cnn network)", "img/s (epochs 2+), per round", "GFLOP/s (best round)",
-                            "of bf16 peak", "xrayest / this"], rate_rows(results, rates, names, flops, peak))
+                            f"of {short} peak", "xrayest / this"], rate_rows(results, rates, names, flops, peak))
     table += "\n\n" + markdown_table(
-        ["xrayest backbone", "training GFLOP per image", "img/s, per round", "GFLOP/s", "of bf16 peak",
+        ["xrayest backbone", "training GFLOP per image", "img/s, per round", "GFLOP/s", f"of {short} peak",
          "per FLOP vs sutd_cnn", "img/s at 100% of the peak"], backbone_rows(results, rates, peak))
     table += "\n\n" + markdown_table(["part of the train step (batch 64, traced), ms per image",
                                         *(f"`{p['backbone']}`" for p in profiles)], profile_rows(profiles))
@@ -589,7 +604,7 @@ def main():
     fp32 = " / ".join(f"{p['float32']:.0f}" for p in peaks)
     append_results(
         f"bench_peers: the sutd_cnn network against its peers; xrayest's from-scratch backbones profiled, 150 px, "
-        f"batch 64, augmentation, bfloat16, {args.n} pediatric_cxr images, {args.epochs} epochs",
+        f"batch 64, augmentation, {PRECISION}, {args.n} pediatric_cxr images, {args.epochs} epochs",
         table, notes=f"Training FLOPs per image of sutd_cnn {flops / 1e9:.2f} GFLOP (3x forward, conv + dense). "
                      f"bf16 matmul peak (2048^3, TensorFlow) {bf16} GFLOP/s before / after, float32 {fp32}. "
                      f"Each variant in its own process, in turn, per round; the fastest peer here: "
@@ -598,6 +613,18 @@ def main():
                      f"({conv_flops / floor / 1e9:.0f} GFLOP/s, {100 * conv_flops / floor / 1e9 / peak:.0f}% of the "
                      f"peak) of its {1e3 * step / BATCH:.2f} ms train step: a step of convolutions only would "
                      f"train at {BATCH / floor:.0f} img/s.")
+    ours = rates["xrayest:sutd_cnn"]
+    record_result(f"peers_{PRECISION}", f"training the sutd_cnn network against the peers, 150 px, augmented, "
+                                       f"batch 64, {PRECISION}",
+                  f"xrayest {span(results['xrayest:sutd_cnn'])} img/s, the fastest peer ({names.get(peer, peer)}) "
+                  f"{span(results[peer])}: {ours / rates[peer]:.1f}x; {100 * ours * flops / 1e9 / peak:.0f}% of the "
+                  f"{short} matmul peak measured in the same run")
+
+
+def span(runs) -> str:
+    """Images/s of the rounds of one variant, as "low-high" (or one number)."""
+    low, high = (round(f(r["img_per_s"] for r in runs)) for f in (min, max))
+    return f"{low}" if low == high else f"{low}-{high}"
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import resource
 import sys
 import time
 
-from _common import SHARED, append_results, markdown_table, report_result, run_child
+from _common import SHARED, append_results, markdown_table, record_result, report_result, run_child
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 VARIANTS = ("keras_float32_array", "xrayest_stream_float32", "xrayest_stream_bfloat16")
@@ -124,6 +124,10 @@ def main():
                                    "training images held as, MB"], rows),
                    notes="Each variant in its own process, in turn, per round. Peak RSS includes TensorFlow "
                          "itself (~0.6-0.8 GB).")
+    rates = {variant: " / ".join(f"{r['img_per_s']:.0f}" for r in runs) for variant, runs in results.items()}
+    record_result(f"train_speed_{args.backbone}", f"training {args.backbone} from scratch, 150 px, "
+                                                  f"augment={args.augment!r}, batch {args.batch}",
+                  ", ".join(f"{variant.replace('_', ' ')} {rate} img/s" for variant, rate in rates.items()))
 
 
 if __name__ == "__main__":

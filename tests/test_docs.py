@@ -58,3 +58,42 @@ def test_example_has_a_gallery_title_and_a_quick_mode(example):
     # self-contained, as scikit-learn's gallery: no helper module of the examples to open
     assert not [m for m in re.findall(r"^\s*(?:from|import) (\S+)", text, re.M)
                 if m.split(".")[0] not in ALLOWED_IMPORTS], example.name
+
+
+def _render_results():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("render_results", ROOT / "benchmarks" / "render_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_measured_table_is_the_rendering_of_results_json():
+    """Every measured number is written once (benchmarks/results.json); the README and RESULTS.md show it."""
+    render_results = _render_results()
+    for path, text in render_results.render().items():
+        assert path.read_text(encoding="utf-8") == text, (
+            f"{path.name}'s measured table differs from benchmarks/results.json: run benchmarks/render_results.py")
+    for row in render_results.load_rows():
+        assert set(row) == {"key", "what", "result", "host", "date", "command"}, row
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d", row["date"]) and "/" not in row["command"].split()[0], row
+
+
+def test_a_recorded_result_replaces_its_row_and_is_rendered(tmp_path, monkeypatch):
+    import shutil
+
+    render_results = _render_results()
+    for name, source in (("results.json", render_results.RESULTS_JSON), ("README.md", render_results.README),
+                         ("RESULTS.md", render_results.RESULTS_MD)):
+        shutil.copy(source, tmp_path / name)
+    monkeypatch.setattr(render_results, "RESULTS_JSON", tmp_path / "results.json")
+    monkeypatch.setattr(render_results, "README", tmp_path / "README.md")
+    monkeypatch.setattr(render_results, "RESULTS_MD", tmp_path / "RESULTS.md")
+    rows = render_results.load_rows()
+    rows[0] = {**rows[0], "result": "1 s", "date": "2027-01-01"}
+    render_results.save_rows(rows)
+    assert render_results.main(["--check"]) == 1  # the README still says the old number
+    assert render_results.main([]) == 0 and render_results.main(["--check"]) == 0
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert f"| {rows[0]['what']} | 1 s | {rows[0]['host']} | 2027-01-01," in readme
