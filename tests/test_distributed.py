@@ -348,7 +348,8 @@ def test_a_chunk_is_written_only_into_the_store_of_its_trunk(folder, tmp_path):
     store = tmp_path / "f.zarr"
     featurize(folder, store, chunk=4, **TRUNK)
     before = store_bytes(store)
-    other = distributed._trunk_config("small_cnn", None, 16, "avg", "float32", 0, 32, "cpu")
+    other = distributed._trunk_config(distributed._backbone_spec("small_cnn"), None, 16, "avg", "float32", 0, 32,
+                                      "cpu")
     FeatureStore.open(store, mode="r+").redo([2])
     with pytest.raises(StoreMismatchError, match="replaced by another trunk"):
         distributed._run_chunk(str(store), 2, other)

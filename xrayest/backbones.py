@@ -207,8 +207,11 @@ def cut_backbone(spec: BackboneSpec, model: keras.Model) -> keras.Model:
 
 
 def backbone_spec_or_model(backbone):
-    """The registry entry for a backbone name, or the user's ``keras.Model`` itself."""
-    return backbone if isinstance(backbone, keras.Model) else get_backbone_spec(backbone)
+    """The registry entry for a backbone name (a :class:`BackboneSpec` is its own entry), or the user's
+    ``keras.Model`` itself: what an estimator resolves ``backbone`` to once and passes down."""
+    if isinstance(backbone, (keras.Model, BackboneSpec)):
+        return backbone
+    return get_backbone_spec(backbone)
 
 
 def image_size_for(spec_or_model, image_size) -> tuple:

@@ -290,7 +290,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.history_, self.training_loop_, self.training_inputs_ = {}, [], []
         cache = estimator_cache(self)
         with device_scope(self.device):
-            trunk = self._make_trunk(plan, image_size)
+            trunk = self._make_trunk(plan, spec, image_size)
             frozen_key = trunk.cache_key if cache is not None else None
             head = model = packed = None
             for phase in plan.phases:
@@ -311,14 +311,15 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ the steps of fit
-    def _make_trunk(self, plan, image_size) -> Trunk:
+    def _make_trunk(self, plan, spec, image_size) -> Trunk:
+        """The trunk ``plan`` starts from, for the backbone ``spec`` (resolved once, at the start of fit)."""
         if plan.trunk == "frozen":
-            return Trunk.frozen(self.backbone, self.weights, image_size,
+            return Trunk.frozen(spec, self.weights, image_size,
                                 pooling=pooling_in_trunk(self.pooling, self.batch_norm), seed=self.random_state,
                                 precision=self.precision_, fold_batch_norm=plan.fold_batch_norm,
                                 cache=self.cache_features)
         fine_tune = self.fine_tune if plan.trunk == "fine_tune" else None
-        return Trunk.trainable(self.backbone, self.weights, image_size, seed=self.random_state,
+        return Trunk.trainable(spec, self.weights, image_size, seed=self.random_state,
                                precision=self.precision_, fine_tune=fine_tune)
 
     def _phase_inputs(self, phase, trunk, frozen_key, source, validation, image_size, augment, cache,

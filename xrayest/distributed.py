@@ -67,14 +67,20 @@ def _image_list(images, labels):
     return paths, None if labels is None else [str(v) for v in labels]
 
 
-def _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device) -> dict:
+def _backbone_spec(backbone):
+    """The registry entry of ``backbone``: featurize rebuilds the trunk on every worker from its name."""
     from .backbones import get_backbone_spec
-    from .backbones import image_size_for
 
     if not isinstance(backbone, str):
         raise ValueError("featurize builds the trunk on every worker from its name: pass a registry backbone name, "
                          f"not {type(backbone).__name__}")
-    spec = get_backbone_spec(backbone)
+    return get_backbone_spec(backbone)
+
+
+def _trunk_config(spec, weights, image_size, pooling, precision, random_state, batch_size, device) -> dict:
+    """The trunk as plain data (JSON: the store records it, workers rebuild the trunk from it)."""
+    from .backbones import image_size_for
+
     size = image_size_for(spec, image_size)
     if weights is not None and weights != "imagenet":
         if not Path(weights).is_file():
@@ -94,12 +100,14 @@ def _trunk(config: dict):
     return trunk
 
 
-def _frozen_trunk(config: dict):
-    """The frozen trunk a store's ``config`` describes (BatchNorm folded, features keyed for caching)."""
+def _frozen_trunk(config: dict, spec=None):
+    """The frozen trunk a store's ``config`` describes (BatchNorm folded, features keyed for caching); ``spec``:
+    its backbone's registry entry when the caller has it (a worker has only the config's name)."""
     from .trunk import Trunk
 
-    return Trunk.frozen(config["backbone"], config["weights"], tuple(config["image_size"]), pooling=config["pooling"],
-                        seed=config["random_state"], precision=config["precision"], fold_batch_norm=True, cache=True)
+    return Trunk.frozen(spec or config["backbone"], config["weights"], tuple(config["image_size"]),
+                        pooling=config["pooling"], seed=config["random_state"], precision=config["precision"],
+                        fold_batch_norm=True, cache=True)
 
 
 def _run_chunk(location: str, i: int, config: dict) -> tuple[int, float]:
@@ -154,9 +162,9 @@ def _replaceable(location) -> bool:
     return FeatureStore.is_marked(location)
 
 
-def _open_or_create(location, paths, labels, config, chunk, overwrite):
+def _open_or_create(location, paths, labels, config, chunk, overwrite, spec):
     """The store at ``location``: reused when it was made for these images by this trunk, else created."""
-    trunk = _frozen_trunk(config)
+    trunk = _frozen_trunk(config, spec)
     if trunk.cache_key is None:
         raise ValueError("random weights without random_state are not reproducible: pass random_state (or weights)")
     if overwrite and Path(location).exists() and not _replaceable(location):
@@ -240,14 +248,16 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     precision = resolve_precision(precision, device)
     begin = time.perf_counter()
     paths, labels = _image_list(images, labels)
-    config = _trunk_config(backbone, weights, image_size, pooling, precision, random_state, batch_size, device)
+    spec = _backbone_spec(backbone)
+    config = _trunk_config(spec, weights, image_size, pooling, precision, random_state, batch_size, device)
     with _writer_lock(store):
-        return _featurize_locked(store, paths, labels, config, int(chunk), overwrite, client, progress, begin)
+        return _featurize_locked(store, paths, labels, config, spec, int(chunk), overwrite, client, progress, begin)
 
 
-def _featurize_locked(store, paths, labels, config, chunk, overwrite, client, progress, begin) -> FeaturizeReport:
+def _featurize_locked(store, paths, labels, config, spec, chunk, overwrite, client, progress,
+                      begin) -> FeaturizeReport:
     """:func:`featurize`'s work, while it holds the store's lock."""
-    target = _open_or_create(store, paths, labels, config, chunk, overwrite)
+    target = _open_or_create(store, paths, labels, config, chunk, overwrite, spec)
     stale = []
     if target.done().any():  # resumed: images edited or replaced since their chunk was written are redone
         from .inputs import PathImages

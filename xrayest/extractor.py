@@ -113,9 +113,10 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         warn_if_precision_emulated(self.precision, self.device)
         precision = resolve_precision(self.precision, self.device)
         source = as_image_source(X, warn_unit_range=True)
-        self.image_size_ = image_size_for(backbone_spec_or_model(self.backbone), self.image_size)
+        spec = backbone_spec_or_model(self.backbone)
+        self.image_size_ = image_size_for(spec, self.image_size)
         with device_scope(self.device):
-            self.trunk_ = Trunk.frozen(self.backbone, self.weights, self.image_size_,
+            self.trunk_ = Trunk.frozen(spec, self.weights, self.image_size_,
                                        pooling=pooling_in_trunk(self.pooling),
                                        seed=self.random_state, precision=precision, cache=self.cache_features)
             self.n_features_out_ = int(np.prod(self.trunk_.output_shape(estimator_cache(self))))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backbones import backbone_spec_or_model, get_backbone_spec
+from .backbones import BackboneSpec, backbone_spec_or_model
 from .inputs import ImageSource, chunk_size
 from .seeding import reseed_initial_weights, seeded
 
@@ -75,7 +75,7 @@ def make_backbone(backbone, weights, size):
         for w in model.get_weights():
             digest.update(np.ascontiguousarray(w).tobytes())
         return model, "none", f"model:{digest.hexdigest()}", True
-    spec = get_backbone_spec(backbone)
+    spec = backbone_spec_or_model(backbone)
     model = load_backbone(spec, (*size, spec.channels), weights)
     return model, spec.preprocess, weights_fingerprint(spec, weights), spec.pretrained
 
@@ -154,7 +154,7 @@ def _seeded_backbone(backbone, weights, size, seed):
     """:func:`make_backbone` under ``seed``; seeded random weights are the same in any process."""
     with seeded(seed):
         built = make_backbone(backbone, weights, size)
-    if weights is None and seed is not None and isinstance(backbone, str):
+    if weights is None and seed is not None and isinstance(backbone, (str, BackboneSpec)):
         reseed_initial_weights(built[0], seed)  # Python's global random may be shared (xrayest.seeding)
     return built
 
@@ -176,7 +176,7 @@ class TrunkConfig:
     Use :meth:`for_backbone` to make one.
     """
 
-    backbone: str
+    spec: BackboneSpec
     weights: str | None
     image_size: tuple
     pooling: str | None
@@ -195,12 +195,12 @@ class TrunkConfig:
         """
         from .weights import weights_fingerprint
 
-        if not isinstance(backbone, str) or (weights is None and seed is None):
+        if not isinstance(backbone, (str, BackboneSpec)) or (weights is None and seed is None):
             return None
-        spec = get_backbone_spec(backbone)
+        spec = backbone_spec_or_model(backbone)
         if weights not in (None, "imagenet"):
             weights = os.path.abspath(os.fspath(weights))  # rebuilt later, maybe from another folder
-        return cls(spec.name, weights, tuple(int(s) for s in image_size), pooling,
+        return cls(spec, weights, tuple(int(s) for s in image_size), pooling,
                    None if seed is None else int(seed), weights_fingerprint(spec, weights), precision,
                    bool(fold_batch_norm))
 
@@ -208,8 +208,7 @@ class TrunkConfig:
     def cache_key(self) -> str:
         """Feature-cache key of this trunk's outputs."""
 
-        spec = get_backbone_spec(self.backbone)
-        return _cache_key(spec, self.fingerprint, self.image_size, spec.preprocess, self.pooling, self.seed,
+        return _cache_key(self.spec, self.fingerprint, self.image_size, self.spec.preprocess, self.pooling, self.seed,
                           self.precision)
 
     def build(self):
@@ -220,11 +219,11 @@ class TrunkConfig:
         WeightsChangedError
             When the weights found now are not those the config was made with.
         """
-        model, _, fingerprint = _frozen_model(self.backbone, self.weights, self.image_size, self.pooling,
+        model, _, fingerprint = _frozen_model(self.spec, self.weights, self.image_size, self.pooling,
                                               self.seed, self.precision, self.fold_batch_norm)
         if fingerprint != self.fingerprint:
             raise WeightsChangedError(
-                f"the weights of backbone {self.backbone!r} changed since this estimator was fitted "
+                f"the weights of backbone {self.spec.name!r} changed since this estimator was fitted "
                 f"(weights={self.weights!r}); fit it again"
             )
         return model
@@ -282,13 +281,13 @@ class Trunk:
         ``fold_batch_norm=False`` keeps BatchNorm layers (for a backbone fine-tuned later);
         ``cache=False`` gives no cache key (features are computed on every call).
         """
+        backbone = backbone_spec_or_model(backbone)  # a spec (looked up once) or the user's model
         config = TrunkConfig.for_backbone(backbone, weights, image_size, pooling, seed, precision, fold_batch_norm)
         if config is not None:
             return cls(config=config, cache_key=config.cache_key if cache else None)
         model, preprocess, fingerprint = _frozen_model(backbone, weights, image_size, pooling, seed, precision,
                                                        fold_batch_norm)
-        key = _cache_key(backbone_spec_or_model(backbone), fingerprint, image_size, preprocess, pooling, seed,
-                         precision) if cache else None
+        key = _cache_key(backbone, fingerprint, image_size, preprocess, pooling, seed, precision) if cache else None
         return cls(model, cache_key=key)
 
     @classmethod
@@ -296,7 +295,7 @@ class Trunk:
         """A trunk that trains: the whole backbone, or only what ``fine_tune`` names (see :func:`unfreeze`)."""
         from .trunk_graph import rewrite_backbone
 
-        model, preprocess, _, _ = _seeded_backbone(backbone, weights, image_size, seed)
+        model, preprocess, _, _ = _seeded_backbone(backbone_spec_or_model(backbone), weights, image_size, seed)
         model = rewrite_backbone(model, fold_batch_norm=False, precision=precision)
         if fine_tune is None:
             model.trainable = True

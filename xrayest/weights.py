@@ -94,12 +94,21 @@ def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Mode
 
 def _load_whole(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
     """The whole network of ``spec`` with ``weights`` (see :func:`load_backbone`)."""
+    source = _weights_file(spec, weights)
+    if source == "download":
+        return _downloaded(spec, input_shape)
+    model = build_backbone(spec, input_shape, None)
+    if source is not None:
+        _load_file(model, source, spec.name)
+    return model
+
+
+def _weights_file(spec: BackboneSpec, weights):
+    """Where ``weights`` come from: None (random), a file, or "download" (Keras' ImageNet store)."""
     if weights is None:
-        return build_backbone(spec, input_shape, None)
+        return None
     if isinstance(weights, (str, os.PathLike)) and str(weights) != "imagenet":
-        model = build_backbone(spec, input_shape, None)
-        _load_file(model, Path(weights), spec.name)
-        return model
+        return Path(weights)
     if weights != "imagenet":
         raise ValueError(f"weights must be 'imagenet', None or a path to a weights file; got {weights!r}")
     if not spec.pretrained:
@@ -107,10 +116,12 @@ def _load_whole(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
             f"backbone {spec.name!r} is trained from scratch and has no ImageNet weights; use weights=None"
         )
     local = weights_dir_file(spec.weights_key)
-    if local is not None:
-        model = build_backbone(spec, input_shape, None)
-        _load_file(model, local, spec.name)
-        return model
+    return local if local is not None else "download"
+
+
+def _downloaded(spec: BackboneSpec, input_shape: tuple) -> keras.Model:
+    """The backbone with ImageNet weights from Keras' store, or :class:`WeightsUnavailableError` with the offline
+    options."""
     try:
         return build_backbone(spec, input_shape, "imagenet")
     except Exception as exc:
