@@ -9,8 +9,10 @@ proxy; every row is paired with block 12 at 299 px (the ``xception_middle`` back
 
 Variants: the layer, the scale (150, 224, 299 px), a low-pass of every film (Gaussian, sigma 1 px:
 one sharpness for all), CLAHE of every film, self-training with the BU films unlabeled (scikit-learn's
-SelfTrainingClassifier, label -1), and the BU features standardised by their own statistics (a
-feature-level AdaBN).
+SelfTrainingClassifier, label -1), the BU features standardised by their own statistics (a
+feature-level AdaBN), and augmented copies through the frozen network (a mirrored copy and one
+random zoom 0.9-1.1 + shift up to 8% per film, each cached as its own variant) added to training,
+with or without a test-time mean over the film and its copies.
 
     python benchmarks/bench_pediatric_features.py [--cache-dir DIR]
 """
@@ -55,6 +57,21 @@ def preprocess(images, kind):
         from skimage.exposure import equalize_adapthist  # scikit-image: only this benchmark needs it
 
         return np.stack([(equalize_adapthist(i, clip_limit=0.01) * 255).round().astype(np.uint8) for i in images])
+    if kind == "flip":
+        return images[:, :, ::-1]
+    if kind == "affine":  # one random zoom (0.9-1.1) and shift (up to 8% each way) per film, seeded
+        from scipy.ndimage import affine_transform
+
+        rng = np.random.default_rng(0)
+        out = np.empty_like(images)
+        side = images.shape[1]
+        for k, image in enumerate(images):
+            zoom, shift = rng.uniform(0.9, 1.1), rng.uniform(-0.08, 0.08, 2) * side
+            centre = (side - 1) / 2
+            offset = centre - (centre + shift) / zoom
+            out[k] = affine_transform(image.astype(np.float32), [1 / zoom, 1 / zoom], offset=offset,
+                                      order=1, mode="nearest").round().clip(0, 255).astype(np.uint8)
+        return out
     raise ValueError(kind)
 
 
@@ -62,7 +79,7 @@ def extract(kind, size, cache_dir):
     """The variant's features, from the cache or computed (and cached)."""
     import numpy as np
 
-    name = {"plain": "plain", "blur": "blur1.0", "clahe": "clahe"}[kind]
+    name = {"plain": "plain", "blur": "blur1.0", "clahe": "clahe", "flip": "flip", "affine": "affine"}[kind]
     path = Path(cache_dir) / f"feat_{name}_{size}.npz"
     if path.exists():
         return np.load(path)
@@ -90,8 +107,12 @@ def extract(kind, size, cache_dir):
     return np.load(path)
 
 
-def score(data, layers, mode="plain"):
-    """Per fold: CV accuracy, CV viral recall, BU accuracy, BU normal recall."""
+def score(data, layers, mode="plain", copies=(), tta=False):
+    """Per fold: CV accuracy, CV viral recall, BU accuracy, BU normal recall.
+
+    ``copies``: the features of augmented copies of every film (other variants' data), added to each
+    fold's training rows; ``tta``: test and BU probabilities averaged over the film and its copies.
+    """
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, recall_score
@@ -103,6 +124,8 @@ def score(data, layers, mode="plain"):
     classes = np.array(["bacterial", "normal", "viral"])
     X = np.concatenate([data[f"ped_{LAYERS[k]}"] for k in layers], 1)
     X_bu = np.concatenate([data[f"bu_{LAYERS[k]}"] for k in layers], 1)
+    views = [tuple(np.concatenate([c[f"{part}_{LAYERS[k]}"] for k in layers], 1) for part in ("ped", "bu"))
+             for c in copies]
     y, y_bu = data["y"], data["y_bu"]
 
     def head():
@@ -115,10 +138,13 @@ def score(data, layers, mode="plain"):
             model = SelfTrainingClassifier(head(), threshold=0.9).fit(
                 np.concatenate([X[train], X_bu]), np.concatenate([codes[train], -np.ones(len(X_bu), int)]))
         else:
-            model = head().fit(X[train], y[train])
+            model = head().fit(np.concatenate([X[train], *[c[train] for c, _ in views]]),
+                               np.concatenate([y[train]] * (1 + len(views))))
         bu_rows = StandardScaler().fit_transform(X_bu) if mode == "site statistics" else X_bu
         predict = model[-1].predict_proba if mode == "site statistics" else model.predict_proba
-        p_test, p_bu = classes[model.predict_proba(X[test]).argmax(1)], classes[predict(bu_rows).argmax(1)]
+        looks = [(X, bu_rows), *(views if tta else [])]
+        p_test = classes[np.mean([model.predict_proba(v[test]) for v, _ in looks], 0).argmax(1)]
+        p_bu = classes[np.mean([predict(v) for _, v in looks], 0).argmax(1)]
         rows.append([accuracy_score(y[test], p_test), recall_score(y[test], p_test, labels=classes, average=None)[2],
                      accuracy_score(y_bu, p_bu), recall_score(y_bu, p_bu, labels=classes, average=None)[1]])
     return np.array(rows)
@@ -146,9 +172,22 @@ def main():
         ("block 12, self-training with the BU films unlabeled", "plain", 299, ["block 12"], "self-training"),
         ("block 12, BU features standardised by their own statistics", "plain", 299, ["block 12"],
          "site statistics"),
+        ("block 12, + a mirrored copy of every training film", "plain", 299, ["block 12"], ("flip",)),
+        ("block 12, + a mirrored copy, and test-time mean over film and mirror", "plain", 299, ["block 12"],
+         ("flip", "tta")),
+        ("block 12, + a randomly zoomed (0.9-1.1) and shifted (8%) copy", "plain", 299, ["block 12"], ("affine",)),
+        ("block 12, + mirrored and zoomed/shifted copies", "plain", 299, ["block 12"], ("flip", "affine")),
+        ("block 12, + mirrored and zoomed/shifted copies, test-time mean over the three", "plain", 299,
+         ["block 12"], ("flip", "affine", "tta")),
     ]
-    results = {name: score(extract(kind, size, args.cache_dir), layers, mode)
-               for name, kind, size, layers, mode in variants}
+
+    def run(kind, size, layers, mode):
+        if isinstance(mode, tuple):  # augmented copies (their own cached variants), optionally test-time too
+            copies = [extract(copy, size, args.cache_dir) for copy in mode if copy != "tta"]
+            return score(extract(kind, size, args.cache_dir), layers, copies=copies, tta="tta" in mode)
+        return score(extract(kind, size, args.cache_dir), layers, mode)
+
+    results = {name: run(kind, size, layers, mode) for name, kind, size, layers, mode in variants}
     base = results[variants[0][0]]
 
     def cell(r, k, paired):
