@@ -19,6 +19,10 @@ frozen backbone + ``augment``               head on augmented images through the
 :func:`choose_loop`: ``"graph"`` (:func:`xrayest.head_training.fit_head`, one compiled graph
 per epoch, for a head on in-memory features; epoch-level callbacks only) or ``"keras"``
 (``keras.Model.fit``: images, augmentation, per-batch callbacks).
+
+Around the loop: :func:`stratified_split` (the ``validation_split`` rows: stratified, whole patients
+with groups, every class kept in training) and :func:`recalibrate_batch_norm` (exact BatchNorm
+statistics after training on images).  The callbacks live in :mod:`xrayest.callbacks`.
 """
 
 from __future__ import annotations
