@@ -97,3 +97,13 @@ def test_a_recorded_result_replaces_its_row_and_is_rendered(tmp_path, monkeypatc
     assert render_results.main([]) == 0 and render_results.main(["--check"]) == 0
     readme = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert f"| {rows[0]['what']} | 1 s | {rows[0]['host']} | 2027-01-01," in readme
+
+
+def test_the_readme_names_every_backbone_of_the_registry():
+    from xrayest.backbones import BACKBONES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    line = next(line for line in readme.splitlines() if line.startswith("- Backbones:"))
+    block = readme[readme.index(line):readme.index("\n- ", readme.index(line) + 1)]
+    missing = [name for name in BACKBONES if not re.search(rf"\b{name}\b", block)]
+    assert not missing, f"README's backbone list lacks {missing}"
