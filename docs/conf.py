@@ -60,8 +60,13 @@ if os.environ.get("XRAYEST_DOCS_INTERSPHINX") == "1":
 
 
 def _skip_metadata_requests(app, what, name, obj, skip, options):
-    """scikit-learn's generated set_fit_request / set_score_request methods are not xrayest's API."""
-    return True if name.startswith("set_") and name.endswith("_request") else skip
+    """scikit-learn's generated set_fit_request / set_score_request methods are not xrayest's API, nor are
+    the Keras hooks (``on_epoch_end``, ...) a callback implements without a docstring of its own."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    if name.startswith("on_") and getattr(obj, "__doc__", None) is None:
+        return True
+    return skip
 
 
 def setup(app):

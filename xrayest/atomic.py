@@ -3,7 +3,7 @@
 A fit sets its learned attributes one after another (the classes before the network is trained,
 a cascade's stages one by one).  Stopped half-way, by an unreadable image, a full disk or a
 Ctrl-C, it would leave the new ``classes_`` over the old network: ``predict`` would answer with the
-new labels from the old model, without a word.  :func:`all_or_nothing` wraps an estimator's ``fit``
+new labels from the old model, without a word.  ``all_or_nothing`` wraps an estimator's ``fit``
 so that on any exception, ``KeyboardInterrupt`` and ``SystemExit`` included, every attribute is put
 back as it was before the call (the previous model predicts as before, or the estimator is still
 unfitted), and the exception is raised again.

@@ -8,7 +8,7 @@ by the estimator's own parameters.
 - :func:`fit_callbacks`: the callbacks that ``early_stopping``, ``reduce_lr`` and ``lr_schedule`` ask for.
 
 Each acts through Keras' epoch hooks only (``on_train_begin/end``, ``on_epoch_begin/end``), so a head on
-cached features keeps its one-graph-per-epoch loop (:mod:`xrayest.head_training`).
+cached features keeps its one-graph-per-epoch loop (``xrayest.head_training``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ class WeightAveraging(keras.callbacks.Callback):
     Weights are taken at the end of each of the last ``last_epochs`` epochs of a phase and their
     mean is set when training ends (Izmailov et al. 2018, "Averaging weights leads to wider optima and
     better generalization").  A network trained on images then has its BatchNorm statistics
-    recalibrated for the averaged weights (:func:`~xrayest.training.recalibrate_batch_norm`), as every such fit does.
+    recalibrated for the averaged weights (``xrayest.training.recalibrate_batch_norm``), as every such fit does.
     Pass it as ``XrayCNNClassifier(callbacks=[WeightAveraging(10)])``.
 
     Examples
@@ -83,10 +83,21 @@ class EpochTimer(keras.callbacks.Callback):
 def fit_callbacks(*, early_stopping=None, reduce_lr=None, lr_schedule=None, has_validation=False, epochs=1):
     """The named callbacks the estimator parameters ask for.
 
+    Parameters
+    ----------
     early_stopping, reduce_lr : int or None
         Patience in epochs; they watch ``val_loss`` when there is validation data, else ``loss``.
         Early stopping restores the best weights.
-    lr_schedule : None, "cosine", "step" or callable(epoch, lr) -> lr
+    lr_schedule : None, "cosine", "step" or callable
+        A callable is ``schedule(epoch, lr) -> lr``.
+    has_validation : bool
+        Whether the phase is validated (what early stopping and reduce_lr watch).
+    epochs : int
+        The epochs of the phase (the length of the cosine or step schedule).
+
+    Returns
+    -------
+    list of keras.callbacks.Callback
     """
     import math
 
@@ -124,7 +135,7 @@ class RecalibratedValidation(keras.callbacks.Callback):
     This callback,
     placed before early stopping and learning-rate callbacks, recalibrates the trunk's trainable
     BatchNorm layers on ``calibration()`` (un-augmented training batches, see
-    :func:`~xrayest.training.recalibrate_batch_norm`), then writes ``val_loss`` and ``val_accuracy`` into the epoch's
+    ``xrayest.training.recalibrate_batch_norm``), then writes ``val_loss`` and ``val_accuracy`` into the epoch's
     logs.  Training itself is unchanged: in training mode BatchNorm uses batch statistics.
 
     Parameters

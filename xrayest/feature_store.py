@@ -204,7 +204,7 @@ class FeatureStore:
 
         With ``fingerprint`` (the trunk that computed ``features``), the store's fingerprint is read again
         from disk first, and a store re-created since by another trunk is refused
-        (:class:`~xrayest.feature_store.StoreMismatchError`): a chunk is written only into the store of the trunk
+        (``StoreMismatchError``): a chunk is written only into the store of the trunk
         that made it.
         """
         if fingerprint is not None:

@@ -88,7 +88,7 @@ def fit_head(head, x, y, *, batch_size, epochs, initial_epoch=0, sample_weight=N
     x : ndarray of shape (n, ...)
         Features.
     y : ndarray
-        Targets shaped for the loss (:meth:`xrayest.targets.Targets.shaped`): ``(n, 1)`` 0/1 for a
+        Targets shaped for the loss (``xrayest.targets.Targets.shaped``): ``(n, 1)`` 0/1 for a
         sigmoid head, class indices ``(n,)`` for a softmax, the ``(n, k)`` matrix for several sigmoids.
     batch_size, epochs, initial_epoch : int
         As in ``keras.Model.fit``; epochs ``initial_epoch .. epochs - 1`` run.

@@ -1,10 +1,10 @@
 """The labels of a fit: ``y`` (with ``sample_weight``, ``class_weight`` and ``groups``) checked once and
 turned into what training needs.
 
-:func:`fit_targets` reads ``y`` as scikit-learn does (positionally: a pandas index is never used),
+``fit_targets`` reads ``y`` as scikit-learn does (positionally: a pandas index is never used),
 decides single-label or multi-label (an ``(n, k)`` 0/1 indicator matrix, scipy sparse accepted),
 checks it against the images, encodes it, and computes the per-image training weights; the result
-(:class:`Targets`) also knows the head's output count and shapes labels for the head's loss.
+(``Targets``) also knows the head's output count and shapes labels for the head's loss.
 Every problem is a ``ValueError`` naming it.
 
 Examples
@@ -83,7 +83,7 @@ class Targets:
 
 def fit_targets(y, n_images: int, *, class_weight=None, sample_weight=None,
                 estimator: str = "XrayCNNClassifier") -> Targets:
-    """``y`` checked against ``n_images`` images and encoded, with the per-image weights (:class:`Targets`)."""
+    """``y`` checked against ``n_images`` images and encoded, with the per-image weights (``Targets``)."""
     if y is None:
         raise ValueError(f"{estimator} requires y to be passed, but the target y is None")
     y = dense_target(y)
