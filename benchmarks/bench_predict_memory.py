@@ -48,9 +48,9 @@ def main():
     append_results("bench_predict_memory: predict_proba on very large arrays (small_cnn at 64 px)",
                    markdown_table(["input", "input MB", "RSS before predict MB", "peak RSS MB", "predict s"], [row]),
                    notes="Peak RSS includes TensorFlow and the fitted model (the 'before' column).")
-    record_result("predict_memory", f"`predict_proba` on {args.count} {args.side}x{args.side} arrays",
+    record_result("predict_memory", f"`predict_proba` on {args.count} uint8 images of {args.side}x{args.side}",
                   f"peak {r['peak_rss_mb'] / 1024:.1f} GB ({r['input_mb'] / 1024:.2f} GB of input), "
-                  f"{r['seconds']:.0f} s (resized one image at a time)")
+                  f"{r['seconds']:.1f} s (resized one image at a time)")
 
 
 if __name__ == "__main__":
