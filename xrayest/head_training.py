@@ -191,10 +191,12 @@ def predict_head(head, x, batch_size=32):
     if not len(x):
         return np.zeros((0, *head.output_shape[1:]), np.float32)
     order = np.argsort(x.reshape(len(x), -1).view(np.dtype((np.void, x[0].nbytes))).ravel(), kind="stable")
-    x = x[order]
     chunk = chunk_size(batch_size)
-    out = np.concatenate([head(tf.constant(x[i:i + chunk]), training=False).numpy()
-                          for i in range(0, len(x), chunk)])
-    restored = np.empty_like(out)
-    restored[order] = out
-    return restored
+    out = None
+    for i in range(0, len(x), chunk):  # gathered a chunk at a time: no sorted copy of all the rows
+        rows = order[i:i + chunk]
+        part = head(tf.constant(x[rows]), training=False).numpy()
+        if out is None:
+            out = np.empty((len(x), *part.shape[1:]), part.dtype)
+        out[rows] = part
+    return out
