@@ -213,3 +213,18 @@ def test_seeded_classifier_fit_is_the_same_while_another_thread_draws_random(req
     request.getfixturevalue("busy_random")
     busy = XrayCNNClassifier(**params).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(quiet, busy)
+
+
+def test_a_trunk_config_pickled_with_the_backbone_name_loads():
+    """Fitted estimators pickled before TrunkConfig held the registry entry (it held the name) still load."""
+    import pickle
+
+    from xrayest.trunk import TrunkConfig
+
+    config = TrunkConfig.for_backbone("small_cnn", None, (16, 16), "avg", 0)
+    old = TrunkConfig.__new__(TrunkConfig)
+    state = dict(vars(config))
+    state["backbone"] = state.pop("spec").name
+    old.__setstate__(state)
+    assert old == config and old.cache_key == config.cache_key
+    assert pickle.loads(pickle.dumps(config)) == config

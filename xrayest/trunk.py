@@ -204,6 +204,14 @@ class TrunkConfig:
                    None if seed is None else int(seed), weights_fingerprint(spec, weights), precision,
                    bool(fold_batch_norm))
 
+    def __setstate__(self, state):
+        if "backbone" in state:  # pickled when the config held the backbone's name, not its registry entry
+            from .backbones import get_backbone_spec
+
+            state = {**state, "spec": get_backbone_spec(state["backbone"])}
+            del state["backbone"]
+        self.__dict__.update(state)
+
     @property
     def cache_key(self) -> str:
         """Feature-cache key of this trunk's outputs."""
