@@ -56,14 +56,12 @@ def _file_digest(path: Path) -> str:
 
 def weights_fingerprint(spec: BackboneSpec, weights) -> str | None:
     """A string that changes whenever the backbone's weights would; None if they are random."""
-    if weights is None:
+    source = _weights_file(spec, weights)
+    if source is None:
         return None
-    if weights == "imagenet":
-        local = weights_dir_file(spec.weights_key)
-        if local is not None:
-            return f"file:{_file_digest(local)}"
+    if source == "download":
         return f"imagenet:keras-{keras.__version__}"
-    return f"file:{_file_digest(Path(weights))}"
+    return f"file:{_file_digest(source)}"
 
 
 def _load_file(model: keras.Model, path: Path, name: str) -> None:
