@@ -251,21 +251,28 @@ def featurize(images, store, *, backbone="xception", weights="imagenet", image_s
     spec = _backbone_spec(backbone)
     config = _trunk_config(spec, weights, image_size, pooling, precision, random_state, batch_size, device)
     with _writer_lock(store):
-        return _featurize_locked(store, paths, labels, config, spec, int(chunk), overwrite, client, progress, begin)
+        target = _open_or_create(store, paths, labels, config, int(chunk), overwrite, spec)
+        stale = []
+        if target.done().any():  # resumed: images edited or replaced since their chunk was written are redone
+            from .inputs import PathImages
+
+            stale = target.stale_chunks(PathImages(paths).keys(tuple(config["image_size"])))
+            target.redo(stale)
+        todo = target.missing()
+        trunk_seconds = _run_chunks(str(Path(store).resolve()), todo, config, client, progress)
+        if not target.is_complete():  # pragma: no cover - every task either wrote its chunk or raised
+            raise RuntimeError(f"feature store {store} is still missing chunks {target.missing()}")
+    seconds = time.perf_counter() - begin
+    n_done = sum(min(target.chunk_bounds(i)[1], len(paths)) - target.chunk_bounds(i)[0] for i in todo)
+    return FeaturizeReport(store=str(store), n_images=len(paths), chunks_total=len(target.done()),
+                           chunks_computed=len(todo), chunks_stale=len(stale), seconds=seconds,
+                           trunk_seconds=trunk_seconds,
+                           images_per_second=n_done / seconds if seconds and n_done else 0.0)
 
 
-def _featurize_locked(store, paths, labels, config, spec, chunk, overwrite, client, progress,
-                      begin) -> FeaturizeReport:
-    """:func:`featurize`'s work, while it holds the store's lock."""
-    target = _open_or_create(store, paths, labels, config, chunk, overwrite, spec)
-    stale = []
-    if target.done().any():  # resumed: images edited or replaced since their chunk was written are redone
-        from .inputs import PathImages
-
-        stale = target.stale_chunks(PathImages(paths).keys(tuple(config["image_size"])))
-        target.redo(stale)
-    todo = target.missing()
-    location = str(Path(store).resolve())
+def _run_chunks(location, todo, config, client, progress) -> float:
+    """Chunks ``todo`` of the store at ``location`` computed and written, here (``client`` None) or on the
+    client's workers; returns the seconds spent in the trunk."""
     trunk_seconds = 0.0
     if client is None:
         bar = None
@@ -291,11 +298,4 @@ def _featurize_locked(store, paths, labels, config, spec, chunk, overwrite, clie
         for future in as_completed(futures):
             _, seconds = future.result()
             trunk_seconds += seconds
-    seconds = time.perf_counter() - begin
-    n_done = sum(min(target.chunk_bounds(i)[1], len(paths)) - target.chunk_bounds(i)[0] for i in todo)
-    if not target.is_complete():  # pragma: no cover - every task either wrote its chunk or raised
-        raise RuntimeError(f"feature store {store} is still missing chunks {target.missing()}")
-    return FeaturizeReport(store=str(store), n_images=len(paths), chunks_total=len(target.done()),
-                           chunks_computed=len(todo), chunks_stale=len(stale), seconds=seconds,
-                           trunk_seconds=trunk_seconds,
-                           images_per_second=n_done / seconds if seconds and n_done else 0.0)
+    return trunk_seconds
