@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -76,22 +77,50 @@ def cpu_model() -> str:
 
 
 def cpu_kind() -> str:
-    """What the CPU computes bfloat16 with: "AMX-BF16", "AVX512-BF16", or "AVX2 only" (bfloat16 emulated)."""
+    """What the CPU computes bfloat16 with: "AMX-BF16", "AVX512-BF16", or "AVX2 only" (bfloat16 emulated);
+    under an instruction-set cap (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) what the kernels may use, and the cap."""
     from xrayest.device import cpu_flags
 
     flags = cpu_flags()
     if flags is None:
         return "flags unknown"
-    for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")):
-        if flag in flags:
-            return name
-    return "AVX2 only" if "avx2" in flags else "no AVX2"
+    caps = [f"{var}={os.environ[var]}" for var in ISA_CAPS if os.environ.get(var)]
+    if caps:  # what the CPU has, and what the kernels were allowed
+        with _without(ISA_CAPS):
+            native = cpu_kind()
+        return f"{native} CPU, kernels capped: {', '.join(caps)}"
+    return next((name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if flag in flags),
+                "AVX2 only" if "avx2" in flags else "no AVX2")
+
+
+@contextlib.contextmanager
+def _without(variables):
+    saved = {v: os.environ.pop(v) for v in variables if v in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+# The environment variables that cap the instruction sets of TensorFlow's (oneDNN) and PyTorch's (ATen) kernels,
+# and their values for each --isa a benchmark offers: an AVX2-only host's kernels on a newer CPU.
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+ISA_SETTINGS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}
+
+
+def cap_isa(isa: str) -> None:
+    """Limit this process's kernels, and its children's, to ``isa`` (a key of :data:`ISA_SETTINGS`); call it
+    before TensorFlow or PyTorch is imported."""
+    os.environ.update(ISA_SETTINGS[isa])
 
 
 def host() -> str:
-    """The host in a few words, for a results row: CPU model, its bfloat16 kind, cores."""
+    """The host in a few words, for a results row: CPU model, its bfloat16 kind (and an instruction-set cap), cores."""
     model = cpu_model().replace("(R)", "").replace(" Processor", "").split(" @")[0]
-    return f"{model} ({cpu_kind()}), {os.cpu_count()} cores"
+    kind = cpu_kind()
+    if ": " in kind:  # capped: the kernels' kind, in short
+        kind = f"{kind.split(' CPU')[0]} CPU, kernels capped at {os.environ.get('ONEDNN_MAX_CPU_ISA', '?')}"
+    return f"{model} ({kind}), {os.cpu_count()} cores"
 
 
 def machine_info() -> str:

@@ -1,5 +1,5 @@
 """Training speed against the peers a user would pick instead, on the same network and data, with the
-machine's bfloat16 matmul peak measured in the same run.
+machine's matmul peak in that precision measured in the same run.
 
 The network is the sutd_cnn shape (five conv3x3-BN-ReLU-maxpool blocks 32-64-64-128-128, Flatten,
 Dense 256, Dense 128, 3 classes), 150 px grayscale pediatric X-rays (--n of them, stratified), batch 64,
@@ -21,14 +21,17 @@ Each variant runs in its own process, in turn, --rounds times.  Images/s counts 
 first.  GFLOP/s = images/s x the network's training FLOPs per image (3x the forward FLOPs of its
 convolution and dense layers, counted from the model); the peak is a 2048^3 matmul in TensorFlow in
 that precision, timed before and after the variants.  The table's host line names the CPU model and
-its bfloat16 kind (from its flags).
+its bfloat16 kind (from its flags).  ``--isa avx2`` caps every stack's kernels at AVX2 (oneDNN's
+``ONEDNN_MAX_CPU_ISA``, PyTorch's ``ATEN_CPU_CAPABILITY``): an AVX2-only host's kernels on a newer
+CPU (its cores, caches and memory stay this host's), and the host line names the cap.
 
 Then xrayest's from-scratch backbones (--backbones) are timed the same way, and each one's train step is
 profiled: a ``tf.profiler`` trace of ``train_on_batch`` on one batch, its ops summed by part of the step,
 and each convolution timed alone at its shapes (their sum is the floor of the step).  With --levers,
 sutd_cnn's train step is also timed with one thing changed at a time (:data:`LEVERS`).
 
-    python benchmarks/bench_peers.py [--n 1024] [--epochs 3] [--rounds 2] [--precision auto] [--torch-python PATH]
+    python benchmarks/bench_peers.py [--n 1024] [--epochs 3] [--rounds 2] [--precision auto] [--isa native]
+                                     [--torch-python PATH]
                                      [--backbones sutd_cnn,residual_cnn,sutd_residual] [--levers]
 """
 
@@ -39,7 +42,8 @@ import subprocess
 import sys
 import time
 
-from _common import SHARED, append_results, machine_info, markdown_table, record_result, report_result, run_child
+from _common import (ISA_SETTINGS, SHARED, append_results, cap_isa, machine_info, markdown_table, record_result,
+                     report_result, run_child)
 
 DATA = SHARED / "data" / "pediatric_cxr" / "train"
 FILTERS = (32, 64, 64, 128, 128)
@@ -430,9 +434,12 @@ def run_lever(n, lever, steps=8, rounds=3):
 def run_peak(size=2048, repeats=10):
     import tensorflow as tf
 
+    from xrayest.device import cpu_supports_bfloat16
+
     a = tf.random.normal((size, size), dtype=tf.float32)
     out = {}
-    for dtype in ("bfloat16", "float32"):
+    # bfloat16 only where the kernels have it (under ONEDNN_MAX_CPU_ISA=AVX2 oneDNN refuses a bfloat16 matmul)
+    for dtype in ("bfloat16", "float32") if cpu_supports_bfloat16() else ("float32",):
         x = tf.cast(a, dtype)
         step = tf.function(lambda m: tf.linalg.matmul(m, m))
         step(x).numpy()
@@ -530,8 +537,12 @@ def main():
                         help="also time sutd_cnn's train step with each lever of LEVERS changed, in turn")
     parser.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
                         help="every stack's precision; auto: the host's best (what xrayest's precision='auto' picks)")
+    parser.add_argument("--isa", default="native", choices=sorted(ISA_SETTINGS),
+                        help="avx2: cap TensorFlow's and PyTorch's kernels at AVX2 (ONEDNN_MAX_CPU_ISA, "
+                             "ATEN_CPU_CAPABILITY), an AVX2-only host's kernels on this CPU; the host line says so")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cap_isa(args.isa)  # before TensorFlow is imported; the children inherit it
     global PRECISION
     from xrayest.device import resolve_precision
 
@@ -600,7 +611,7 @@ def main():
                                         "input gradient GFLOP/s", "weight gradient GFLOP/s"], rows)
     print(table)
     step = profiles[0]["step"]
-    bf16 = " / ".join(f"{p['bfloat16']:.0f}" for p in peaks)
+    bf16 = " / ".join(f"{p['bfloat16']:.0f}" for p in peaks) if "bfloat16" in peaks[0] else "not native here"
     fp32 = " / ".join(f"{p['float32']:.0f}" for p in peaks)
     append_results(
         f"bench_peers: the sutd_cnn network against its peers; xrayest's from-scratch backbones profiled, 150 px, "

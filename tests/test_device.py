@@ -68,6 +68,23 @@ class TestPrecisionAuto:
 
         assert choose_precision("gpu", compute_capability=capability) == expected
 
+    @pytest.mark.parametrize("cap, kept", [(None, {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}),
+                                           ("AVX2", {"avx2"}), ("avx512_core_vnni", {"avx2"}),
+                                           ("AVX512_CORE_BF16", {"avx2", "avx512_bf16"}),
+                                           ("AVX512_CORE_AMX", {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"})])
+    def test_onednn_isa_cap_removes_the_flags_out_of_its_reach(self, cap, kept):
+        from xrayest.device import _capped
+
+        assert _capped({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, cap) == kept
+
+    def test_auto_is_float32_under_an_avx2_cap_on_any_host(self, monkeypatch):
+        # ONEDNN_MAX_CPU_ISA=AVX2 leaves TensorFlow no bfloat16 matmul (oneDNN refuses it): auto must not pick it
+        from xrayest.device import cpu_flags, resolve_precision
+
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+        assert not (cpu_flags() or set()) & {"avx512_bf16", "amx_bf16"}
+        assert resolve_precision("auto", "cpu") == "float32"
+
     def test_resolve_reads_this_cpu_and_an_explicit_precision_wins(self, monkeypatch):
         import xrayest.device as device
 

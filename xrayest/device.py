@@ -7,6 +7,7 @@ never a silent fallback to the CPU.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 __all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
@@ -85,16 +86,38 @@ def device_scope(device: str = "auto"):
 _BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: under one of them
+# TensorFlow's kernels have no bfloat16 arithmetic (a bfloat16 matmul is refused), and under a cap
+# below AMX none have AMX.
+_ISA_CAPS_WITHOUT_BF16 = {"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni"}
+_ISA_CAPS_WITHOUT_AMX = _ISA_CAPS_WITHOUT_BF16 | {"avx512_core_bf16", "avx512_core_fp16", "avx10_1_512"}
+
+
 def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags (``/proc/cpuinfo``); None where they cannot be read."""
+    """The CPU's feature flags (``/proc/cpuinfo``) that TensorFlow's kernels may use; None where they
+    cannot be read.
+
+    An instruction-set cap set with the ``ONEDNN_MAX_CPU_ISA`` environment variable (``AVX2``, say)
+    removes the bfloat16 flags it puts out of oneDNN's reach: ``precision="auto"`` then picks float32.
+    """
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    return _capped(set(line.split(":", 1)[1].split()), os.environ.get("ONEDNN_MAX_CPU_ISA"))
     except OSError:
         pass
     return None
+
+
+def _capped(flags: set[str], cap: str | None) -> set[str]:
+    """``flags`` without those oneDNN's instruction-set ``cap`` (ONEDNN_MAX_CPU_ISA's value) rules out."""
+    cap = (cap or "").strip().lower()
+    if cap in _ISA_CAPS_WITHOUT_BF16:
+        return flags - _BF16_CPU_FLAGS - {"amx_tile"}
+    if cap in _ISA_CAPS_WITHOUT_AMX:
+        return flags - {"amx_bf16", "amx_tile"}
+    return flags
 
 
 def cpu_supports_bfloat16() -> bool | None:
