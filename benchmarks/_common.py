@@ -25,14 +25,15 @@ def report_result(result: dict):
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def run_child(script, args, what, python=None) -> dict:
+def run_child(script, args, what, python=None, env=None) -> dict:
     """Run ``script`` with ``args`` in a fresh Python process (its own peak memory; ``python``, default this
-    interpreter) and return the dict it printed with :func:`report_result`; exit naming ``what`` with the
-    child's stderr when it failed."""
+    interpreter; ``env``, variables to set, None to unset) and return the dict it printed with
+    :func:`report_result`; exit naming ``what`` with the child's stderr when it failed."""
     import json
 
+    environ = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     out = subprocess.run([python or sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
-                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                         env={k: v for k, v in environ.items() if v is not None})
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if not line:
         sys.exit(f"{what} failed:\n{out.stderr[-3000:]}")

@@ -10,7 +10,10 @@ AVX512-BF16, float32 on AVX2-only CPUs, where bfloat16 is emulated):
 - ``xrayest``: ``XrayCNNClassifier("sutd_cnn", precision=P, augment="xray", pooling="flatten",
   hidden_units=(256, 128))`` on the file paths (its blocks pool before their ReLU: the same function);
 - ``keras``: plain Keras 3 on the same layers (the ``mixed_bfloat16`` policy in bfloat16), ``tf.data`` from a
-  uint8 array (shuffle, batch, prefetch), Keras' Random* layers in the model;
+  uint8 array (shuffle, batch, prefetch), Keras' Random* layers in the model, with TensorFlow's default
+  kernels.  On an AVX2-only CPU TensorFlow's default leaves its oneDNN kernels off (``import xrayest`` turns
+  them on); there plain Keras also runs with ``TF_ENABLE_ONEDNN_OPTS=1``, and xrayest again with
+  TensorFlow's default (oneDNN off: what xrayest ran before it turned them on);
 - ``torch_wN``: PyTorch (``torch.autocast("cpu", torch.bfloat16)`` in bfloat16), ``channels_last``, torchvision's
   RandomResizedCrop + RandomAffine on uint8 tensors in a ``DataLoader`` with N workers (each N of
   --torch-workers; the fastest is the peer).  PyTorch is not a dependency of xrayest (``pip install
@@ -550,6 +553,7 @@ def main():
     if args.variant:
         kind, _, arg = args.variant.partition(":")
         result = {"xrayest": lambda: run_xrayest(args.n, args.epochs, arg),
+                  "xrayest-tf-default": lambda: run_xrayest(args.n, args.epochs, arg),
                   "keras": lambda: run_keras(args.n, args.epochs),
                   "torch": lambda: run_torch(args.n, args.epochs, int(arg or 0)), "peak": run_peak,
                   "profile": lambda: run_profile(args.n, arg), "lever": lambda: run_lever(args.n, arg)}[kind]()
@@ -560,7 +564,18 @@ def main():
     probe = subprocess.run([args.torch_python, "-c", "import torch, torchvision"], capture_output=True)
     has_torch = probe.returncode == 0
     backbones = ["sutd_cnn", *(b for b in args.backbones.split(",") if b and b != "sutd_cnn")]
+    from xrayest.device import cpu_flags, onednn_off_by_default
+
+    # TensorFlow's default leaves its oneDNN kernels off on AVX2-only CPUs (xrayest turns them on when it is
+    # imported): there plain Keras runs as TensorFlow's default has it, and again with TF_ENABLE_ONEDNN_OPTS=1
+    # (a Keras user who knows the variable), and xrayest once more with TensorFlow's default
+    tf_default_off = onednn_off_by_default(cpu_flags())
+    envs = {"keras": {"TF_ENABLE_ONEDNN_OPTS": "0" if tf_default_off else None}}
     variants = ["xrayest:sutd_cnn", "keras"]
+    if tf_default_off:
+        envs.update({"keras:onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"},
+                     "xrayest-tf-default:sutd_cnn": {"TF_ENABLE_ONEDNN_OPTS": "0"}})
+        variants += ["keras:onednn", "xrayest-tf-default:sutd_cnn"]
     if has_torch:
         variants += [f"torch:{w}" for w in args.torch_workers.split(",")]
     else:
@@ -574,7 +589,8 @@ def main():
     for _ in range(args.rounds):
         for variant in variants:
             python = args.torch_python if variant.startswith("torch") else sys.executable
-            results[variant].append(run_child(__file__, ["--variant", variant, *common], variant, python=python))
+            results[variant].append(run_child(__file__, ["--variant", variant, *common], variant, python=python,
+                                              env=envs.get(variant)))
             print(variant, results[variant][-1], flush=True)
     levers = {lever: [] for lever in (LEVERS if args.levers else [])}
     for _ in range(args.rounds):
@@ -588,8 +604,11 @@ def main():
     flops = results["xrayest:sutd_cnn"][0]["flops"]
     rates = {v: max(r["img_per_s"] for r in runs) for v, runs in results.items()}
     peer = max((v for v in rates if not v.startswith("xrayest")), key=rates.get)
+    keras_name = f"plain Keras, {'mixed_bfloat16' if PRECISION == 'bfloat16' else 'float32'}, tf.data"
     names = {"xrayest:sutd_cnn": f"xrayest XrayCNNClassifier, {PRECISION}, file paths",
-             "keras": f"plain Keras, {'mixed_bfloat16' if PRECISION == 'bfloat16' else 'float32'}, tf.data",
+             "keras": keras_name + (", TensorFlow's default (oneDNN off)" if tf_default_off else ""),
+             "keras:onednn": keras_name + ", TF_ENABLE_ONEDNN_OPTS=1",
+             "xrayest-tf-default:sutd_cnn": f"xrayest with TensorFlow's default kernels (oneDNN off), {PRECISION}",
              **{v: f"PyTorch, {'bf16 autocast' if PRECISION == 'bfloat16' else 'float32'}, channels_last, "
                    f"{v.partition(':')[2]} DataLoader workers"
                 for v in results if v.startswith("torch")}}
@@ -629,7 +648,10 @@ def main():
                                        f"batch 64, {PRECISION}",
                   f"xrayest {span(results['xrayest:sutd_cnn'])} img/s, the fastest peer ({names.get(peer, peer)}) "
                   f"{span(results[peer])}: {ours / rates[peer]:.1f}x; {100 * ours * flops / 1e9 / peak:.0f}% of the "
-                  f"{short} matmul peak measured in the same run")
+                  f"{short} matmul peak measured in the same run"
+                  + (f"; with TensorFlow's default kernels (oneDNN off) xrayest "
+                     f"{span(results['xrayest-tf-default:sutd_cnn'])}, plain Keras {span(results['keras'])}"
+                     if tf_default_off else ""))
 
 
 def span(runs) -> str:

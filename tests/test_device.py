@@ -68,14 +68,19 @@ class TestPrecisionAuto:
 
         assert choose_precision("gpu", compute_capability=capability) == expected
 
-    @pytest.mark.parametrize("cap, kept", [(None, {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}),
-                                           ("AVX2", {"avx2"}), ("avx512_core_vnni", {"avx2"}),
-                                           ("AVX512_CORE_BF16", {"avx2", "avx512_bf16"}),
-                                           ("AVX512_CORE_AMX", {"avx2", "avx512_bf16", "amx_bf16", "amx_tile"})])
+    @pytest.mark.parametrize("cap, kept", [
+        (None, {"avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}),
+        ("AVX2", {"avx2"}),
+        ("avx2_vnni", {"avx2", "avx_vnni"}),
+        ("avx512_core", {"avx2", "avx_vnni", "avx512f"}),
+        ("avx512_core_vnni", {"avx2", "avx_vnni", "avx512f", "avx512_vnni"}),
+        ("AVX512_CORE_BF16", {"avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16"}),
+        ("AVX512_CORE_AMX", {"avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"})])
     def test_onednn_isa_cap_removes_the_flags_out_of_its_reach(self, cap, kept):
         from xrayest.device import _capped
 
-        assert _capped({"avx2", "avx512_bf16", "amx_bf16", "amx_tile"}, cap) == kept
+        flags = {"avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}
+        assert _capped(flags, cap) == kept
 
     def test_auto_is_float32_under_an_avx2_cap_on_any_host(self, monkeypatch):
         # ONEDNN_MAX_CPU_ISA=AVX2 leaves TensorFlow no bfloat16 matmul (oneDNN refuses it): auto must not pick it
@@ -126,3 +131,55 @@ class TestPrecisionAuto:
         monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})
         with pytest.warns(RuntimeWarning, match="emulated"):  # an explicit emulated precision still warns
             XrayCNNClassifier("small_cnn", weights=None, image_size=32, epochs=1, precision="bfloat16").fit(X, y)
+
+
+class TestOneDNNKernels:
+    """TensorFlow leaves its oneDNN kernels off by default on AVX2-only CPUs; xrayest turns them on there."""
+
+    @pytest.mark.parametrize("flags, off", [({"avx2", "fma"}, True), ({"avx2", "avx512f"}, True),
+                                            ({"avx2", "avx512_vnni"}, False), ({"avx2", "avx_vnni"}, False),
+                                            ({"avx2", "amx_tile"}, False), ({"asimd"}, False), (None, False)])
+    def test_tensorflows_default_by_flags(self, flags, off):
+        from xrayest.device import onednn_off_by_default
+
+        assert onednn_off_by_default(flags) is off
+
+    def test_set_only_where_off_unset_and_before_tensorflow(self):
+        import warnings
+
+        from xrayest.device import use_onednn_kernels
+
+        env = {}
+        assert use_onednn_kernels(env, {"avx2"}, tensorflow_loaded=False) and env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+        env = {"TF_ENABLE_ONEDNN_OPTS": "0"}  # the user's choice stands
+        assert not use_onednn_kernels(env, {"avx2"}, tensorflow_loaded=False) and env["TF_ENABLE_ONEDNN_OPTS"] == "0"
+        env = {}  # TensorFlow's default is already on
+        assert not use_onednn_kernels(env, {"avx2", "avx512_bf16"}, tensorflow_loaded=False) and env == {}
+        env = {}
+        with pytest.warns(RuntimeWarning, match="Import xrayest first"):
+            assert not use_onednn_kernels(env, {"avx2"}, tensorflow_loaded=True)
+        assert env == {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            use_onednn_kernels({}, {"avx2", "avx512_vnni"}, tensorflow_loaded=True)  # nothing to say
+
+    def test_import_turns_them_on_under_an_avx2_cap(self):
+        # ONEDNN_MAX_CPU_ISA=AVX2 makes any x86 CPU with AVX2 look like an AVX2-only one to xrayest; TensorFlow
+        # then reports its oneDNN kernels on
+        import os
+        import subprocess
+        import sys
+
+        from xrayest.device import _capped, cpu_flags
+
+        if "avx2" not in (cpu_flags() or set()):
+            pytest.skip("not an x86 CPU with AVX2")
+        assert _capped(cpu_flags(), "AVX2") & {"avx512_vnni", "avx512_bf16", "amx_tile"} == set()
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        env.update(ONEDNN_MAX_CPU_ISA="AVX2", TF_CPP_MIN_LOG_LEVEL="0")  # TensorFlow logs whether oneDNN is on
+        code = "import os, xrayest; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS')); import tensorflow"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        assert out.stdout.split() == ["1"] and "oneDNN custom operations are on" in out.stderr
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"})
+        assert out.stdout.split() == ["0"] and "oneDNN custom operations are on" not in out.stderr

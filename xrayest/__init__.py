@@ -6,7 +6,13 @@ TensorFlow loads only when an estimator is first used.
 
 import importlib as _importlib
 
+from .device import use_onednn_kernels as _use_onednn_kernels
+
 __version__ = "0.1.0"
+
+# Before TensorFlow loads: its oneDNN kernels on AVX2-only CPUs, where its default leaves them off
+# (xrayest.device.use_onednn_kernels).
+_use_onednn_kernels()
 
 _EXPORTS = {
     "XrayCNNClassifier": "classifier",

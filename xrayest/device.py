@@ -11,7 +11,8 @@ import os
 import re
 
 __all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
-           "warn_if_precision_emulated", "choose_precision", "resolve_precision"]
+           "warn_if_precision_emulated", "choose_precision", "resolve_precision", "onednn_off_by_default",
+           "use_onednn_kernels"]
 
 class DeviceUnavailableError(RuntimeError):
     """The ``device`` asked for (a GPU) is not on this machine."""
@@ -86,11 +87,17 @@ def device_scope(device: str = "auto"):
 _BF16_CPU_FLAGS = {"amx_bf16", "avx512_bf16"}
 
 
-# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) below AVX512_CORE_BF16: under one of them
-# TensorFlow's kernels have no bfloat16 arithmetic (a bfloat16 matmul is refused), and under a cap
-# below AMX none have AMX.
-_ISA_CAPS_WITHOUT_BF16 = {"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2", "avx512_core", "avx512_core_vnni"}
-_ISA_CAPS_WITHOUT_AMX = _ISA_CAPS_WITHOUT_BF16 | {"avx512_core_bf16", "avx512_core_fp16", "avx10_1_512"}
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA), each with the CPU flags it puts out of the kernels'
+# reach: under a cap below AVX512_CORE_BF16 TensorFlow has no bfloat16 arithmetic (oneDNN refuses a
+# bfloat16 matmul), and under AVX2 the kernels are an AVX2-only CPU's.
+_AVX512, _AMX, _AVX_VNNI = ("avx512",), ("amx",), ("avx_vnni",)
+_ISA_CAPS = {
+    **dict.fromkeys(("sse41", "avx", "avx2"), _AVX512 + _AMX + _AVX_VNNI),
+    **dict.fromkeys(("avx2_vnni", "avx2_vnni_2"), _AVX512 + _AMX),
+    "avx512_core": ("avx512_vnni", "avx512_bf16") + _AMX,
+    "avx512_core_vnni": ("avx512_bf16",) + _AMX,
+    **dict.fromkeys(("avx512_core_bf16", "avx512_core_fp16", "avx10_1_512"), _AMX),
+}
 
 
 def cpu_flags() -> set[str] | None:
@@ -112,12 +119,53 @@ def cpu_flags() -> set[str] | None:
 
 def _capped(flags: set[str], cap: str | None) -> set[str]:
     """``flags`` without those oneDNN's instruction-set ``cap`` (ONEDNN_MAX_CPU_ISA's value) rules out."""
-    cap = (cap or "").strip().lower()
-    if cap in _ISA_CAPS_WITHOUT_BF16:
-        return flags - _BF16_CPU_FLAGS - {"amx_tile"}
-    if cap in _ISA_CAPS_WITHOUT_AMX:
-        return flags - {"amx_bf16", "amx_tile"}
-    return flags
+    removed = _ISA_CAPS.get((cap or "").strip().lower(), ())
+    return {flag for flag in flags if not flag.startswith(removed)} if removed else flags
+
+
+# TensorFlow's Linux x86 builds turn their oneDNN kernels on by default only on CPUs with one of these
+# (tensorflow/core/util/port.cc, DefaultOneDnnPolicy); elsewhere (AVX2-only CPUs) convolutions and
+# matmuls run on Eigen's kernels unless TF_ENABLE_ONEDNN_OPTS=1 is set before TensorFlow loads.
+_ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
+
+
+def onednn_off_by_default(flags) -> bool:
+    """Whether TensorFlow leaves its oneDNN kernels off by default on a CPU with these flags: an x86 CPU
+    with AVX2 but none of AVX512-VNNI, AVX512-BF16, AVX-VNNI, AMX.
+
+    Examples
+    --------
+    >>> onednn_off_by_default({"avx2", "fma"}), onednn_off_by_default({"avx2", "avx512_vnni"})
+    (True, False)
+    """
+    return flags is not None and "avx2" in flags and not set(flags) & _ONEDNN_DEFAULT_FLAGS
+
+
+def use_onednn_kernels(environ=None, flags=None, tensorflow_loaded=None) -> bool:
+    """Turn TensorFlow's oneDNN kernels on where its default leaves them off; ``import xrayest`` calls it.
+
+    On an AVX2-only x86 CPU TensorFlow's default runs convolutions on Eigen's kernels, several times
+    slower for xrayest's training than oneDNN's (``benchmarks/bench_peers.py`` measures both), so this
+    sets ``TF_ENABLE_ONEDNN_OPTS=1`` there, before TensorFlow is imported.  A value the user set is
+    kept.  When TensorFlow was imported first the setting can no longer take effect: a warning says
+    so.  Returns whether it set the variable.
+    """
+    import sys
+
+    environ = os.environ if environ is None else environ
+    flags = cpu_flags() if flags is None else flags
+    if "TF_ENABLE_ONEDNN_OPTS" in environ or not onednn_off_by_default(flags):
+        return False
+    loaded = "tensorflow" in sys.modules if tensorflow_loaded is None else tensorflow_loaded
+    if loaded:
+        import warnings
+
+        warnings.warn("TensorFlow was imported before xrayest on a CPU where its default leaves the oneDNN kernels "
+                      "off (AVX2 only): training and featurization run on slower kernels. Import xrayest first, or "
+                      "set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported", RuntimeWarning, stacklevel=2)
+        return False
+    environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    return True
 
 
 def cpu_supports_bfloat16() -> bool | None:
