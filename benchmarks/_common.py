@@ -94,6 +94,19 @@ def cpu_kind() -> str:
                 "AVX2 only" if "avx2" in flags else "no AVX2")
 
 
+# The CPU flags that decide which kernels run: vector width, FMA, the int8 and bfloat16 dot products, AMX
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+def isa_flags() -> str:
+    """The CPU's flags of :data:`ISA_FLAGS`, as /proc/cpuinfo lists them (before any instruction-set cap)."""
+    from xrayest.device import cpu_flags
+
+    with _without(ISA_CAPS):
+        flags = cpu_flags()
+    return " ".join(f for f in ISA_FLAGS if f in flags) if flags is not None else "unknown"
+
+
 @contextlib.contextmanager
 def _without(variables):
     saved = {v: os.environ.pop(v) for v in variables if v in os.environ}
@@ -129,7 +142,8 @@ def machine_info() -> str:
     import tensorflow as tf
 
     gpus = len(tf.config.list_physical_devices("GPU"))
-    return (f"{platform.node()} | {cpu_model()} | {cpu_kind()} | {os.cpu_count()} cores | {gpus} GPU | "
+    return (f"{platform.node()} | {cpu_model()} | {cpu_kind()} | flags: {isa_flags()} | {os.cpu_count()} cores | "
+            f"{gpus} GPU | "
             f"Python {platform.python_version()} | TF {tf.__version__} | Keras {keras.__version__}")
 
 
