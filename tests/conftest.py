@@ -8,6 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
+import xrayest  # noqa: F401  before any test module imports TensorFlow: its kernels as a user's script gets them
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 BU_DATA = SHARED / "data" / "bu_cs542"
 
