@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score
 
-import keras
 from xrayest import XrayCNNClassifier, load_image_folder, plot_history
+
+import keras  # after xrayest, which sets up TensorFlow's kernels for this CPU before TensorFlow loads
 
 parser = argparse.ArgumentParser(description='VGG16 + BatchNorm and InceptionV3 on BU CS542')
 parser.add_argument("--data", type=Path, default=Path("../shared/data/bu_cs542"),
