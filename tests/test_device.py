@@ -82,6 +82,26 @@ class TestPrecisionAuto:
         flags = {"avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile"}
         assert _capped(flags, cap) == kept
 
+    def test_bfloat16_under_an_avx2_cap_is_refused_by_name(self, monkeypatch):
+        # oneDNN capped at AVX2 has no bfloat16 convolution: the fit would fail deep in TensorFlow
+        import numpy as np
+
+        from xrayest import FeatureExtractor, XrayCNNClassifier
+
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+        X, y = np.zeros((4, 32, 32), np.uint8), np.array([0, 1, 0, 1])
+        for estimator in (XrayCNNClassifier("small_cnn", weights=None, image_size=32, precision="bfloat16"),
+                          FeatureExtractor("small_cnn", weights=None, image_size=32, precision="bfloat16")):
+            with pytest.raises(ValueError, match="precision='bfloat16' cannot run under ONEDNN_MAX_CPU_ISA=AVX2"):
+                estimator.fit(X, y)
+            assert not hasattr(estimator, "precision_")
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")  # Eigen's kernels: emulated, not refused
+        from xrayest.device import check_cpu_precision
+
+        with pytest.warns(RuntimeWarning, match="emulated"):
+            check_cpu_precision("bfloat16", "cpu")
+
     def test_auto_is_float32_under_an_avx2_cap_on_any_host(self, monkeypatch):
         # ONEDNN_MAX_CPU_ISA=AVX2 leaves TensorFlow no bfloat16 matmul (oneDNN refuses it): auto must not pick it
         from xrayest.device import cpu_flags, resolve_precision

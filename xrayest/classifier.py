@@ -14,7 +14,7 @@ from .atomic import all_or_nothing
 from .augmentation import AugmentedCopies, augment_config, build_augmentation
 from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
-from .device import device_scope, resolve_precision, warn_if_precision_emulated
+from .device import device_scope, resolve_precision, check_cpu_precision
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head, head_loss
 from .inputs import as_image_source, check_n_features, chunk_size
@@ -268,7 +268,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         validate_params(self)
         check_optimizer_learning_rate(self.optimizer, self.learning_rate)
-        warn_if_precision_emulated(self.precision, self.device)
+        check_cpu_precision(self.precision, self.device)
         precision = resolve_precision(self.precision, self.device)
         spec = backbone_spec_or_model(self.backbone)
         image_size = image_size_for(spec, self.image_size)

@@ -11,7 +11,7 @@ import os
 import re
 
 __all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
-           "warn_if_precision_emulated", "choose_precision", "resolve_precision", "onednn_off_by_default",
+           "check_cpu_precision", "choose_precision", "resolve_precision", "onednn_off_by_default",
            "use_onednn_kernels"]
 
 class DeviceUnavailableError(RuntimeError):
@@ -226,16 +226,25 @@ def resolve_precision(precision: str, device: str = "auto") -> str:
     return choose_precision("gpu", compute_capability=_gpu_compute_capability(int(name.split(":")[1])))
 
 
-def warn_if_precision_emulated(precision: str, device: str, stacklevel: int = 3) -> None:
-    """Warn when ``precision`` would run emulated, slower than float32, on the CPU.
+def check_cpu_precision(precision: str, device: str, stacklevel: int = 3) -> None:
+    """Refuse a ``precision`` the CPU's kernels cannot run; warn when it would run emulated, slower than float32.
 
-    ``"bfloat16"`` on a CPU without bfloat16 arithmetic; ``"float16"`` on any CPU (it is for
-    GPUs without bfloat16: V100, T4).  Both still work there, through float32.
+    ``"bfloat16"`` under an instruction-set cap that leaves oneDNN no bfloat16 kernels
+    (``ONEDNN_MAX_CPU_ISA`` below ``AVX512_CORE_BF16`` with TensorFlow's oneDNN kernels on: every
+    convolution would fail) is a ``ValueError``.  ``"bfloat16"`` on a CPU without bfloat16 arithmetic
+    and ``"float16"`` on any CPU (it is for GPUs without bfloat16: V100, T4) warn: both still work
+    there, through float32.
     """
     import warnings
 
     if precision in ("float32", "auto") or not resolve_device(device).startswith("cpu"):
         return
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    onednn_on = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").strip().lower() not in ("0", "false")
+    if precision == "bfloat16" and onednn_on and not _capped({"avx512_bf16"}, cap):
+        raise ValueError(f"precision='bfloat16' cannot run under ONEDNN_MAX_CPU_ISA={cap}: oneDNN has no bfloat16 "
+                         "kernels below AVX512_CORE_BF16. Use precision='auto' (float32 here) or 'float32', or "
+                         "lift the cap")
     if precision == "float16":
         warnings.warn("precision='float16' is for GPUs without bfloat16 (V100, T4); on a CPU it is emulated and "
                       "slower than float32: use precision='bfloat16' or 'float32' here", RuntimeWarning,

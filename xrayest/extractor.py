@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 from .atomic import all_or_nothing
 from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
-from .device import device_scope, resolve_precision, warn_if_precision_emulated
+from .device import device_scope, resolve_precision, check_cpu_precision
 from .inputs import as_image_source, check_n_features
 from .params import constraints_for, validate_params
 from .trunk import Trunk, pooling_in_trunk
@@ -110,7 +110,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         is missing from the cache.
         """
         validate_params(self)
-        warn_if_precision_emulated(self.precision, self.device)
+        check_cpu_precision(self.precision, self.device)
         precision = resolve_precision(self.precision, self.device)
         source = as_image_source(X, warn_unit_range=True)
         spec = backbone_spec_or_model(self.backbone)
