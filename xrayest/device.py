@@ -104,8 +104,9 @@ def cpu_flags() -> set[str] | None:
     """The CPU's feature flags (``/proc/cpuinfo``) that TensorFlow's kernels may use; None where they
     cannot be read.
 
-    An instruction-set cap set with the ``ONEDNN_MAX_CPU_ISA`` environment variable (``AVX2``, say)
-    removes the bfloat16 flags it puts out of oneDNN's reach: ``precision="auto"`` then picks float32.
+    An instruction-set cap set with the ``ONEDNN_MAX_CPU_ISA`` environment variable removes the flags it
+    puts out of oneDNN's reach (``AVX2``: every AVX-512, AVX-VNNI and AMX flag, as on an AVX2-only CPU):
+    ``precision="auto"`` then picks float32.
     """
     try:
         with open("/proc/cpuinfo") as f:
@@ -144,8 +145,8 @@ def onednn_off_by_default(flags) -> bool:
 def use_onednn_kernels(environ=None, flags=None, tensorflow_loaded=None) -> bool:
     """Turn TensorFlow's oneDNN kernels on where its default leaves them off; ``import xrayest`` calls it.
 
-    On an AVX2-only x86 CPU TensorFlow's default runs convolutions on Eigen's kernels, several times
-    slower for xrayest's training than oneDNN's (``benchmarks/bench_peers.py`` measures both), so this
+    On an AVX2-only x86 CPU TensorFlow's default runs convolutions on Eigen's kernels, slower for
+    xrayest's training than oneDNN's (``benchmarks/bench_peers.py`` measures both), so this
     sets ``TF_ENABLE_ONEDNN_OPTS=1`` there, before TensorFlow is imported.  A value the user set is
     kept.  When TensorFlow was imported first the setting can no longer take effect: a warning says
     so.  Returns whether it set the variable.
