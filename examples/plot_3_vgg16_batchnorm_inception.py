@@ -30,7 +30,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from xrayest import XrayCNNClassifier, load_image_folder, plot_history
 
-import keras  # after xrayest, which sets up TensorFlow's kernels for this CPU before TensorFlow loads
+import keras  # after xrayest, which picks TensorFlow's kernels before it loads
 
 parser = argparse.ArgumentParser(description='VGG16 + BatchNorm and InceptionV3 on BU CS542')
 parser.add_argument("--data", type=Path, default=Path("../shared/data/bu_cs542"),
