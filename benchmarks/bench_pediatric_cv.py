@@ -200,8 +200,9 @@ def pair(base_file, variant_file):
                    notes="Each cell: variant mean vs base mean, then the paired difference (mean ± sd over folds).")
 
 
-def vote(a_file, b_file, weights):
-    """Soft votes of two ``--save`` files of the same folds (each file's first seed), paired against B."""
+def vote(a_file, b_file, weights, save=None):
+    """Soft votes of two ``--save`` files of the same folds (each file's first seed), paired against B;
+    ``save``: the first weight's vote as a ``--save`` file of its own (for ``--pair``)."""
     import numpy as np
 
     a, b = np.load(a_file), np.load(b_file)
@@ -211,6 +212,7 @@ def vote(a_file, b_file, weights):
     names = [Path(a_file).stem, Path(b_file).stem] + [f"{w:g} {Path(a_file).stem} + {1 - w:g} {Path(b_file).stem}"
                                                        for w in weights]
     runs = {name: [] for name in names}
+    saved = {}
     for fold in folds:
         test = a[f"{fold}_test"]
         if not np.array_equal(test, b[f"{fold}_test"]):
@@ -218,6 +220,7 @@ def vote(a_file, b_file, weights):
         pa, pb = a[f"{fold}_proba"][0], b[f"{fold}_proba"][0]
         ba, bb = a[f"{fold}_bu_proba"][0], b[f"{fold}_bu_proba"][0]
         mixes = [(pa, ba), (pb, bb)] + [(w * pa + (1 - w) * pb, w * ba + (1 - w) * bb) for w in weights]
+        saved.update({f"{fold}_test": test, f"{fold}_proba": mixes[2][0][None], f"{fold}_bu_proba": mixes[2][1][None]})
         for name, (p_test, p_bu) in zip(names, mixes):
             cv, bu = scores(a["y"][test], p_test), scores(a["y_bu"], p_bu)
             runs[name].append([cv["acc"], cv["f1"], cv["recall_viral"], bu["acc"], bu["recall_normal"]])
@@ -232,6 +235,8 @@ def vote(a_file, b_file, weights):
                             f"CV acc - {names[1]}", f"BU acc - {names[1]}"], rows)
     append_results(f"bench_pediatric_cv --vote: soft votes over {len(folds)} folds", table,
                    notes="Mean ± sd over folds; the last two columns are paired differences against the second file.")
+    if save:
+        np.savez_compressed(save, y=a["y"], y_bu=a["y_bu"], **saved)
     if {Path(a_file).stem, Path(b_file).stem} == {"cascade", "xm"}:  # the two members of pediatric_pneumonia
         means = {name: np.array(runs[name]).mean(0) for name in names}
         record_result("pediatric_new_patients", "pediatric, new patients: 5-fold CV of 1,500 images and the BU "
@@ -278,13 +283,13 @@ def main():
                         help="no fit: paired differences of two --save files of the same folds")
     parser.add_argument("--vote", nargs=2, metavar=("A.npz", "B.npz"),
                         help="no fit: soft votes w*A + (1-w)*B of two --save files of the same folds, for each w "
-                             "of --vote-weights, scored and paired against B")
+                             "of --vote-weights, scored and paired against B; --save keeps the first w's vote")
     parser.add_argument("--vote-weights", default="0.3,0.5,0.7", help="weights w of A in --vote")
     args = parser.parse_args()
     if args.pair:
         return pair(*args.pair)
     if args.vote:
-        return vote(*args.vote, [float(w) for w in args.vote_weights.split(",")])
+        return vote(*args.vote, [float(w) for w in args.vote_weights.split(",")], save=args.save)
     if not DATA.is_dir():
         sys.exit(f"skipped: pediatric_cxr not found at {DATA} (it lives in ../shared beside the repo)")
 
