@@ -108,11 +108,17 @@ def cpu_flags() -> set[str] | None:
     puts out of oneDNN's reach (``AVX2``: every AVX-512, AVX-VNNI and AMX flag, as on an AVX2-only CPU):
     ``precision="auto"`` then picks float32.
     """
+    flags = _cpuinfo_flags()
+    return None if flags is None else _capped(flags, os.environ.get("ONEDNN_MAX_CPU_ISA"))
+
+
+def _cpuinfo_flags() -> set[str] | None:
+    """The CPU's flags as ``/proc/cpuinfo`` lists them (what CPUID says, whatever the kernels' cap)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return _capped(set(line.split(":", 1)[1].split()), os.environ.get("ONEDNN_MAX_CPU_ISA"))
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return None
@@ -149,12 +155,13 @@ def use_onednn_kernels(environ=None, flags=None, tensorflow_loaded=None) -> bool
     xrayest's training than oneDNN's (``benchmarks/bench_peers.py`` measures both), so this
     sets ``TF_ENABLE_ONEDNN_OPTS=1`` there, before TensorFlow is imported.  A value the user set is
     kept.  When TensorFlow was imported first the setting can no longer take effect: a warning says
-    so.  Returns whether it set the variable.
+    so.  Returns whether it set the variable.  ``flags`` default to the CPU's own (TensorFlow decides by
+    CPUID, whatever ``ONEDNN_MAX_CPU_ISA`` caps).
     """
     import sys
 
     environ = os.environ if environ is None else environ
-    flags = cpu_flags() if flags is None else flags
+    flags = _cpuinfo_flags() if flags is None else flags
     if "TF_ENABLE_ONEDNN_OPTS" in environ or not onednn_off_by_default(flags):
         return False
     loaded = "tensorflow" in sys.modules if tensorflow_loaded is None else tensorflow_loaded
