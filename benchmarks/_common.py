@@ -40,6 +40,23 @@ def run_child(script, args, what, python=None, env=None) -> dict:
     return json.loads(line[0][len("RESULT "):])
 
 
+PEDIATRIC_DATA = SHARED / "data" / "pediatric_cxr" / "train"
+
+
+def pediatric_subsample(n, seed=0):
+    """A stratified subsample of ``n`` pediatric_cxr films (all of them when ``n`` is at least their number):
+    a list of file paths and an array of their labels."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from xrayest import load_image_folder
+
+    paths, y = load_image_folder(PEDIATRIC_DATA, return_paths=True)
+    if n < len(paths):
+        paths, _, y, _ = train_test_split(paths, y, train_size=n, stratify=y, random_state=seed)
+    return list(paths), np.asarray(y)
+
+
 def require_bu_data():
     if not BU_DATA.is_dir():
         sys.exit(f"skipped: the real BU CS542 X-rays are not at {BU_DATA} (they live in ../shared beside the repo)")

@@ -22,22 +22,19 @@ import resource
 import sys
 import time
 
-from _common import SHARED, append_results, markdown_table, record_result, report_result, run_child, xception_weights
+from _common import (PEDIATRIC_DATA, append_results, markdown_table, pediatric_subsample, record_result,
+                     report_result, run_child, xception_weights)
 
-DATA = SHARED / "data" / "pediatric_cxr" / "train"
+DATA = PEDIATRIC_DATA
 VARIANTS = ("cut", "full_forward")
 
 
 def run_variant(variant, n, epochs, precision, weights):
     import keras
-    import numpy as np
-    from sklearn.model_selection import train_test_split
 
-    from xrayest import XrayCNNClassifier, load_image_folder
+    from xrayest import XrayCNNClassifier
 
-    paths, y = load_image_folder(DATA, return_paths=True)
-    if n < len(paths):
-        paths, _, y, _ = train_test_split(paths, y, train_size=n, stratify=y, random_state=0)
+    paths, y = pediatric_subsample(n)
     times = []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
                                            on_epoch_end=lambda e, logs: times.append(time.perf_counter()))
@@ -45,7 +42,7 @@ def run_variant(variant, n, epochs, precision, weights):
                             batch_size=32, learning_rate=1e-4, precision=precision, random_state=0,
                             cache_features=variant == "cut", callbacks=[timer])
     start = time.perf_counter()
-    clf.fit(list(paths), np.asarray(y))
+    clf.fit(paths, y)
     total = time.perf_counter() - start
     later = [times[i + 1] - times[i] for i in range(2, len(times) - 1, 2)]
     return {"variant": variant, "inputs": clf.training_inputs_, "total_s": total,

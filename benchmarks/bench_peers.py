@@ -45,24 +45,12 @@ import subprocess
 import sys
 import time
 
-from _common import (ISA_SETTINGS, SHARED, append_results, cap_isa, machine_info, markdown_table, record_result,
-                     report_result, run_child)
+from _common import (ISA_SETTINGS, PEDIATRIC_DATA, append_results, cap_isa, machine_info, markdown_table,
+                     pediatric_subsample, record_result, report_result, run_child)
 
-DATA = SHARED / "data" / "pediatric_cxr" / "train"
+DATA = PEDIATRIC_DATA
 FILTERS = (32, 64, 64, 128, 128)
 BATCH = 64
-
-
-def subsample(n, seed=0):
-    import numpy as np
-    from sklearn.model_selection import train_test_split
-
-    from xrayest import load_image_folder
-
-    paths, y = load_image_folder(DATA, return_paths=True)
-    if n < len(paths):
-        paths, _, y, _ = train_test_split(paths, y, train_size=n, stratify=y, random_state=seed)
-    return list(paths), np.asarray(y)
 
 
 def gray_array(paths):
@@ -112,7 +100,7 @@ def run_xrayest(n, epochs, backbone="sutd_cnn"):
 
     from xrayest import XrayCNNClassifier
 
-    paths, y = subsample(n)
+    paths, y = pediatric_subsample(n)
     times, marks = [], []
     timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: marks.append(time.perf_counter()),
                                            on_epoch_end=lambda e, logs: times.append(time.perf_counter() - marks[-1]))
@@ -148,7 +136,7 @@ def run_keras(n, epochs):
     import numpy as np
     import tensorflow as tf
 
-    paths, y = subsample(n)
+    paths, y = pediatric_subsample(n)
     X = gray_array(paths)[..., None]
     codes = np.unique(y, return_inverse=True)[1]
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if PRECISION == "bfloat16" else "float32")
@@ -173,7 +161,7 @@ def run_torch(n, epochs, workers):
 
     torch.set_num_threads(max(1, __import__("os").cpu_count()))
     torch.manual_seed(0)
-    paths, y = subsample(n)
+    paths, y = pediatric_subsample(n)
     X = torch.from_numpy(gray_array(paths)).unsqueeze(1)  # uint8 (n, 1, 150, 150)
     codes = torch.from_numpy(np.unique(y, return_inverse=True)[1])
     augment = v2.Compose([v2.RandomResizedCrop(150, scale=(0.7, 1.0), antialias=True),
@@ -334,7 +322,7 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
     from xrayest.optimizers import build_optimizer
     from xrayest.pipeline import PackedImages, image_dataset
 
-    paths, y = subsample(n)
+    paths, y = pediatric_subsample(n)
     clf = XrayCNNClassifier(backbone, precision=PRECISION, epochs=1,
                             **{**XRAYEST, **HEADS.get(backbone, {})}).fit(paths[:BATCH], y[:BATCH])
     model = clf.model_
@@ -406,7 +394,7 @@ def run_lever(n, lever, steps=8, rounds=3):
     from xrayest.pipeline import PackedImages
 
     batch = settings.get("batch", BATCH)
-    paths, y = subsample(max(n, batch))
+    paths, y = pediatric_subsample(max(n, batch))
     members = [XrayCNNClassifier("sutd_cnn", precision=PRECISION, epochs=1, **{**XRAYEST, "random_state": seed})
                .fit(paths[:BATCH], y[:BATCH]) for seed in range(settings.get("models", 1))]
     codes = np.searchsorted(members[0].classes_, y)

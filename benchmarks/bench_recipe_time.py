@@ -31,23 +31,11 @@ import argparse
 import sys
 import time
 
-from _common import (ISA_SETTINGS, SHARED, append_results, cap_isa, host, machine_info, markdown_table,
-                     record_result, xception_weights)
+from _common import (ISA_SETTINGS, PEDIATRIC_DATA, append_results, cap_isa, host, machine_info, markdown_table,
+                     pediatric_subsample, record_result, xception_weights)
 
-DATA = SHARED / "data" / "pediatric_cxr" / "train"
+DATA = PEDIATRIC_DATA
 ALL_FILMS, INFECTED = 4947, 3605  # the pediatric set: every film, and its bacterial + viral ones
-
-
-def subsample(n, seed=0):
-    import numpy as np
-    from sklearn.model_selection import train_test_split
-
-    from xrayest import load_image_folder
-
-    paths, y = load_image_folder(DATA, return_paths=True)
-    if n < len(paths):
-        paths, _, y, _ = train_test_split(paths, y, train_size=n, stratify=y, random_state=seed)
-    return list(paths), np.asarray(y)
 
 
 def time_stage(n, epochs):
@@ -56,7 +44,7 @@ def time_stage(n, epochs):
     from xrayest.callbacks import EpochTimer
     from xrayest.recipes import CASCADES
 
-    paths, y = subsample(n)
+    paths, y = pediatric_subsample(n)
     clf = XrayCNNClassifier(**{**CASCADES["pediatric_cascade"], "epochs": epochs, "random_state": 0},
                             callbacks=[EpochTimer()])
     start = time.perf_counter()
@@ -71,7 +59,7 @@ def time_xception(n):
     """Seconds per film of the xception_middle member's fit (featurization at 299 px and its head)."""
     from xrayest import make_recipe
 
-    paths, y = subsample(n, seed=1)
+    paths, y = pediatric_subsample(n, seed=1)
     clf = make_recipe("xception_middle", weights=xception_weights(), random_state=0)
     start = time.perf_counter()
     clf.fit(paths, y)
