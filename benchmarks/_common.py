@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import platform
@@ -94,21 +93,21 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def cpu_kind() -> str:
-    """What the CPU computes bfloat16 with: "AMX-BF16", "AVX512-BF16", or "AVX2 only" (bfloat16 emulated);
-    under an instruction-set cap (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) what the kernels may use, and the cap."""
-    from xrayest.device import cpu_flags
-
-    flags = cpu_flags()
+def _bfloat16_kind(flags) -> str:
     if flags is None:
         return "flags unknown"
-    caps = [f"{var}={os.environ[var]}" for var in ISA_CAPS if os.environ.get(var)]
-    if caps:  # what the CPU has, and what the kernels were allowed
-        with _without(ISA_CAPS):
-            native = cpu_kind()
-        return f"{native} CPU, kernels capped: {', '.join(caps)}"
     return next((name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if flag in flags),
                 "AVX2 only" if "avx2" in flags else "no AVX2")
+
+
+def cpu_kind() -> str:
+    """What the CPU computes bfloat16 with: "AMX-BF16", "AVX512-BF16", or "AVX2 only" (bfloat16 emulated);
+    under an instruction-set cap (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) what the CPU has, and the cap."""
+    from xrayest.device import cpu_flags
+
+    kind = _bfloat16_kind(cpu_flags(capped=False))
+    caps = [f"{var}={os.environ[var]}" for var in ISA_CAPS if os.environ.get(var)]
+    return f"{kind} CPU, kernels capped: {', '.join(caps)}" if caps else kind
 
 
 # The CPU flags that decide which kernels run: vector width, FMA, the int8 and bfloat16 dot products, AMX
@@ -119,18 +118,8 @@ def isa_flags() -> str:
     """The CPU's flags of :data:`ISA_FLAGS`, as /proc/cpuinfo lists them (before any instruction-set cap)."""
     from xrayest.device import cpu_flags
 
-    with _without(ISA_CAPS):
-        flags = cpu_flags()
+    flags = cpu_flags(capped=False)
     return " ".join(f for f in ISA_FLAGS if f in flags) if flags is not None else "unknown"
-
-
-@contextlib.contextmanager
-def _without(variables):
-    saved = {v: os.environ.pop(v) for v in variables if v in os.environ}
-    try:
-        yield
-    finally:
-        os.environ.update(saved)
 
 
 # The environment variables that cap the instruction sets of TensorFlow's (oneDNN) and PyTorch's (ATen) kernels,
@@ -147,10 +136,12 @@ def cap_isa(isa: str) -> None:
 
 def host() -> str:
     """The host in a few words, for a results row: CPU model, its bfloat16 kind (and an instruction-set cap), cores."""
+    from xrayest.device import cpu_flags
+
     model = cpu_model().replace("(R)", "").replace(" Processor", "").split(" @")[0]
-    kind = cpu_kind()
-    if ": " in kind:  # capped: the kernels' kind, in short
-        kind = f"{kind.split(' CPU')[0]} CPU, kernels capped at {os.environ.get('ONEDNN_MAX_CPU_ISA', '?')}"
+    kind = _bfloat16_kind(cpu_flags(capped=False))
+    if any(os.environ.get(var) for var in ISA_CAPS):  # capped: the CPU's kind, and the kernels' cap in short
+        kind += f" CPU, kernels capped at {os.environ.get('ONEDNN_MAX_CPU_ISA', '?')}"
     return f"{model} ({kind}), {os.cpu_count()} cores"
 
 

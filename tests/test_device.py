@@ -190,9 +190,9 @@ class TestOneDNNKernels:
         import subprocess
         import sys
 
-        from xrayest.device import _cpuinfo_flags, onednn_off_by_default
+        from xrayest.device import cpu_flags, onednn_off_by_default
 
-        flags = _cpuinfo_flags()
+        flags = cpu_flags(capped=False)
         if "avx2" not in (flags or set()):
             pytest.skip("not an x86 CPU with AVX2")
         env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}

@@ -100,25 +100,21 @@ _ISA_CAPS = {
 }
 
 
-def cpu_flags() -> set[str] | None:
+def cpu_flags(capped: bool = True) -> set[str] | None:
     """The CPU's feature flags (``/proc/cpuinfo``) that TensorFlow's kernels may use; None where they
     cannot be read.
 
     An instruction-set cap set with the ``ONEDNN_MAX_CPU_ISA`` environment variable removes the flags it
     puts out of oneDNN's reach (``AVX2``: every AVX-512, AVX-VNNI and AMX flag, as on an AVX2-only CPU):
-    ``precision="auto"`` then picks float32.
+    ``precision="auto"`` then picks float32.  ``capped=False``: the CPU's own flags (what CPUID says,
+    whatever the cap).
     """
-    flags = _cpuinfo_flags()
-    return None if flags is None else _capped(flags, os.environ.get("ONEDNN_MAX_CPU_ISA"))
-
-
-def _cpuinfo_flags() -> set[str] | None:
-    """The CPU's flags as ``/proc/cpuinfo`` lists them (what CPUID says, whatever the kernels' cap)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    flags = set(line.split(":", 1)[1].split())
+                    return _capped(flags, os.environ.get("ONEDNN_MAX_CPU_ISA")) if capped else flags
     except OSError:
         pass
     return None
@@ -161,7 +157,7 @@ def use_onednn_kernels(environ=None, flags=None, tensorflow_loaded=None) -> bool
     import sys
 
     environ = os.environ if environ is None else environ
-    flags = _cpuinfo_flags() if flags is None else flags
+    flags = cpu_flags(capped=False) if flags is None else flags
     if "TF_ENABLE_ONEDNN_OPTS" in environ or not onednn_off_by_default(flags):
         return False
     loaded = "tensorflow" in sys.modules if tensorflow_loaded is None else tensorflow_loaded
