@@ -28,13 +28,10 @@ import time
 from _common import append_results, host, machine_info, markdown_table, record_result
 
 
-def best_of(fn, rounds):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+def seconds(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 def main():
@@ -91,7 +88,7 @@ def main():
     times = {v: [] for v in variants}
     for _ in range(args.rounds):
         for v, fn in variants.items():
-            times[v] += best_of(fn, 1)
+            times[v].append(seconds(fn))
     rates = {v: args.n / min(t) for v, t in times.items()}
     ours = f"FeatureExtractor, {best}"
     peers = [v for v in rates if not v.startswith("FeatureExtractor")]
