@@ -288,6 +288,31 @@ def test_cli_fit_from_a_store_refuses_a_trunk_option_that_conflicts(folder, tmp_
     assert main(["fit", "--features", str(store), "--epochs", "1", "--out", str(model), "-q"]) == 0  # left out: ok
 
 
+def test_cli_fit_from_a_store_reads_its_weights_file_by_any_path(folder, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from xrayest.backbones import build_backbone, get_backbone_spec
+    from xrayest.cli import main
+
+    spec = get_backbone_spec("small_cnn")
+    weights = tmp_path / "w" / "small.weights.h5"
+    weights.parent.mkdir()
+    build_backbone(spec, (32, 32, spec.channels), None).save_weights(weights)
+    store = tmp_path / "f.zarr"
+    monkeypatch.chdir(tmp_path)
+    assert main(["featurize", str(folder), "--out", str(store), "--backbone", "small_cnn", "--weights",
+                 "w/small.weights.h5", "--image-size", "32", "--precision", "float32", "--chunk", "8", "-q"]) == 0
+    monkeypatch.chdir(weights.parent)  # the same file by another relative path: the store's trunk
+    fit = ["fit", "--features", str(store), "--epochs", "1", "-q", "--weights"]
+    assert main([*fit, "small.weights.h5", "--out", str(tmp_path / "m.keras")]) == 0
+    assert main([*fit, "gone.weights.h5", "--out", str(tmp_path / "n.keras")]) == 1
+    assert "weights file not found: gone.weights.h5" in capsys.readouterr().err
+    shutil.copy(weights, tmp_path / "other.weights.h5")  # equal bytes, another file: not the store's
+    assert main([*fit, str(tmp_path / "other.weights.h5"), "--out", str(tmp_path / "n.keras")]) == 1
+    assert "conflicts with the feature store" in capsys.readouterr().err
+    assert not (tmp_path / "n.keras").exists()
+
+
 def _cli(*args):
     import subprocess
     import sys

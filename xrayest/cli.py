@@ -282,10 +282,10 @@ def _store_trunk(args):
 def _refuse_other_trunk(args, config):
     """A trunk option given with --features that differs from the store's trunk is an error naming both."""
     given = getattr(args, "given", set())
-    weights = None if str(args.weights).lower() == "none" else args.weights
-    if weights not in (None, "imagenet") and Path(weights).exists():
-        weights = str(Path(weights).resolve())
-    mine = {"backbone": args.backbone, "weights": weights, "image_size": args.image_size,
+    from .weights import recorded_weights
+
+    mine = {"backbone": args.backbone, "weights": recorded_weights(_weights(args.weights)),
+            "image_size": args.image_size,
             "precision": None if args.precision == "auto" else args.precision,
             "random_state": args.random_state if config["random_state"] is not None else None}
     store = {"backbone": config["backbone"], "weights": config["weights"], "image_size": config["image_size"][0],

@@ -80,13 +80,10 @@ def _backbone_spec(backbone):
 def _trunk_config(spec, weights, image_size, pooling, precision, random_state, batch_size, device) -> dict:
     """The trunk as plain data (JSON: the store records it, workers rebuild the trunk from it)."""
     from .backbones import image_size_for
+    from .weights import recorded_weights
 
     size = image_size_for(spec, image_size)
-    if weights is not None and weights != "imagenet":
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        weights = str(Path(weights).resolve())  # workers on this machine read the same file
-    return {"backbone": spec.name, "weights": weights, "image_size": list(size), "pooling": pooling,
+    return {"backbone": spec.name, "weights": recorded_weights(weights), "image_size": list(size), "pooling": pooling,
             "precision": precision, "random_state": random_state, "batch_size": int(batch_size), "device": device}
 
 

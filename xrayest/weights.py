@@ -17,7 +17,7 @@ import keras
 
 from .backbones import BackboneSpec, build_backbone, cut_backbone
 
-__all__ = ["WeightsUnavailableError", "weights_dir_file", "load_backbone", "weights_fingerprint"]
+__all__ = ["WeightsUnavailableError", "weights_dir_file", "load_backbone", "weights_fingerprint", "recorded_weights"]
 
 WEIGHTS_DIR_ENV = "XRAYEST_WEIGHTS_DIR"
 
@@ -36,6 +36,17 @@ def weights_dir_file(name: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def recorded_weights(weights):
+    """``weights`` as a feature store records them: None, ``"imagenet"``, or a file's absolute path
+    (so workers, and a later command in another folder, read the same file).  A file that is not
+    there is a ``FileNotFoundError`` naming it."""
+    if weights is None or weights == "imagenet":
+        return weights
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    return str(Path(weights).resolve())
 
 
 _FILE_DIGESTS: dict[tuple, str] = {}
