@@ -30,8 +30,11 @@ CPU (its cores, caches and memory stay this host's), and the host line names the
 
 Then xrayest's from-scratch backbones (--backbones) are timed the same way, and each one's train step is
 profiled: a ``tf.profiler`` trace of ``train_on_batch`` on one batch, its ops summed by part of the step,
-and each convolution timed alone at its shapes (their sum is the floor of the step).  With --levers,
-sutd_cnn's train step is also timed with one thing changed at a time (:data:`LEVERS`).
+and each convolution timed alone at its shapes (their sum is the floor of the step).  sutd_cnn's step is
+also read from oneDNN's own log (``ONEDNN_VERBOSE=1``, one op at a time): each primitive's implementation
+and time, the convolutions' rate by direction, and what the fit would reach if the weight gradients ran at
+the forward passes' rate.  With --levers, sutd_cnn's train step is also timed with one thing changed at
+a time (:data:`LEVERS`).
 
     python benchmarks/bench_peers.py [--n 1024] [--epochs 3] [--rounds 2] [--precision auto] [--isa native]
                                      [--torch-python PATH]
@@ -369,7 +372,38 @@ LEVERS = {
     "batch 128": {"batch": 128},
     "one op at a time (inter-op threads 1)": {"inter_op": 1},
     "two models side by side in one graph": {"models": 2},
+    # oneDNN's AVX2 weight-gradient kernel runs at about half its forward rate: the same gradient as
+    # TensorFlow ops (a replacement kernel written in the framework's public ops), blocks 2-4
+    "weight gradients of blocks 2-4 as shifted matrix products": {"weight_grad": "shifted"},
 }
+
+
+def shifted_weight_gradient(layer, chunk=8):
+    """Make ``layer`` (a 3x3, stride-1, "same" Conv2D) compute its weight gradient as nine matrix
+    products per chunk of ``chunk`` images (input shifted by each kernel offset, transposed, times
+    the output gradient) instead of TensorFlow's Conv2DBackpropFilter; forward and input gradient
+    unchanged.  The same gradient up to float rounding (checked by the lever before it is timed)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def convolution(x, kernel):
+        def gradient(dy):
+            n, h, w, c_in = x.shape
+            c_out = kernel.shape[-1]
+            dx = tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(x), filter=kernel, out_backprop=dy,
+                                                strides=[1, 1, 1, 1], padding="SAME")
+            padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+            parts = []
+            for s in range(0, n, chunk):
+                d = tf.reshape(dy[s:s + chunk], (-1, c_out))
+                parts.append(tf.stack([tf.matmul(tf.reshape(padded[s:s + chunk, i:i + h, j:j + w], (-1, c_in)), d,
+                                                 transpose_a=True) for i in range(3) for j in range(3)]))
+            return dx, tf.reshape(tf.add_n(parts), (3, 3, c_in, c_out))
+
+        return tf.nn.conv2d(x, kernel, 1, "SAME"), gradient
+
+    # the instance's op: Keras' Conv2D.call calls it with (inputs, kernel); the kernel read outside
+    layer.convolution_op = lambda inputs, kernel: convolution(inputs, tf.convert_to_tensor(kernel))
 
 
 def run_lever(n, lever, steps=8, rounds=3):
@@ -392,6 +426,7 @@ def run_lever(n, lever, steps=8, rounds=3):
     from xrayest.inputs import as_image_source
     from xrayest.optimizers import build_optimizer
     from xrayest.pipeline import PackedImages
+    from xrayest.seeding import all_layers
 
     batch = settings.get("batch", BATCH)
     paths, y = pediatric_subsample(max(n, batch))
@@ -402,6 +437,20 @@ def run_lever(n, lever, steps=8, rounds=3):
     t = tf.constant(codes[:batch])
     networks = [m.model_ if settings.get("augment", True) else keras.Sequential([m.trunk_.model, m.head_])
                 for m in members]
+    if settings.get("weight_grad") == "shifted":
+        convs = [layer for layer in all_layers(members[0].backbone_) if isinstance(layer, keras.layers.Conv2D)]
+        kernels = [layer.kernel for layer in convs[1:4]]
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(members[0].trunk_.model(x[:16], training=True) ** 2)
+        before = tape.gradient(loss, kernels)
+        for layer in convs[1:4]:
+            shifted_weight_gradient(layer)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(members[0].trunk_.model(x[:16], training=True) ** 2)
+        for a, b in zip(before, tape.gradient(loss, kernels)):
+            error = float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(a)))
+            if error > 1e-3:
+                raise AssertionError(f"the shifted weight gradient differs from TensorFlow's by {error:.1e}")
     if len(members) == 1:
         model, targets = networks[0], t
     else:
@@ -420,6 +469,114 @@ def run_lever(n, lever, steps=8, rounds=3):
             model.train_on_batch(x, targets)
         best = max(best, len(members) * batch * steps / (time.perf_counter() - start))
     return {"img_per_s": best}
+
+
+def run_primitives(n, steps=5):
+    """oneDNN's own account of sutd_cnn's train step: run in a child with ``ONEDNN_VERBOSE=1`` (oneDNN
+    logs each primitive it executes: its kind, the implementation it chose, its shapes and its time)
+    and one op at a time (``TF_NUM_INTEROP_THREADS=1``, so no two primitives share the cores).  The
+    log of ``steps`` steps on one fixed batch, after three warm ones, is summed per primitive."""
+    import os
+    import tempfile
+
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log")
+    stdout = os.dup(1)
+    os.dup2(log.fileno(), 1)  # oneDNN writes its log to the process's standard output
+    try:
+        import numpy as np
+        import tensorflow as tf
+
+        from xrayest import XrayCNNClassifier
+        from xrayest.inputs import as_image_source
+        from xrayest.optimizers import build_optimizer
+        from xrayest.pipeline import PackedImages
+
+        paths, y = pediatric_subsample(n)
+        clf = XrayCNNClassifier("sutd_cnn", precision=PRECISION, epochs=1, **XRAYEST).fit(paths[:BATCH], y[:BATCH])
+        x = tf.constant(PackedImages.from_source(as_image_source(paths[:BATCH]), (150, 150)).batch(np.arange(BATCH)))
+        t = tf.constant(np.searchsorted(clf.classes_, y[:BATCH]))
+        model = clf.model_
+        model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy")
+        for _ in range(3):
+            model.train_on_batch(x, t)
+        sys.stdout.flush()
+        print("TIMED STEPS", flush=True)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, t)
+        step = (time.perf_counter() - start) / steps
+        sys.stdout.flush()
+    finally:
+        os.dup2(stdout, 1)
+    log.seek(0)
+    text = log.read().partition("TIMED STEPS")[2]
+    sums = {}
+    for line in text.splitlines():
+        fields = line.split(",")
+        if not line.startswith("onednn_verbose") or "exec" not in fields:
+            continue
+        at = fields.index("exec")
+        key = f"{fields[at + 2]}|{fields[at + 4]}|{fields[-2]}|{fields[at + 3]}"  # kind|direction|shape|implementation
+        sums[key] = sums.get(key, 0.0) + float(fields[-1]) / 1e3 / steps
+    return {"step": step, "primitives": sums}
+
+
+def _conv_problem(shape: str) -> dict:
+    """The sizes in oneDNN's problem string of a convolution ("mb64_ic32oc64_ih75oh75kh3...": mb, ic, oc, ...)."""
+    import re
+
+    return {name: int(value) for name, value in re.findall(r"([a-z]{2})(\d+)", shape)}
+
+
+def conv_problem_flops(shape: str) -> float:
+    """Multiply-adds x 2 of a convolution from oneDNN's problem string."""
+    p = _conv_problem(shape)
+    return 2.0 * p["mb"] * p["ic"] * p["oc"] * p["oh"] * p["ow"] * p["kh"] * p["kw"]
+
+
+def primitive_rows(primitives, top=12):
+    """The ``top`` primitives by time, each direction of the convolutions summed, then the rest and the
+    total, for :func:`run_primitives`' result."""
+    sums = primitives["primitives"]
+    ranked = sorted(sums.items(), key=lambda item: -item[1])
+    rows = []
+    for key, seconds in ranked[:top]:
+        kind, direction, shape, implementation = key.split("|")
+        if kind == "convolution":
+            p = _conv_problem(shape)
+            shape, rate = (f"{p['ih']}x{p['iw']}x{p['ic']} -> {p['oc']}, {p['kh']}x{p['kw']}",
+                           f"{conv_problem_flops(key.split('|')[2]) / seconds / 1e9:.0f}")
+        else:
+            shape, rate = f"`{shape}`", ""
+        rows.append([f"{kind}, {direction}", shape, f"`{implementation}`", f"{1e3 * seconds:.1f}", rate])
+    rest = sum(seconds for _, seconds in ranked[top:])
+    rows.append([f"the other {len(ranked[top:])} primitives", "", "", f"{1e3 * rest:.1f}", ""])
+    for direction in ("forward_training", "backward_data", "backward_weights"):
+        parts = [(key.split("|")[2], seconds) for key, seconds in sums.items()
+                 if key.startswith(f"convolution|{direction}|")]
+        seconds = sum(t for _, t in parts)
+        rows.append([f"all convolutions, {direction}", "", "", f"{1e3 * seconds:.1f}",
+                     f"{sum(conv_problem_flops(shape) for shape, _ in parts) / seconds / 1e9:.0f}"])
+    rows.append(["**all oneDNN primitives** / the step's wall time", "", "",
+                 f"**{1e3 * sum(sums.values()):.1f}** / {1e3 * primitives['step']:.1f}", ""])
+    return rows
+
+
+def weight_gradient_note(primitives, flops, peak, rate) -> str:
+    """What xrayest's fit (``rate`` img/s) would reach if its convolutions' weight gradients ran at their
+    forward passes' rate: the step's time shrunk by the share oneDNN's log (:func:`run_primitives`) says."""
+    def direction(name):
+        parts = [(key.split("|")[2], t) for key, t in primitives["primitives"].items()
+                 if key.startswith(f"convolution|{name}|")]
+        return sum(conv_problem_flops(shape) for shape, _ in parts), sum(t for _, t in parts)
+
+    (forward_flops_, forward_s), (weight_flops, weight_s) = direction("forward_training"), direction("backward_weights")
+    saved = (weight_s - weight_flops * forward_s / forward_flops_) / primitives["step"]
+    faster = rate / (1 - saved)
+    return (f"In oneDNN's log (one op at a time) the weight gradients take {1e3 * weight_s:.0f} of the step's "
+            f"{1e3 * primitives['step']:.0f} ms at {weight_flops / weight_s / 1e9:.0f} GFLOP/s, the forward passes "
+            f"run at {forward_flops_ / forward_s / 1e9:.0f}: at that rate the step would take {100 * saved:.0f}% "
+            f"less time, xrayest's fit {faster:.0f} img/s, {100 * faster * flops / 1e9 / peak:.0f}% of the peak.")
 
 
 def run_peak(size=2048, repeats=10):
@@ -544,7 +701,8 @@ def main():
                   "xrayest-tf-default": lambda: run_xrayest(args.n, args.epochs, arg),
                   "keras": lambda: run_keras(args.n, args.epochs),
                   "torch": lambda: run_torch(args.n, args.epochs, int(arg or 0)), "peak": run_peak,
-                  "profile": lambda: run_profile(args.n, arg), "lever": lambda: run_lever(args.n, arg)}[kind]()
+                  "profile": lambda: run_profile(args.n, arg), "lever": lambda: run_lever(args.n, arg),
+                  "primitives": lambda: run_primitives(args.n)}[kind]()
         report_result(result)
         return
     if not DATA.is_dir():
@@ -586,6 +744,8 @@ def main():
             levers[lever].append(run_child(__file__, ["--variant", f"lever:{lever}", *common], lever)["img_per_s"])
             print(lever, levers[lever][-1], flush=True)
     profiles = [run_child(__file__, ["--variant", f"profile:{b}", *common], f"profile {b}") for b in backbones]
+    primitives = run_child(__file__, ["--variant", "primitives", *common], "oneDNN's log of the step",
+                           env={"ONEDNN_VERBOSE": "1", "TF_NUM_INTEROP_THREADS": "1"})
     peaks.append(run_child(__file__, ["--variant", "peak"], "peak"))
     peak = max(p[PRECISION] for p in peaks)
     short = {"bfloat16": "bf16", "float32": "float32"}[PRECISION]
@@ -616,6 +776,9 @@ def main():
     rows, floor, conv_flops = kernel_rows(profiles[0], peak)
     table += "\n\n" + markdown_table(["`sutd_cnn` convolution, timed alone (batch 64)", "shape", "forward GFLOP/s",
                                         "input gradient GFLOP/s", "weight gradient GFLOP/s"], rows)
+    table += "\n\n" + markdown_table(
+        ["oneDNN primitive in `sutd_cnn`'s train step (ONEDNN_VERBOSE=1, one op at a time, batch 64)", "shape",
+         "implementation", "ms per step", "GFLOP/s"], primitive_rows(primitives))
     print(table)
     step = profiles[0]["step"]
     bf16 = " / ".join(f"{p['bfloat16']:.0f}" for p in peaks) if "bfloat16" in peaks[0] else "not native here"
@@ -630,7 +793,8 @@ def main():
                      f"The sutd_cnn convolutions alone take {1e3 * floor / BATCH:.2f} ms per image "
                      f"({conv_flops / floor / 1e9:.0f} GFLOP/s, {100 * conv_flops / floor / 1e9 / peak:.0f}% of the "
                      f"peak) of its {1e3 * step / BATCH:.2f} ms train step: a step of convolutions only would "
-                     f"train at {BATCH / floor:.0f} img/s.")
+                     f"train at {BATCH / floor:.0f} img/s. "
+                     + weight_gradient_note(primitives, flops, peak, rates["xrayest:sutd_cnn"]))
     ours = rates["xrayest:sutd_cnn"]
     record_result(f"peers_{PRECISION}", f"training the sutd_cnn network against the peers, 150 px, augmented, "
                                        f"batch 64, {PRECISION}",
