@@ -497,6 +497,18 @@ class TestRareClassWithValidationSplit:
                 model = tiny_classifier(epochs=1, validation_split=0.2, random_state=seed).fit(X, y)
             assert list(model.classes_) == ["covid", "normal", "pneumonia"] and "val_loss" in model.history_
 
+    def test_a_two_phase_fit_draws_the_split_once(self):
+        import warnings
+
+        X, codes = make_images(21, 32, 2)
+        y = np.array(["normal", "pneumonia"])[codes].astype(object)
+        y[-1] = "covid"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = tiny_classifier(fine_tune=2, fine_tune_epochs=1, epochs=1, validation_split=0.2).fit(X, y)
+        assert len(model.training_plan_.phases) == 2 and len(model.history_["val_loss"]) == 2
+        assert sum("have a single image" in str(w.message) for w in caught) == 1
+
     def test_nothing_left_to_validate_is_an_error(self):
         from xrayest.training import stratified_split
 

@@ -282,6 +282,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         groups = None if groups is None else check_groups(groups, len(source))
         check_n_features(self, source, reset=True)
         validation = _validation_source(validation_data, targets)
+        split = self._make_validation_split(targets, groups, validation)
         self.classes_, self.image_size_, self.training_plan_ = targets.classes, image_size, plan
         self.precision_ = precision
         self.multilabel_ = targets.multilabel
@@ -303,7 +304,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                     head = self._make_head(inputs.feature_shape, targets)
                 trainee = self._trainee(inputs, head, augment)
                 model = trainee if inputs.kind == "images" else model
-                train_rows = self._train(trainee, phase, inputs, targets, groups)
+                train_rows = self._train(trainee, phase, inputs, targets, split)
                 if inputs.kind == "images":  # moving BatchNorm statistics of the trained trunk, made exact
                     recalibrate_batch_norm(trunk.model, packed.batches(train_rows, self.batch_size))
                 self.training_inputs_.append(inputs.kind)
@@ -358,14 +359,26 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         with seeded(self.random_state):
             return _compose(inputs.below, head, augment, self.random_state)
 
-    def _train(self, trainee, phase, inputs, targets, groups=None):
-        """Compile ``trainee`` for ``phase`` and train it, appending to ``history_``; returns the rows trained on."""
+    def _make_validation_split(self, targets, groups, validation):
+        """The rows every phase trains and validates on, drawn once per fit: ``(train_rows, val_rows)``.
+
+        ``validation_split`` holds rows out, stratified (whole ``groups`` when given; a class with one
+        image stays in training, with a warning), unless validation data was given (``val_rows`` None).
+        """
+        if validation is not None or not self.validation_split:
+            return np.arange(len(targets.encoded)), None
+        return stratified_split(targets.encoded, float(self.validation_split), self.random_state, groups=groups,
+                                class_names=targets.classes)
+
+    def _train(self, trainee, phase, inputs, targets, split):
+        """Compile ``trainee`` for ``phase`` and train it on ``split``'s rows, appending to ``history_``; returns
+        the rows trained on."""
         loss, metrics = head_loss(targets.n_outputs, targets.multilabel)
         # float16 gradients of the backbone underflow without loss scaling; a head on features is float32
         loss_scaling = self.precision_ == "float16" and inputs.kind != "features"
         trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate, loss_scaling=loss_scaling),
                         loss=loss, metrics=metrics, jit_compile=False)
-        data = self._phase_data(inputs, targets, groups)
+        data = self._phase_data(inputs, targets, split)
         validation = data.validation
         done = len(self.history_.get("loss", []))
         scored = []
@@ -392,19 +405,16 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             self.history_.setdefault(key, []).extend(values)
         return data.train_rows
 
-    def _phase_data(self, inputs, targets, groups=None) -> "_PhaseData":
+    def _phase_data(self, inputs, targets, split) -> "_PhaseData":
         """What one phase trains and validates on: feature arrays, or image batches streamed from PackedImages.
 
-        ``validation_split`` holds rows out, stratified (whole ``groups`` when given), unless
-        validation data was given.  For images, ``x`` and ``validation`` are ``tf.data`` datasets
+        ``split``: the training and held-out rows (:meth:`_make_validation_split`); held-out rows None
+        when validation data was given.  For images, ``x`` and ``validation`` are ``tf.data`` datasets
         (targets and weights inside) and ``y``, ``sample_weight`` are None.
         """
         shaped = targets.shaped
         y, weights, validation = targets.encoded, targets.weights, inputs.validation
-        train_rows, val_rows = np.arange(len(y)), None
-        if validation is None and self.validation_split:
-            train_rows, val_rows = stratified_split(y, float(self.validation_split), self.random_state,
-                                                    groups=groups, class_names=targets.classes)
+        train_rows, val_rows = split
         if inputs.kind == "images":
             stream = dict(batch_size=self.batch_size, seed=self.random_state)
             x = image_dataset(inputs.data, train_rows, shaped(y), weights, shuffle=True, **stream)
