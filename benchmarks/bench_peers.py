@@ -534,6 +534,16 @@ def conv_problem_flops(shape: str) -> float:
     return 2.0 * p["mb"] * p["ic"] * p["oc"] * p["oh"] * p["ow"] * p["kh"] * p["kw"]
 
 
+def conv_directions(primitives) -> dict:
+    """Per direction of the convolutions in oneDNN's log (:func:`run_primitives`): (FLOPs, seconds) per step."""
+    out = {}
+    for direction in ("forward_training", "backward_data", "backward_weights"):
+        parts = [(key.split("|")[2], seconds) for key, seconds in primitives["primitives"].items()
+                 if key.startswith(f"convolution|{direction}|")]
+        out[direction] = (sum(conv_problem_flops(shape) for shape, _ in parts), sum(t for _, t in parts))
+    return out
+
+
 def primitive_rows(primitives, top=12):
     """The ``top`` primitives by time, each direction of the convolutions summed, then the rest and the
     total, for :func:`run_primitives`' result."""
@@ -544,19 +554,15 @@ def primitive_rows(primitives, top=12):
         kind, direction, shape, implementation = key.split("|")
         if kind == "convolution":
             p = _conv_problem(shape)
-            shape, rate = (f"{p['ih']}x{p['iw']}x{p['ic']} -> {p['oc']}, {p['kh']}x{p['kw']}",
-                           f"{conv_problem_flops(key.split('|')[2]) / seconds / 1e9:.0f}")
+            shown, rate = (f"{p['ih']}x{p['iw']}x{p['ic']} -> {p['oc']}, {p['kh']}x{p['kw']}",
+                           f"{conv_problem_flops(shape) / seconds / 1e9:.0f}")
         else:
-            shape, rate = f"`{shape}`", ""
-        rows.append([f"{kind}, {direction}", shape, f"`{implementation}`", f"{1e3 * seconds:.1f}", rate])
+            shown, rate = f"`{shape}`", ""
+        rows.append([f"{kind}, {direction}", shown, f"`{implementation}`", f"{1e3 * seconds:.1f}", rate])
     rest = sum(seconds for _, seconds in ranked[top:])
     rows.append([f"the other {len(ranked[top:])} primitives", "", "", f"{1e3 * rest:.1f}", ""])
-    for direction in ("forward_training", "backward_data", "backward_weights"):
-        parts = [(key.split("|")[2], seconds) for key, seconds in sums.items()
-                 if key.startswith(f"convolution|{direction}|")]
-        seconds = sum(t for _, t in parts)
-        rows.append([f"all convolutions, {direction}", "", "", f"{1e3 * seconds:.1f}",
-                     f"{sum(conv_problem_flops(shape) for shape, _ in parts) / seconds / 1e9:.0f}"])
+    for direction, (flops, seconds) in conv_directions(primitives).items():
+        rows.append([f"all convolutions, {direction}", "", "", f"{1e3 * seconds:.1f}", f"{flops / seconds / 1e9:.0f}"])
     rows.append(["**all oneDNN primitives** / the step's wall time", "", "",
                  f"**{1e3 * sum(sums.values()):.1f}** / {1e3 * primitives['step']:.1f}", ""])
     return rows
@@ -565,12 +571,9 @@ def primitive_rows(primitives, top=12):
 def weight_gradient_note(primitives, flops, peak, rate) -> str:
     """What xrayest's fit (``rate`` img/s) would reach if its convolutions' weight gradients ran at their
     forward passes' rate: the step's time shrunk by the share oneDNN's log (:func:`run_primitives`) says."""
-    def direction(name):
-        parts = [(key.split("|")[2], t) for key, t in primitives["primitives"].items()
-                 if key.startswith(f"convolution|{name}|")]
-        return sum(conv_problem_flops(shape) for shape, _ in parts), sum(t for _, t in parts)
-
-    (forward_flops_, forward_s), (weight_flops, weight_s) = direction("forward_training"), direction("backward_weights")
+    directions = conv_directions(primitives)
+    forward_flops_, forward_s = directions["forward_training"]
+    weight_flops, weight_s = directions["backward_weights"]
     saved = (weight_s - weight_flops * forward_s / forward_flops_) / primitives["step"]
     faster = rate / (1 - saved)
     return (f"In oneDNN's log (one op at a time) the weight gradients take {1e3 * weight_s:.0f} of the step's "
