@@ -303,6 +303,30 @@ def conv_kernels(backbone, batch, dtype, repeats=5):
     return rows
 
 
+def fixed_batch(paths, y, classes, batch=BATCH):
+    """The first ``batch`` films as a composed model takes them (raw uint8 pixels, 150 px) and their class
+    codes among ``classes``: the one fixed batch a train step is timed on."""
+    import numpy as np
+    import tensorflow as tf
+
+    from xrayest.inputs import as_image_source
+    from xrayest.pipeline import PackedImages
+
+    x = tf.constant(PackedImages.from_source(as_image_source(paths[:batch]), (150, 150)).batch(np.arange(batch)))
+    return x, tf.constant(np.searchsorted(classes, y[:batch]))
+
+
+def warm_train_step(model, x, targets, jit_compile="auto"):
+    """Compile ``model`` as xrayest's fit does (Adam 1e-3, sparse cross-entropy) and run three steps on
+    ``(x, targets)``: its train step traced and warm."""
+    from xrayest.optimizers import build_optimizer
+
+    model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
+                  jit_compile=jit_compile)
+    for _ in range(3):
+        model.train_on_batch(x, targets)
+
+
 def run_profile(n, backbone="sutd_cnn", steps=10):
     """Where xrayest's training step spends its time, on one fixed batch.
 
@@ -322,20 +346,14 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
 
     from xrayest import XrayCNNClassifier
     from xrayest.inputs import as_image_source
-    from xrayest.optimizers import build_optimizer
     from xrayest.pipeline import PackedImages, image_dataset
 
     paths, y = pediatric_subsample(n)
     clf = XrayCNNClassifier(backbone, precision=PRECISION, epochs=1,
                             **{**XRAYEST, **HEADS.get(backbone, {})}).fit(paths[:BATCH], y[:BATCH])
     model = clf.model_
-    packed = PackedImages.from_source(as_image_source(paths), (150, 150))
-    codes = np.searchsorted(clf.classes_, y)
-    x = tf.constant(packed.batch(np.arange(BATCH)))
-    t = tf.constant(codes[:BATCH])
-    model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy")
-    for _ in range(3):
-        model.train_on_batch(x, t)  # traced and warm
+    x, t = fixed_batch(paths, y, clf.classes_)
+    warm_train_step(model, x, t)
     start = time.perf_counter()
     for _ in range(steps):
         model.train_on_batch(x, t)
@@ -352,6 +370,8 @@ def run_profile(n, backbone="sutd_cnn", steps=10):
     finally:
         shutil.rmtree(logdir, ignore_errors=True)
 
+    packed = PackedImages.from_source(as_image_source(paths), (150, 150))  # every film, decoded once
+    codes = np.searchsorted(clf.classes_, y)
     start = time.perf_counter()
     count = 0
     for images, _ in image_dataset(packed, np.arange(len(paths)), codes, batch_size=BATCH, shuffle=True, seed=0):
@@ -420,21 +440,15 @@ def run_lever(n, lever, steps=8, rounds=3):
     if settings.get("inter_op"):
         tf.config.threading.set_inter_op_parallelism_threads(settings["inter_op"])
     import keras
-    import numpy as np
 
     from xrayest import XrayCNNClassifier
-    from xrayest.inputs import as_image_source
-    from xrayest.optimizers import build_optimizer
-    from xrayest.pipeline import PackedImages
     from xrayest.seeding import all_layers
 
     batch = settings.get("batch", BATCH)
     paths, y = pediatric_subsample(max(n, batch))
     members = [XrayCNNClassifier("sutd_cnn", precision=PRECISION, epochs=1, **{**XRAYEST, "random_state": seed})
                .fit(paths[:BATCH], y[:BATCH]) for seed in range(settings.get("models", 1))]
-    codes = np.searchsorted(members[0].classes_, y)
-    x = tf.constant(PackedImages.from_source(as_image_source(paths[:batch]), (150, 150)).batch(np.arange(batch)))
-    t = tf.constant(codes[:batch])
+    x, t = fixed_batch(paths, y, members[0].classes_, batch)
     networks = [m.model_ if settings.get("augment", True) else keras.Sequential([m.trunk_.model, m.head_])
                 for m in members]
     if settings.get("weight_grad") == "shifted":
@@ -458,10 +472,7 @@ def run_lever(n, lever, steps=8, rounds=3):
         model = keras.Model(images, [keras.Sequential([network], name=f"member{i}")(images)
                                      for i, network in enumerate(networks)])
         targets = [t] * len(members)
-    model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy",
-                  jit_compile=settings.get("jit_compile", False))
-    for _ in range(3):
-        model.train_on_batch(x, targets)  # traced and warm
+    warm_train_step(model, x, targets, jit_compile=settings.get("jit_compile", False))
     best = 0.0
     for _ in range(rounds):
         start = time.perf_counter()
@@ -483,22 +494,13 @@ def run_primitives(n, steps=5):
     stdout = os.dup(1)
     os.dup2(log.fileno(), 1)  # oneDNN writes its log to the process's standard output
     try:
-        import numpy as np
-        import tensorflow as tf
-
         from xrayest import XrayCNNClassifier
-        from xrayest.inputs import as_image_source
-        from xrayest.optimizers import build_optimizer
-        from xrayest.pipeline import PackedImages
 
         paths, y = pediatric_subsample(n)
         clf = XrayCNNClassifier("sutd_cnn", precision=PRECISION, epochs=1, **XRAYEST).fit(paths[:BATCH], y[:BATCH])
-        x = tf.constant(PackedImages.from_source(as_image_source(paths[:BATCH]), (150, 150)).batch(np.arange(BATCH)))
-        t = tf.constant(np.searchsorted(clf.classes_, y[:BATCH]))
+        x, t = fixed_batch(paths, y, clf.classes_)
         model = clf.model_
-        model.compile(optimizer=build_optimizer("adam", 1e-3), loss="sparse_categorical_crossentropy")
-        for _ in range(3):
-            model.train_on_batch(x, t)
+        warm_train_step(model, x, t)
         sys.stdout.flush()
         print("TIMED STEPS", flush=True)
         start = time.perf_counter()
