@@ -45,6 +45,7 @@ def block_output(model, block):
 
 def preprocess(images, kind):
     import numpy as np
+    from PIL import Image
 
     if kind == "plain":
         return images
@@ -57,6 +58,24 @@ def preprocess(images, kind):
         from skimage.exposure import equalize_adapthist  # scikit-image: only this benchmark needs it
 
         return np.stack([(equalize_adapthist(i, clip_limit=0.01) * 255).round().astype(np.uint8) for i in images])
+    if kind == "lungs":  # the lung fields only (xrayest.lungs), resized back to the film's size
+        from xrayest.lungs import crop_to_lungs
+
+        return crop_to_lungs(images)
+    if kind in ("zoom", "zoom+lungs"):  # tighter framing: the central 1/z of each side, z in 1.1-1.3, seeded
+        rng = np.random.default_rng(1)
+        side = images.shape[1]
+        out = np.empty_like(images)
+        for k, image in enumerate(images):
+            keep = int(round(side / rng.uniform(1.1, 1.3)))
+            start = (side - keep) // 2
+            part = Image.fromarray(np.ascontiguousarray(image[start:start + keep, start:start + keep]))
+            out[k] = np.asarray(part.resize((side, side), Image.BILINEAR))
+        if kind == "zoom+lungs":
+            from xrayest.lungs import crop_to_lungs
+
+            return crop_to_lungs(out)
+        return out
     if kind == "flip":
         return images[:, :, ::-1]
     if kind == "affine":  # one random zoom (0.9-1.1) and shift (up to 8% each way) per film, seeded
@@ -79,7 +98,8 @@ def extract(kind, size, cache_dir):
     """The variant's features, from the cache or computed (and cached)."""
     import numpy as np
 
-    name = {"plain": "plain", "blur": "blur1.0", "clahe": "clahe", "flip": "flip", "affine": "affine"}[kind]
+    name = {"plain": "plain", "blur": "blur1.0", "clahe": "clahe", "flip": "flip", "affine": "affine",
+            "lungs": "lungs", "zoom": "zoom", "zoom+lungs": "zoom_lungs"}[kind]
     path = Path(cache_dir) / f"feat_{name}_{size}.npz"
     if path.exists():
         return np.load(path)

@@ -109,6 +109,46 @@ class TestSoftVote:
         with pytest.raises(ValueError, match="no member of this ensemble"):
             EnsembleClassifier([frozen], n_members=1, random_state=0).fit(X, y).adapt(X)
 
+    def test_adapt_estimates_the_site_class_mix_and_saves_it(self, tmp_path):
+        """adapt(priors=True): the vote's probabilities on the site's films re-weighted by the class mix EM
+        finds there (label_shift.adapt_to_priors on the adapted vote), kept in the saved file."""
+        X, y = make_images(100, 32, 2, seed=3)
+        vote = EnsembleClassifier([member(), member(backbone="vgg16", hidden_units=(), batch_norm=True)],
+                                  n_members=1, random_state=0).fit(X, y)
+        np.testing.assert_allclose(vote.class_prior_, [0.5, 0.5])
+        site = X[np.r_[np.flatnonzero(y == 1), np.flatnonzero(y == 0)[:10]]]  # a site of mostly class 1
+        adapted = vote.adapt(site, priors=True, tent_steps=0)
+        members = vote.adapt(site, tent_steps=0)  # the same members, without the class mix
+        raw = members.predict_proba(site)
+        expected = adapt_to_priors(raw, vote.class_prior_)[1]
+        np.testing.assert_allclose(adapted.site_prior_, expected)
+        shifted = raw * adapted.site_prior_ / vote.class_prior_
+        np.testing.assert_allclose(adapted.predict_proba(site), shifted / shifted.sum(1, keepdims=True), rtol=1e-6)
+        assert adapted.site_prior_[1] > 0.5 and not hasattr(vote, "site_prior_")
+        loaded = xrayest.load(adapted.save(tmp_path / "site.keras"))
+        np.testing.assert_allclose(loaded.site_prior_, adapted.site_prior_)
+        np.testing.assert_allclose(loaded.predict_proba(site), adapted.predict_proba(site), atol=1e-5)
+        with pytest.raises(ValueError, match="at least 50"):
+            vote.adapt(site[:20], priors=True)
+
+    def test_fit_with_unlabeled_images_adapts_every_member(self):
+        """Label -1 rows: the members train on the labeled rows, then the vote is adapted to the unlabeled ones
+        (a cascade stage by stage, a frozen trunk through its BatchNorm head)."""
+        from xrayest import CascadeClassifier, make_recipe
+
+        X, y = make_images(36, 32, 3, seed=4)
+        labels = np.array(["bacterial", "normal", "viral"])[y].astype(object)
+        labels[:6] = -1
+        cascade = make_recipe("pediatric_cascade", image_size=32, epochs=1, batch_size=8)
+        frozen_bn = member(backbone="vgg16", hidden_units=(), batch_norm=True)
+        vote = EnsembleClassifier([member(), cascade, frozen_bn], n_members=1, random_state=0).fit(X, labels)
+        assert vote.adapted_to_ == 6 and list(vote.classes_) == ["bacterial", "normal", "viral"]
+        cnn, fitted_cascade, frozen = vote.estimators_
+        assert isinstance(fitted_cascade, CascadeClassifier) and fitted_cascade.adapted_to_ == 6
+        assert cnn.adapted_to_ == 6 and frozen.adapted_to_ == 6
+        assert frozen.adaptation_ == {"batch_norm_statistics": False, "tent_steps": 10}
+        np.testing.assert_allclose(vote.class_prior_, [1 / 3] * 3)
+
     @pytest.mark.parametrize("params, match", [({"vote_weights": [1.0]}, "vote_weights has 1 weights for 2"),
                                                ({"vote_weights": [1.0, -1.0]}, "vote_weights"),
                                                ({"vote_weights": [0.0, 0.0]}, "vote_weights are all zero"),

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 from .atomic import all_or_nothing
 from .inputs import n_rows, take_rows
 from .params import constraints_for, validate_params
+from .targets import labeled_values, unlabeled_rows
 
 __all__ = ["CascadeClassifier", "from_saved"]
 
@@ -131,7 +132,16 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
 
     @all_or_nothing
     def fit(self, X, y):
-        """Fit each stage on the images that reach it, with the stage's own labels."""
+        """Fit each stage on the images that reach it, with the stage's own labels.
+
+        Images labeled -1 (unlabeled films of the site the model is for, as scikit-learn's semi-supervised
+        estimators take them) are left out of the stages' training and the fitted cascade is then
+        adapted to them (:meth:`adapt`)."""
+        rows = unlabeled_rows(y)
+        if rows is not None:
+            self.fit(take_rows(X, rows[0]), labeled_values(y, rows[0]))
+            vars(self).update(vars(self.adapt(take_rows(X, rows[1]))))
+            return self
         validate_params(self)
         bad = [stage for stage in self.stages if len(stage) != 3 or not isinstance(stage[0], str)
                or not hasattr(stage[1], "fit")]
@@ -180,13 +190,13 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X):
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
-    def adapt(self, X):
-        """A copy of this cascade adapted to the unlabeled images X of a new site (AdaBN, stage by stage).
+    def adapt(self, X, *, tent_steps=10, tent_learning_rate=1e-3):
+        """A copy of this cascade adapted to the unlabeled images X of a new site, stage by stage.
 
-        The root stage is adapted to every image of X (:meth:`~xrayest.XrayCNNClassifier.adapt`); each later
-        stage to the images the adapted stages above it send to it, as in training, where a stage only
-        sees the images of its group.  A stage that receives fewer than two images, or whose trunk is
-        frozen, is kept as it was.  This cascade is left as it was.
+        The root stage is adapted to every image of X (:meth:`~xrayest.XrayCNNClassifier.adapt`: AdaBN and
+        ``tent_steps`` TENT steps); each later stage to the images the adapted stages above it send to it,
+        as in training, where a stage only sees the images of its group.  A stage that receives fewer than
+        two images, or has no BatchNorm to adapt, is kept as it was.  This cascade is left as it was.
         """
         import copy
 
@@ -200,7 +210,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
             name, rows = pending.pop()
             stage, images = self.estimators_[name], take_rows(X, rows)
             if is_adaptable(stage) and len(rows) >= 2:
-                stage = stage.adapt(images)
+                stage = stage.adapt(images, tent_steps=tent_steps, tent_learning_rate=tent_learning_rate)
             adapted.estimators_[name] = stage
             below = [outcome for outcome in self.plan_[name] if outcome in self.plan_ and outcome != name]
             if below and len(rows):  # route the images on; a last stage sends none further

@@ -17,14 +17,15 @@ from .cache import estimator_cache
 from .device import device_scope, resolve_precision, check_cpu_precision
 from .head_training import predict_head
 from .heads import EMBEDDING_LAYER, build_head, head_loss
-from .inputs import as_image_source, check_n_features, chunk_size
+from .inputs import as_image_source, check_n_features, chunk_size, take_rows
+from .lungs import crop_source
 from .layers import OnGray
 from .multilabel import masked_subset_accuracy
 from .optimizers import build_optimizer, check_optimizer_learning_rate
-from .params import constraints_for, validate_param, validate_params
+from .params import constraints_for, validate_arguments, validate_param, validate_params
 from .pipeline import PackedImages, image_dataset
 from .seeding import seeded
-from .targets import check_groups, dense_target, fit_targets, output_count
+from .targets import check_groups, dense_target, fit_targets, labeled_values, output_count, unlabeled_rows
 from .callbacks import EpochTimer, RecalibratedValidation, fit_callbacks
 from .training import (choose_loop, has_trainable_batch_norm, plan_training, recalibrate_batch_norm, run_phase,
                        stratified_split)
@@ -59,6 +60,11 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         None for random, or a ``.weights.h5`` file.
     image_size : int or (int, int), optional
         Size images are resized to inside the model; default the backbone's own.
+    crop : {None, "lungs"}, default=None
+        "lungs": every image this classifier trains on, predicts or adapts to is first cut to its lung
+        fields (:mod:`xrayest.lungs`: thresholds and morphology, no trained model), so the film's
+        framing, borders and edge markers are not what it learns.  The crop is part of the model:
+        saved with it, and part of the cached features' keys.
     pooling : {"avg", "max", "flatten"}, default="avg"
         How the backbone's feature map becomes a vector.
     hidden_units : int or sequence of int, default=(256,)
@@ -193,13 +199,13 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints = constraints_for(
-        "backbone", "weights", "image_size", "pooling", "hidden_units", "dropout", "batch_norm", "l2", "optimizer",
-        "learning_rate", "epochs", "batch_size", "validation_split", "class_weight", "augment", "freeze_backbone",
-        "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate", "early_stopping", "reduce_lr", "lr_schedule",
-        "tta", "callbacks", "training_loop", "cache_features", "cache_dir", "device", "precision", "random_state",
-        "verbose")
+        "backbone", "weights", "image_size", "crop", "pooling", "hidden_units", "dropout", "batch_norm", "l2",
+        "optimizer", "learning_rate", "epochs", "batch_size", "validation_split", "class_weight", "augment",
+        "freeze_backbone", "fine_tune", "fine_tune_epochs", "fine_tune_learning_rate", "early_stopping", "reduce_lr",
+        "lr_schedule", "tta", "callbacks", "training_loop", "cache_features", "cache_dir", "device", "precision",
+        "random_state", "verbose")
 
-    def __init__(self, backbone="vgg16", *, weights="imagenet", image_size=None, pooling="avg",
+    def __init__(self, backbone="vgg16", *, weights="imagenet", image_size=None, crop=None, pooling="avg",
                  hidden_units=(256,), dropout=0.5, batch_norm=False, l2=0.0, optimizer="adam",
                  learning_rate=1e-3, epochs=20, batch_size=32, validation_split=0.0, class_weight=None,
                  augment=None, freeze_backbone="auto", fine_tune=None, fine_tune_epochs=0,
@@ -209,6 +215,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         self.backbone = backbone
         self.weights = weights
         self.image_size = image_size
+        self.crop = crop
         self.pooling = pooling
         self.hidden_units = hidden_units
         self.dropout = dropout
@@ -265,7 +272,16 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         groups : array-like of shape (n,), optional
             Patient (or study) of each image: ``validation_split`` then holds whole groups out
             (stratified by class where the groups allow), so no patient is on both sides.
+
+        Images labeled -1 (the int, or the string "-1"), as scikit-learn's semi-supervised estimators
+        take them, are unlabeled films of the site the model is for: the classifier trains on the
+        labeled images, then adapts to the unlabeled ones (:meth:`adapt`, with its defaults), and
+        ``adapted_to_`` counts them.
         """
+        rows = unlabeled_rows(y)
+        if rows is not None:
+            return self._fit_then_adapt(X, y, rows, sample_weight=sample_weight, validation_data=validation_data,
+                                        groups=groups)
         validate_params(self)
         check_optimizer_learning_rate(self.optimizer, self.learning_rate)
         check_cpu_precision(self.precision, self.device)
@@ -277,11 +293,11 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                              fine_tune=self.fine_tune, fine_tune_epochs=self.fine_tune_epochs,
                              augmented=augment is not None, epochs=self.epochs, learning_rate=self.learning_rate,
                              fine_tune_learning_rate=self.fine_tune_learning_rate)
-        source = as_image_source(X, warn_unit_range=True)
+        source = crop_source(as_image_source(X, warn_unit_range=True), self.crop)
         targets = fit_targets(y, len(source), class_weight=self.class_weight, sample_weight=sample_weight)
         groups = None if groups is None else check_groups(groups, len(source))
         check_n_features(self, source, reset=True)
-        validation = _validation_source(validation_data, targets)
+        validation = _validation_source(validation_data, targets, self.crop)
         split = self._make_validation_split(targets, groups, validation)
         self.classes_, self.image_size_, self.training_plan_ = targets.classes, image_size, plan
         self.precision_ = precision
@@ -312,6 +328,20 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self
 
     # ------------------------------------------------------------------ the steps of fit
+    def _fit_then_adapt(self, X, y, rows, *, sample_weight, validation_data, groups):
+        """``fit`` on the labeled ``rows[0]``, then this estimator adapted to the unlabeled images ``rows[1]``."""
+        labeled, unlabeled = rows
+        self.fit(take_rows(X, labeled), labeled_values(y, labeled),
+                 sample_weight=None if sample_weight is None else take_rows(sample_weight, labeled),
+                 validation_data=validation_data, groups=None if groups is None else take_rows(groups, labeled))
+        if is_adaptable(self):
+            vars(self).update(vars(self.adapt(take_rows(X, unlabeled))))
+        else:
+            warnings.warn(f"fit got {len(unlabeled)} unlabeled images (label -1), but this classifier has no "
+                          "BatchNorm to adapt (a trained trunk's, or a head's with batch_norm=True); they were "
+                          "left out", UserWarning, stacklevel=3)
+        return self
+
     def _make_trunk(self, plan, spec, image_size) -> Trunk:
         """The trunk ``plan`` starts from, for the backbone ``spec`` (resolved once, at the start of fit)."""
         if plan.trunk == "frozen":
@@ -480,7 +510,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         import keras
 
         check_is_fitted(self, "head_")
-        source = as_image_source(X, warn_unit_range=True)
+        source = crop_source(as_image_source(X, warn_unit_range=True), self.crop)
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
             if self.trunk_.is_frozen and not tta:
@@ -549,29 +579,39 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self._outputs(X, keras.Model(head.input, head.get_layer(layer).output))
 
     # ------------------------------------------------------------------ a new site
-    def adapt(self, X):
-        """A copy of this classifier adapted to the unlabeled images X of a new site (AdaBN).
+    def adapt(self, X, *, tent_steps=10, tent_learning_rate=1e-3):
+        """A copy of this classifier adapted to the unlabeled images X of a new site.
 
-        Every BatchNorm layer of the trained trunk normalises with moving statistics learned on
-        the training images; films from another hospital (other exposure, sharpness, processing)
-        reach each layer with other statistics.  AdaBN (Li et al., 2016) re-estimates those
-        statistics on the new site's images, with no labels and no change to any weight.  The
-        returned estimator predicts with them; this one is left as it was.
+        Two adaptations that need no labels (:mod:`xrayest.adaptation`), each where this classifier has
+        what it works on:
+
+        - AdaBN (Li et al., 2016), for a trunk that was trained (from scratch, or
+          ``freeze_backbone=False``): its BatchNorm statistics, learned on the training films,
+          re-estimated on X (no weight changes);
+        - TENT (Wang et al., 2021): ``tent_steps`` Adam steps, each on one batch of X, that lower the
+          entropy of the predictions by moving only the scale and offset of the BatchNorm layers (a
+          trained trunk's and the head's, ``batch_norm=True``); a trained trunk's statistics are then
+          re-estimated once more.  A frozen pretrained trunk is left as it is: its head's BatchNorm
+          (on the cached features) is what TENT moves.
 
         Adapt to a batch of a few hundred images from one site, and use the adapted copy for that
-        site only: its predictions for an image depend on the images it was adapted to.  Needs a
-        trunk that was trained (a from-scratch backbone, or ``freeze_backbone=False``): a frozen
-        pretrained trunk keeps the statistics of its own training images.
+        site only: its predictions for an image depend on the images it was adapted to.  This
+        estimator is left as it was.
 
         Parameters
         ----------
         X : array of images or sequence of image paths
             Unlabeled images of the new site (at least two).
+        tent_steps : int, default=10
+            TENT steps (one batch of ``batch_size`` images of X each, cycling over X); 0: AdaBN only.
+        tent_learning_rate : float, default=1e-3
+            Adam's learning rate for the TENT steps.
 
         Returns
         -------
         XrayCNNClassifier
-            The adapted copy; its ``adapted_to_`` is the number of images it was adapted to.
+            The adapted copy; ``adapted_to_`` is the number of images it was adapted to, ``adaptation_``
+            what was done (``{"batch_norm_statistics": bool, "tent_steps": int}``).
 
         Examples
         --------
@@ -581,26 +621,46 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         >>> X = rng.integers(0, 200, (20, 32, 32), dtype=np.uint8)
         >>> X_new = rng.integers(50, 255, (8, 32, 32), dtype=np.uint8)  # another site: brighter films
         >>> clf = XrayCNNClassifier("small_cnn", weights=None, image_size=32, epochs=1, random_state=0)
-        >>> site = clf.fit(X, [0, 1] * 10).adapt(X_new)
-        >>> site.adapted_to_, site.predict_proba(X_new).shape, hasattr(clf, "adapted_to_")
-        (8, (8, 2), False)
+        >>> site = clf.fit(X, [0, 1] * 10).adapt(X_new, tent_steps=2)
+        >>> site.adapted_to_, site.adaptation_, site.predict_proba(X_new).shape, hasattr(clf, "adapted_to_")
+        (8, {'batch_norm_statistics': True, 'tent_steps': 2}, (8, 2), False)
         """
         import pickle
 
+        from .adaptation import affine_batch_norm_weights, entropy_steps
+
         check_is_fitted(self, "head_")
+        validate_arguments("adapt", tent_steps=tent_steps, tent_learning_rate=tent_learning_rate)
         if not is_adaptable(self):
-            raise ValueError("adapt re-estimates the BatchNorm statistics of a trained trunk; this classifier's trunk "
-                             "is frozen or has no BatchNorm layers (fit a from-scratch backbone, or pass "
-                             "freeze_backbone=False)")
-        source = as_image_source(X, warn_unit_range=True)
+            raise ValueError("adapt re-estimates the BatchNorm statistics of a trained trunk and moves BatchNorm "
+                             "scales and offsets; this classifier's trunk is frozen or has no BatchNorm, and its head "
+                             "has none (fit a from-scratch backbone, pass freeze_backbone=False, or batch_norm=True)")
+        source = crop_source(as_image_source(X, warn_unit_range=True), self.crop)
         check_n_features(self, source, reset=False)
         if len(source) < 2:
             raise ValueError(f"adapt needs at least 2 images of the new site to estimate statistics; got {len(source)}")
         adapted = pickle.loads(pickle.dumps(self))  # a separate network: this estimator stays as it was
+        trained = not adapted.trunk_.is_frozen and has_trainable_batch_norm(adapted.trunk_.model)
+        steps = tent_steps if affine_batch_norm_weights(adapted.head_) or trained else 0
+        rng = np.random.default_rng(self.random_state)
         with device_scope(self.device):
-            packed = PackedImages.from_source(source, self.image_size_)
-            recalibrate_batch_norm(adapted.trunk_.model, packed.batches(np.arange(len(source)), self.batch_size))
+            if trained:
+                packed = PackedImages.from_source(source, self.image_size_)
+                everything = np.arange(len(source))
+                recalibrate_batch_norm(adapted.trunk_.model, packed.batches(everything, self.batch_size))
+                if steps:
+                    entropy_steps(adapted.model_, (source.batch(*span, self.image_size_)
+                                                   for span in _cycled_batches(len(source), self.batch_size, steps,
+                                                                               rng)),
+                                  learning_rate=tent_learning_rate)
+                    recalibrate_batch_norm(adapted.trunk_.model, packed.batches(everything, self.batch_size))
+            elif steps:
+                feats = adapted.trunk_.features(source, batch_size=self.batch_size, cache=estimator_cache(self))
+                entropy_steps(adapted.head_, (feats[a:b] for a, b in
+                                              _cycled_batches(len(source), self.batch_size, steps, rng)),
+                              learning_rate=tent_learning_rate)
         adapted.adapted_to_ = len(source)
+        adapted.adaptation_ = {"batch_norm_statistics": trained, "tent_steps": steps}
         return adapted
 
     # ------------------------------------------------------------------ saving
@@ -669,21 +729,36 @@ class _PhaseData:
 
 
 def is_adaptable(estimator) -> bool:
-    """Whether ``estimator.adapt`` can adapt it: a fitted XrayCNNClassifier whose trained trunk has BatchNorm
-    layers, or an ensemble or cascade holding one."""
+    """Whether ``estimator.adapt`` can adapt it: a fitted XrayCNNClassifier whose trained trunk or head has
+    BatchNorm layers, or an ensemble or cascade holding one."""
+    from .adaptation import affine_batch_norm_weights
+
     if isinstance(estimator, XrayCNNClassifier):
-        trunk = getattr(estimator, "trunk_", None)
-        return trunk is not None and not trunk.is_frozen and has_trainable_batch_norm(trunk.model)
+        trunk, head = getattr(estimator, "trunk_", None), getattr(estimator, "head_", None)
+        if trunk is None or head is None:
+            return False
+        return bool((not trunk.is_frozen and has_trainable_batch_norm(trunk.model))
+                    or affine_batch_norm_weights(head))
     members = getattr(estimator, "estimators_", None)
     members = members.values() if isinstance(members, dict) else members or []
     return any(is_adaptable(member) for member in members)
 
 
-def _validation_source(validation_data, targets):
+def _cycled_batches(n: int, batch_size: int, steps: int, rng):
+    """``steps`` ``(start, stop)`` spans of batches over rows ``0..n`` (contiguous, in a shuffled order of the
+    batches, cycling when there are fewer batches than steps)."""
+    spans = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    order = []
+    while len(order) < steps:
+        order += list(rng.permutation(len(spans)))
+    return [spans[k] for k in order[:steps]]
+
+
+def _validation_source(validation_data, targets, crop):
     """``validation_data`` as ``(image source, labels encoded as y's)``, or None."""
     if validation_data is None:
         return None
-    source = as_image_source(validation_data[0])
+    source = crop_source(as_image_source(validation_data[0]), crop)
     return source, targets.encode(validation_data[1], len(source))
 
 

@@ -34,9 +34,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .atomic import all_or_nothing
-from .inputs import n_rows
+from .inputs import n_rows, take_rows
 from .params import constraints_for, validate_params
 from .seeding import derive_seeds
+from .targets import labeled_values, unlabeled_rows
 
 __all__ = ["EnsembleClassifier", "member_seeds"]
 
@@ -70,8 +71,14 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
     seeds_ : list of int
         The ``random_state`` each estimator's members were fitted with.
     classes_ : ndarray
+    class_prior_ : ndarray
+        The share of each class among the labeled training images (single-label y).
     adapted_to_ : int
-        Only on a copy returned by :meth:`adapt`: the number of images it was adapted to.
+        Only on a copy returned by :meth:`adapt` (or after a fit with unlabeled images): the number of
+        images it was adapted to.
+    site_prior_ : ndarray
+        Only where :meth:`adapt` estimated it (``priors=True``): the class mix of the new site's images,
+        under which ``predict_proba`` answers.
 
     Examples
     --------
@@ -114,7 +121,18 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     @all_or_nothing
     def fit(self, X, y, **fit_params):
-        """Fit each member on ``(X, y)`` in turn; ``fit_params`` (``groups``, ...) go to every member."""
+        """Fit each member on ``(X, y)`` in turn; ``fit_params`` (``groups``, ...) go to every member.
+
+        Images labeled -1 (unlabeled films of the site the model is for, as scikit-learn's semi-supervised
+        estimators take them) are left out of the members' training, and the fitted ensemble is then
+        adapted to them (:meth:`adapt`, with its defaults)."""
+        rows = unlabeled_rows(y)
+        if rows is not None:
+            labeled = {k: (take_rows(v, rows[0]) if k in ("groups", "sample_weight") and v is not None else v)
+                       for k, v in fit_params.items()}
+            self.fit(take_rows(X, rows[0]), labeled_values(y, rows[0]), **labeled)
+            vars(self).update(vars(self.adapt(take_rows(X, rows[1]))))
+            return self
         validate_params(self)
         kinds = self._estimators()
         if self.vote_weights is not None and len(self.vote_weights) != len(kinds):
@@ -131,31 +149,68 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"EnsembleClassifier: members learned other classes ({list(member.classes_)} "
                                  f"against {list(first)})")
         self.seeds_, self.estimators_, self.classes_ = seeds, estimators, first
+        self.class_prior_ = _class_prior(y, first)
         return self
 
     def predict_proba(self, X):
-        """The weighted mean of the members' probabilities, columns in ``classes_`` order."""
+        """The weighted mean of the members' probabilities, columns in ``classes_`` order (under the new site's
+        class mix where :meth:`adapt` estimated one, ``site_prior_``)."""
         check_is_fitted(self, "estimators_")
+        total = self._vote(X)
+        site = getattr(self, "site_prior_", None)
+        if site is not None:
+            total = total * (site / self.class_prior_)
+            total /= total.sum(axis=1, keepdims=True)
+        return total
+
+    def _vote(self, X):
         total = None
         for member, weight in zip(self.estimators_, self._member_weights()):
             proba = weight * np.asarray(member.predict_proba(X), dtype=np.float64)
             total = proba if total is None else total + proba
         return total
 
-    def adapt(self, X):
-        """A copy adapted to the unlabeled images X of a new site: each member that can be
-        (:meth:`~xrayest.XrayCNNClassifier.adapt`, AdaBN: a trained trunk with BatchNorm) is adapted, the others
-        (frozen pretrained trunks) kept as they are.  This ensemble is left as it was."""
+    def adapt(self, X, *, tent_steps=10, tent_learning_rate=1e-3, priors=False):
+        """A copy adapted to the unlabeled images X of a new site, in one call.
+
+        Each member is adapted (:meth:`XrayCNNClassifier.adapt <xrayest.XrayCNNClassifier.adapt>`: AdaBN of a
+        trained trunk, ``tent_steps`` TENT steps on its BatchNorm scales and offsets, a frozen trunk's head
+        included; cascades stage by stage); a member with no BatchNorm at all is kept as it is.  With
+        ``priors=True`` the class mix of X is then estimated from the adapted vote's probabilities by EM
+        (:func:`xrayest.label_shift.adapt_to_priors`, Saerens et al. 2002) and the copy's ``predict_proba``
+        answers under it (``site_prior_``).  This ensemble is left as it was.
+
+        Parameters
+        ----------
+        X : array of images or sequence of image paths
+            Unlabeled images of the new site (a few hundred; at least 50 for ``priors=True``).
+        tent_steps, tent_learning_rate
+            As for :meth:`XrayCNNClassifier.adapt <xrayest.XrayCNNClassifier.adapt>`.
+        priors : bool, default=False
+            Also estimate the new site's class mix (single-label ensembles).
+        """
         import copy
 
         from .classifier import is_adaptable
+        from .label_shift import MIN_BATCH, adapt_to_priors
 
         check_is_fitted(self, "estimators_")
-        if not is_adaptable(self):
-            raise ValueError("adapt re-estimates the BatchNorm statistics of trained trunks; no member of this "
-                             "ensemble has one (every trunk is frozen or has no BatchNorm)")
+        if not is_adaptable(self) and not priors:
+            raise ValueError("adapt re-estimates BatchNorm statistics and moves BatchNorm scales and offsets; no "
+                             "member of this ensemble has BatchNorm (a trained trunk's, or a head's with "
+                             "batch_norm=True)")
+        if priors and getattr(self, "class_prior_", None) is None:
+            raise ValueError("adapt(priors=True) re-estimates the class mix of a single-label ensemble; this one "
+                             "has no training class mix (a multi-label y, or a file saved without it)")
+        if priors and n_rows(X) < MIN_BATCH:
+            raise ValueError(f"adapt(priors=True) estimates the new site's class mix from its images; {n_rows(X)} "
+                             f"images are too few (at least {MIN_BATCH})")
         adapted = copy.copy(self)
-        adapted.estimators_ = [member.adapt(X) if is_adaptable(member) else member for member in self.estimators_]
+        adapted.estimators_ = [member.adapt(X, tent_steps=tent_steps, tent_learning_rate=tent_learning_rate)
+                               if is_adaptable(member) else member for member in self.estimators_]
+        adapted.__dict__.pop("site_prior_", None)
+        if priors:
+            adapted.site_prior_ = adapt_to_priors(adapted._vote(X), self.class_prior_)[1]
         adapted.adapted_to_ = n_rows(X)
         return adapted
 
@@ -183,8 +238,20 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         meta = {"estimator": type(self).__name__, "params": plain_params(params),
                 "classes": first["classes"], "classes_dtype": first["classes_dtype"],
                 "state": {"image_size_": first["state"]["image_size_"], "seeds_": list(self.seeds_),
+                          **{k: np.asarray(getattr(self, k)).tolist() for k in ("class_prior_", "site_prior_")
+                             if getattr(self, k, None) is not None},
                           "n_estimators": len(self._estimators()), "members": members_meta}}
         return write_model(path, keras.Model(images, outputs, name="ensemble"), meta)
+
+
+def _class_prior(y, classes):
+    """The share of each of ``classes`` in a single-label ``y``; None for a multi-label one."""
+    values = np.asarray(y)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values.reshape(-1)
+    if values.ndim != 1:
+        return None
+    return np.array([np.mean(values == c) for c in np.asarray(classes).tolist()])
 
 
 def with_seed(estimator, seed):
@@ -231,4 +298,12 @@ def from_saved(model, meta: dict, path, device="auto") -> EnsembleClassifier:
     seeds = meta["state"].get("seeds_")  # files written before seeds_ was saved: each member's own
     ensemble.seeds_ = list(seeds) if seeds is not None else [getattr(m, "random_state", None) for m in members]
     ensemble.classes_ = members[0].classes_
+    for key in ("class_prior_", "site_prior_"):  # files written before the class mix was saved: none
+        value = meta["state"].get(key)
+        if value is not None:
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != (len(ensemble.classes_),) or not np.all(np.isfinite(value)) or np.any(value < 0):
+                raise CorruptModelError(f"corrupt or incompatible model file {path}: {key} {value.tolist()} does not "
+                                        f"fit {len(ensemble.classes_)} classes")
+            setattr(ensemble, key, value)
     return ensemble

@@ -174,6 +174,7 @@ PARAMETERS = {
     "backbone": [InstanceOf(str, "a backbone name"), _KerasModel()],
     "weights": [Options("imagenet"), _NoneConstraint(), _PATH],
     "image_size": [_NoneConstraint(), _POSITIVE_INT, SequenceOf(_POSITIVE_INT)],
+    "crop": [_NoneConstraint(), Options("lungs")],
     "pooling": [Options("avg", "max", "flatten")],
     "hidden_units": [_POSITIVE_INT, SequenceOf(_POSITIVE_INT, allow_empty=True)],
     "dropout": [Interval(Real, 0, 1, "left"), SequenceOf(Interval(Real, 0, 1, "left"))],
@@ -195,6 +196,9 @@ PARAMETERS = {
     "lr_schedule": [_NoneConstraint(), Options("cosine", "step"), Callable()],
     # more than 100 augmented copies move the mean by nothing measurable and cost a forward pass each
     "tta": [Interval(Integral, 0, 100)],
+    # adapt's arguments (XrayCNNClassifier.adapt and the ensembles' and cascades')
+    "tent_steps": [Interval(Integral, 0, None)],
+    "tent_learning_rate": [Interval(Real, 0, None, "neither")],
     "callbacks": [_NoneConstraint(), InstanceOf((list, tuple), "a list of keras callbacks")],
     "training_loop": [Options("auto", "graph", "keras")],
     "cache_features": [InstanceOf(bool, "a bool")],

@@ -100,6 +100,38 @@ def fit_targets(y, n_images: int, *, class_weight=None, sample_weight=None,
     return Targets(classes, encoded, weights, multilabel, output_count(len(classes), multilabel))
 
 
+def unlabeled_rows(y):
+    """``(labeled, unlabeled)`` row indices of a 1-D ``y`` whose entries -1 (the int, or the string "-1")
+    mark unlabeled images, as scikit-learn's semi-supervised estimators take them; None when ``y`` has
+    none, or is a multi-label matrix (where -1 marks a finding left out of the loss).
+
+    >>> unlabeled_rows(["normal", "-1", "viral", -1])
+    (array([0, 2]), array([1, 3]))
+    >>> unlabeled_rows([0, 1, 1]) is None
+    True
+    """
+    values = dense_target(y)
+    array = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array.reshape(-1)
+    if array.ndim != 1:
+        return None
+    marked = np.array([(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v == -1)
+                       or (isinstance(v, (str, np.str_)) and v == "-1") for v in array.tolist()], bool)
+    if not marked.any():
+        return None
+    if marked.all():
+        raise ValueError(f"every label of y is -1 (unlabeled, {len(array)} images): fit needs labeled images too")
+    return np.flatnonzero(~marked), np.flatnonzero(marked)
+
+
+def labeled_values(y, rows) -> np.ndarray:
+    """The labels of ``y`` at ``rows`` (the labeled ones of :func:`unlabeled_rows`) as a plain array: strings stay
+    strings and numbers numbers once the -1 entries are gone."""
+    values = np.asarray(dense_target(y), dtype=object).reshape(-1)[np.asarray(rows, dtype=np.intp)]
+    return np.array(values.tolist())
+
+
 def output_count(n_classes: int, multilabel: bool) -> int:
     """Outputs of the head: one sigmoid for two classes, else one per class (softmax) or per finding (sigmoids).
 
