@@ -246,22 +246,27 @@ def vote(a_file, b_file, weights, save=None):
         test = a[f"{fold}_test"]
         if not np.array_equal(test, b[f"{fold}_test"]):
             sys.exit(f"{fold} differs between the two files: vote runs of the same --folds")
-        pa, pb = a[f"{fold}_proba"][0], b[f"{fold}_proba"][0]
-        ba, bb = a[f"{fold}_bu_proba"][0], b[f"{fold}_bu_proba"][0]
-        mixes = [(pa, ba), (pb, bb)] + [(w * pa + (1 - w) * pb, w * ba + (1 - w) * bb) for w in weights]
-        saved.update({f"{fold}_test": test, f"{fold}_proba": mixes[2][0][None], f"{fold}_bu_proba": mixes[2][1][None]})
-        for name, (p_test, p_bu) in zip(names, mixes):
-            cv, bu = scores(a["y"][test], p_test), scores(a["y_bu"], p_bu)
-            runs[name].append([cv["acc"], cv["f1"], cv["recall_viral"], bu["acc"], bu["recall_normal"]])
+        framed = f"{fold}_framed_proba" in a.files and f"{fold}_framed_proba" in b.files
+        sets = [(f"{fold}_proba", a["y"][test]), (f"{fold}_bu_proba", a["y_bu"])]
+        sets += [(f"{fold}_framed_proba", a["y"][test])] if framed else []
+        pa, pb = [a[key][0] for key, _ in sets], [b[key][0] for key, _ in sets]
+        mixes = [pa, pb] + [[w * x + (1 - w) * z for x, z in zip(pa, pb)] for w in weights]
+        saved.update({f"{fold}_test": test, **{key: p[None] for (key, _), p in zip(sets, mixes[2])}})
+        for name, probas in zip(names, mixes):
+            cv, bu = scores(sets[0][1], probas[0]), scores(sets[1][1], probas[1])
+            out = scores(sets[2][1], probas[2]) if framed else {"acc": np.nan, "recall_normal": np.nan}
+            runs[name].append([cv["acc"], cv["f1"], cv["recall_viral"], bu["acc"], bu["recall_normal"], out["acc"],
+                               out["recall_normal"]])
     base = np.array(runs[names[1]])
     rows = []
     for name in names:
         r = np.array(runs[name])
         d = r - base
-        rows.append([name, *[f"{r[:, k].mean():.3f} ± {r[:, k].std(ddof=1):.3f}" for k in range(5)],
-                     *[f"{d[:, k].mean():+.3f} ± {d[:, k].std(ddof=1):.3f}" for k in (0, 3)]])
+        rows.append([name, *[f"{r[:, k].mean():.3f} ± {r[:, k].std(ddof=1):.3f}" for k in range(7)],
+                     *[f"{d[:, k].mean():+.3f} ± {d[:, k].std(ddof=1):.3f}" for k in (0, 3, 5)]])
     table = markdown_table(["model", "CV acc", "macro-F1", "recall viral", "BU proxy acc", "BU normal recall",
-                            f"CV acc - {names[1]}", f"BU acc - {names[1]}"], rows)
+                            "framed acc", "framed normal recall", f"CV acc - {names[1]}", f"BU acc - {names[1]}",
+                            f"framed acc - {names[1]}"], rows)
     append_results(f"bench_pediatric_cv --vote: soft votes over {len(folds)} folds", table,
                    notes="Mean ± sd over folds; the last two columns are paired differences against the second file.")
     if save:
@@ -271,6 +276,19 @@ def vote(a_file, b_file, weights, save=None):
         record_result("pediatric_new_patients", "pediatric, new patients: 5-fold CV of 1,500 images and the BU "
                                                 "proxy, soft votes of the cascade and `xception_middle`",
                       "; ".join(f"{name}: CV {m[0]:.3f}, proxy {m[3]:.3f}" for name, m in means.items()))
+
+
+def adaptations(clf):
+    """What --adapt scores: ``(name, adapt's arguments)``: the defaults (AdaBN and TENT), AdaBN alone where a trunk
+    trains, and an ensemble's class mix on top of the defaults."""
+    from xrayest import EnsembleClassifier
+    from xrayest.classifier import is_adaptable
+
+    out = [("adapted", {})] if is_adaptable(clf) else []
+    out.append(("adabn", {"tent_steps": 0})) if is_adaptable(clf) else None
+    if isinstance(clf, EnsembleClassifier):
+        out.append(("priors", {"priors": True}))
+    return out
 
 
 def build(recipe, overrides):
@@ -301,9 +319,10 @@ def main():
     parser.add_argument("--snapshots", action="store_true",
                         help="score every epoch's weights and SWA over the last 3/5/10 epochs (see above)")
     parser.add_argument("--adapt", action="store_true",
-                        help="also score AdaBN (XrayCNNClassifier.adapt): BatchNorm statistics re-estimated on the "
-                             "unlabeled test images of each fold, and on the BU proxy's images, before predicting "
-                             "them; --save then writes the adapted probabilities to a second file, NAME_adapted.npz")
+                        help="also score adapt (AdaBN and TENT; AdaBN alone; a vote's class mix) on each target set: "
+                             "the unlabeled test images of each fold, the BU proxy's images and the framed test "
+                             "images, each adapted to before it is predicted; --save then writes the default "
+                             "adaptation's probabilities to a second file, NAME_adapted.npz")
     parser.add_argument("--label", default="", help="name of this variant in the table")
     parser.add_argument("--save", default="", help="write labels and probabilities to this .npz")
     parser.add_argument("--fit-all", action="store_true",
@@ -351,7 +370,7 @@ def main():
     if args.fit_all:
         return fit_all(args, overrides, seeds[0], X, y, X_bu, y_bu)
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(X, y))
-    results, saved, fit_seconds = {"single": [], "ensemble": [], "adapted": []}, {}, []
+    results, saved, fit_seconds = {"single": [], "ensemble": []}, {}, []
     adapted_saved = {}
     curves = {}  # snapshot name -> evaluations over folds x seeds
     for f, (train, test) in enumerate(folds):
@@ -370,18 +389,24 @@ def main():
             assert list(clf.classes_) == CLASSES
             p_tests.append(clf.predict_proba(X[test]))
             p_bus.append(None if X_bu is None else clf.predict_proba(X_bu))
-            p_framed.append(clf.predict_proba(tighter_framing(X[test], seed=f)))
+            framed = tighter_framing(X[test], seed=f)
+            p_framed.append(clf.predict_proba(framed))
             results["single"].append(evaluate(y[test], p_tests[-1], prior, y_bu, p_bus[-1], f, p_framed[-1]))
             print(f"fold {f} seed {seed}: {results['single'][-1]} ({fit_seconds[-1]:.0f} s)", flush=True)
-            if args.adapt:  # AdaBN: each target set's own images, unlabeled, re-estimate the BatchNorm statistics
-                p_test_ad = clf.adapt(X[test]).predict_proba(X[test])
-                p_bu_ad = None if X_bu is None else clf.adapt(X_bu).predict_proba(X_bu)
-                results["adapted"].append(evaluate(y[test], p_test_ad, prior, y_bu, p_bu_ad, f))
-                print(f"fold {f} seed {seed} adapted: {results['adapted'][-1]}", flush=True)
-                adapted_saved.setdefault(f"fold{f}_proba", []).append(p_test_ad)
-                adapted_saved[f"fold{f}_test"] = test
-                if p_bu_ad is not None:
-                    adapted_saved.setdefault(f"fold{f}_bu_proba", []).append(p_bu_ad)
+            for kind, how in adaptations(clf) if args.adapt else []:
+                # each target set's own images, unlabeled, adapted to before it is predicted
+                p_test_ad = clf.adapt(X[test], **how).predict_proba(X[test])
+                p_bu_ad = None if X_bu is None else clf.adapt(X_bu, **how).predict_proba(X_bu)
+                p_framed_ad = clf.adapt(framed, **how).predict_proba(framed)
+                results.setdefault(kind, []).append(evaluate(y[test], p_test_ad, prior, y_bu, p_bu_ad, f,
+                                                             p_framed_ad))
+                print(f"fold {f} seed {seed} {kind}: {results[kind][-1]}", flush=True)
+                if kind == "adapted":
+                    adapted_saved.setdefault(f"fold{f}_proba", []).append(p_test_ad)
+                    adapted_saved.setdefault(f"fold{f}_framed_proba", []).append(p_framed_ad)
+                    adapted_saved[f"fold{f}_test"] = test
+                    if p_bu_ad is not None:
+                        adapted_saved.setdefault(f"fold{f}_bu_proba", []).append(p_bu_ad)
         if len(seeds) > 1:
             p_bu = None if X_bu is None else np.mean(p_bus, axis=0)
             results["ensemble"].append(evaluate(y[test], np.mean(p_tests, axis=0), prior, y_bu, p_bu, f))
@@ -410,7 +435,8 @@ def main():
             values = np.array([r[key] for r in runs if key in r])
             cells.append(f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}"
                          if len(values) else "-")
-        kinds = {"single": "1 model", "adapted": "AdaBN on each target set"}
+        kinds = {"single": "1 model", "adapted": "adapt() on each target set", "adabn": "AdaBN only",
+                 "priors": "adapt(priors=True)"}
         label = f"{name} ({kinds.get(kind, f'{len(seeds)}-seed mean')})"
         rows.append([label, *cells])
     table = markdown_table(["model", "CV acc", "macro-F1", "recall normal", "recall bacterial", "recall viral",

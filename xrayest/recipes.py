@@ -106,8 +106,9 @@ def make_recipe(name: str, classes=None, normal: str = "normal", **overrides):
 
         vote = VOTES[name]
         seed = overrides.pop("random_state", None)
-        members = [make_recipe(recipe, classes=classes, normal=normal, **overrides) if recipe in CASCADES
-                   else make_recipe(recipe, **overrides) for recipe in vote["recipes"]]
+        own = vote.get("overrides", [{}] * len(vote["recipes"]))  # each member's settings over its recipe's
+        members = [make_recipe(recipe, classes=classes, normal=normal, **{**mine, **overrides}) if recipe in CASCADES
+                   else make_recipe(recipe, **{**mine, **overrides}) for recipe, mine in zip(vote["recipes"], own)]
         return EnsembleClassifier(members, n_members=1, vote_weights=list(vote["vote_weights"]), random_state=seed)
 
     if name in CASCADES:
