@@ -252,11 +252,12 @@ def test_pediatric_pneumonia_recipe_is_a_vote_of_the_cascade_and_xception_and_sa
     model = make_recipe("pediatric_pneumonia", weights=None, epochs=1, image_size=75, batch_size=8, random_state=0)
     cascade, xception = model.estimator
     params = cascade.get_params()
-    assert isinstance(model, EnsembleClassifier) and model.vote_weights == [0.3, 0.7] and model.random_state == 0
+    assert isinstance(model, EnsembleClassifier) and model.vote_weights == [0.5, 0.5] and model.random_state == 0
     assert isinstance(cascade, CascadeClassifier) and [name for name, _, _ in cascade.stages] == ["root", "infected"]
     assert params["root__backbone"] == params["infected__backbone"] == "sutd_cnn"
     assert params["root__validation_split"] == params["infected__validation_split"] == 0.0  # every image given
     assert xception.backbone == "xception_middle" and xception.get_params()["batch_norm"] is True
+    assert xception.crop == "lungs" and cascade.get_params()["root__crop"] is None
     model.fit(X, labels)
     model.save(tmp_path / "pediatric.keras")
     again = load(tmp_path / "pediatric.keras")
