@@ -119,7 +119,9 @@ def test_fit_with_unlabeled_images_trains_on_the_rest_and_adapts_to_them(fitted)
     expected = clf.adapt(site)  # the same seed: the same training, then the same adaptation
     np.testing.assert_allclose(semi.predict_proba(site), expected.predict_proba(site), atol=1e-4)
     with pytest.raises(ValueError, match="every label of y is -1"):
-        XrayCNNClassifier(**clf.get_params()).fit(X, [-1] * len(X))
+        XrayCNNClassifier(**clf.get_params()).fit(X, ["-1"] * len(X))
+    numeric = XrayCNNClassifier(**clf.get_params()).fit(X, [-1, 1] * 12)  # numeric labels: -1 is a class
+    assert list(numeric.classes_) == [-1, 1] and not hasattr(numeric, "adapted_to_")
 
 
 def test_fit_with_unlabeled_images_on_a_classifier_without_batch_norm_warns():
@@ -127,5 +129,5 @@ def test_fit_with_unlabeled_images_on_a_classifier_without_batch_norm_warns():
     X = rng.integers(0, 160, (20, 32, 32), dtype=np.uint8)
     clf = XrayCNNClassifier("vgg16", weights=None, image_size=32, epochs=1, random_state=0)
     with pytest.warns(UserWarning, match="4 unlabeled images"):
-        clf.fit(X, [0, 1] * 8 + [-1] * 4)
-    assert list(clf.classes_) == [0, 1] and not hasattr(clf, "adapted_to_")
+        clf.fit(X, ["a", "b"] * 8 + [-1] * 4)
+    assert list(clf.classes_) == ["a", "b"] and not hasattr(clf, "adapted_to_")

@@ -273,10 +273,10 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
             Patient (or study) of each image: ``validation_split`` then holds whole groups out
             (stratified by class where the groups allow), so no patient is on both sides.
 
-        Images labeled -1 (the int, or the string "-1"), as scikit-learn's semi-supervised estimators
-        take them, are unlabeled films of the site the model is for: the classifier trains on the
-        labeled images, then adapts to the unlabeled ones (:meth:`adapt`, with its defaults), and
-        ``adapted_to_`` counts them.
+        With string labels, images labeled -1 (the int, or the string "-1"), as scikit-learn's
+        semi-supervised estimators take them, are unlabeled films of the site the model is for: the
+        classifier trains on the labeled images, then adapts to the unlabeled ones (:meth:`adapt`, with
+        its defaults), and ``adapted_to_`` counts them.
         """
         rows = unlabeled_rows(y)
         if rows is not None:

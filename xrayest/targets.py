@@ -101,13 +101,14 @@ def fit_targets(y, n_images: int, *, class_weight=None, sample_weight=None,
 
 
 def unlabeled_rows(y):
-    """``(labeled, unlabeled)`` row indices of a 1-D ``y`` whose entries -1 (the int, or the string "-1")
-    mark unlabeled images, as scikit-learn's semi-supervised estimators take them; None when ``y`` has
-    none, or is a multi-label matrix (where -1 marks a finding left out of the loss).
+    """``(labeled, unlabeled)`` row indices of a 1-D ``y`` of string labels whose entries -1 (the int, or the
+    string "-1") mark unlabeled images, as scikit-learn's semi-supervised estimators take them; None when ``y``
+    has none, holds numeric labels (where -1 is a class, as in scikit-learn's binary -1 / 1), or is a
+    multi-label matrix (where -1 marks a finding left out of the loss).
 
     >>> unlabeled_rows(["normal", "-1", "viral", -1])
     (array([0, 2]), array([1, 3]))
-    >>> unlabeled_rows([0, 1, 1]) is None
+    >>> unlabeled_rows([-1, 1, 1]) is None   # numeric labels: -1 is a class
     True
     """
     values = dense_target(y)
@@ -116,10 +117,11 @@ def unlabeled_rows(y):
         array = array.reshape(-1)
     if array.ndim != 1:
         return None
+    values = array.tolist()
     marked = np.array([(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v == -1)
-                       or (isinstance(v, (str, np.str_)) and v == "-1") for v in array.tolist()], bool)
-    if not marked.any():
-        return None
+                       or (isinstance(v, (str, np.str_)) and v == "-1") for v in values], bool)
+    if not marked.any() or not all(isinstance(v, (str, np.str_)) for v, m in zip(values, marked) if not m):
+        return None  # numeric labels: -1 is a class (scikit-learn's binary -1 / 1)
     if marked.all():
         raise ValueError(f"every label of y is -1 (unlabeled, {len(array)} images): fit needs labeled images too")
     return np.flatnonzero(~marked), np.flatnonzero(marked)
