@@ -648,10 +648,9 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
                 packed = PackedImages.from_source(source, self.image_size_)
                 everything = np.arange(len(source))
                 recalibrate_batch_norm(adapted.trunk_.model, packed.batches(everything, self.batch_size))
-                if steps:
-                    entropy_steps(adapted.model_, (source.batch(*span, self.image_size_)
-                                                   for span in _cycled_batches(len(source), self.batch_size, steps,
-                                                                               rng)),
+                if steps:  # the images as packed for AdaBN: decoded (and cropped) once
+                    entropy_steps(adapted.model_, (packed.batch(np.arange(a, b)) for a, b in
+                                                   _cycled_batches(len(source), self.batch_size, steps, rng)),
                                   learning_rate=tent_learning_rate)
                     recalibrate_batch_norm(adapted.trunk_.model, packed.batches(everything, self.batch_size))
             elif steps:
