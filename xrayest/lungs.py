@@ -182,6 +182,8 @@ class LungCroppedImages(ImageSource):
     def batch(self, start, stop, size=None):
         from PIL import Image
 
+        if start >= min(stop, len(self)):  # nothing to crop: the source's own empty batch
+            return self.source.batch(start, stop, size)
         images = []
         for i in range(start, min(stop, len(self))):
             image = self._native(i)
@@ -190,10 +192,6 @@ class LungCroppedImages(ImageSource):
             height, width = (image.shape[:2] if size is None else (int(size[0]), int(size[1])))
             images.append(np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(part[..., c]), mode="F")
                                                .resize((width, height), Image.BILINEAR)) for c in range(3)], -1))
-        if not images:
-            shape = (0, *(self.source.array.shape[1:3] if size is None else size), 3) if size is None and \
-                isinstance(self.source, ArrayImages) else (0, int(size[0]), int(size[1]), 3)
-            return np.zeros(shape, np.float32)
         if len({im.shape for im in images}) > 1:
             raise ValueError("image files need a target size to be stacked into a batch")
         return np.stack(images).astype(np.float32)
