@@ -111,8 +111,8 @@ def unlabeled_rows(y):
     >>> unlabeled_rows([-1, 1, 1]) is None   # numeric labels: -1 is a class
     True
     """
-    values = dense_target(y)
-    array = np.asarray(values, dtype=object) if not isinstance(values, np.ndarray) else values
+    target = dense_target(y)
+    array = np.asarray(target, dtype=object) if not isinstance(target, np.ndarray) else target
     if array.ndim == 2 and array.shape[1] == 1:
         array = array.reshape(-1)
     if array.ndim != 1:
