@@ -5,7 +5,7 @@ carry what it learned there; another hospital's films (exposure, processing, fra
 other statistics.  Two adaptations need no labels:
 
 - AdaBN (Li et al., 2016): the BatchNorm statistics of a trained trunk re-estimated on the new
-  films (:func:`xrayest.training.recalibrate_batch_norm`), no weight changed;
+  films (``xrayest.training.recalibrate_batch_norm``), no weight changed;
 - TENT (Wang et al., 2021, "Tent: fully test-time adaptation by entropy minimization"): the
   BatchNorm layers' scale and offset (``gamma``, ``beta``; nothing else) moved for a few Adam steps
   to lower the mean entropy of the predictions on the new films, :func:`entropy_steps`.  Here the

@@ -115,8 +115,9 @@ def _at_least(low: int, high: int, size: float, n: int) -> tuple[int, int]:
 
 
 def crop_to_lungs(images, margin: float = 0.05) -> np.ndarray:
-    """Each gray film of ``images`` (``(n, h, w)`` or ``(n, h, w, 1)``) cut to :func:`lung_box` and resized
-    back to ``(h, w)`` (bilinear), as a new array of the same shape and dtype."""
+    """Each gray film of ``images`` (``(n, h, w)`` or ``(n, h, w, 1)``) cut to
+    :func:`~xrayest.lungs.lung_box` and resized back to ``(h, w)`` (bilinear), as a new array
+    of the same shape and dtype."""
     from PIL import Image
 
     array = np.asarray(images)
@@ -156,7 +157,7 @@ def _otsu(values: np.ndarray) -> float:
 
 class LungCroppedImages(ImageSource):
     """The images of another :class:`~xrayest.inputs.ImageSource`, each cut to its lung fields
-    (:func:`lung_box` on the image at its own resolution) and resized to the size asked for.
+    (:func:`~xrayest.lungs.lung_box` on the image at its own resolution) and resized to the size asked for.
 
     Its keys are the source's keys marked as cropped, so cached features of a cropped image never
     stand for the whole film's.
