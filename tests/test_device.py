@@ -164,24 +164,71 @@ class TestOneDNNKernels:
 
         assert onednn_off_by_default(flags) is off
 
-    def test_set_only_where_off_unset_and_before_tensorflow(self):
+    def test_set_only_where_off_unset_and_before_tensorflow(self, monkeypatch):
         import warnings
 
+        from xrayest import device
         from xrayest.device import use_onednn_kernels
 
+        monkeypatch.setattr(device, "_SLOW_KERNELS", False)
         env = {}
         assert use_onednn_kernels(env, {"avx2"}, tensorflow_loaded=False) and env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
         env = {"TF_ENABLE_ONEDNN_OPTS": "0"}  # the user's choice stands
         assert not use_onednn_kernels(env, {"avx2"}, tensorflow_loaded=False) and env["TF_ENABLE_ONEDNN_OPTS"] == "0"
         env = {}  # TensorFlow's default is already on
         assert not use_onednn_kernels(env, {"avx2", "avx512_bf16"}, tensorflow_loaded=False) and env == {}
-        env = {}
-        with pytest.warns(RuntimeWarning, match="Import xrayest first"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # too late to set: nothing said at import, noted for the first fit
+            assert not use_onednn_kernels(env, {"avx2", "avx512_vnni"}, tensorflow_loaded=True)
+            assert not device._SLOW_KERNELS
             assert not use_onednn_kernels(env, {"avx2"}, tensorflow_loaded=True)
-        assert env == {}
+        assert env == {} and device._SLOW_KERNELS
+
+    def test_tensorflow_imported_first_the_first_cpu_fit_says_what_it_costs_once(self, monkeypatch):
+        import warnings
+
+        from xrayest import XrayCNNClassifier, make_synthetic_xrays
+        from xrayest import device
+
+        monkeypatch.setattr(device, "_SLOW_KERNELS", False)
+        device.use_onednn_kernels({}, {"avx2", "fma"}, tensorflow_loaded=True)  # an AVX2-only CPU, keras first
+        X, y = make_synthetic_xrays(n_samples=8, image_size=32, random_state=0)
+        clf = XrayCNNClassifier("small_cnn", weights=None, image_size=32, epochs=1, device="cpu")
+        with pytest.warns(RuntimeWarning, match="about half the speed") as caught:
+            clf.fit(X, y)
+        (said,) = [w for w in caught if "TF_ENABLE_ONEDNN_OPTS=1" in str(w.message)]  # once, with the fix
+        assert "import xrayest" in str(said.message) and said.filename == __file__  # the user's line
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            use_onednn_kernels({}, {"avx2", "avx512_vnni"}, tensorflow_loaded=True)  # nothing to say
+            clf.fit(X, y)
+            clf.predict(X)
+
+    def test_startup_hook_sets_the_variable_only_where_off_and_unset(self):
+        import _xrayest_startup as hook
+
+        env = {}
+        assert hook.set_onednn_opts(env, {"avx2", "fma"}) and env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+        env = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+        assert not hook.set_onednn_opts(env, {"avx2", "fma"}) and env == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+        env = {}
+        assert not hook.set_onednn_opts(env, {"avx2", "avx512_bf16"}) and not hook.set_onednn_opts(env, None)
+        assert env == {}
+        assert not hook.set_onednn_opts(object(), {"avx2"})  # never raises at start-up
+
+    def test_startup_hook_runs_when_python_starts(self):
+        # A regular install puts xrayest-startup.pth into site-packages; Python's start-up runs it before any
+        # import of the script, so on an AVX2-only CPU keras-first scripts get oneDNN too.
+        import subprocess
+        import sys
+        import sysconfig
+        from pathlib import Path
+
+        if not (Path(sysconfig.get_paths()["purelib"]) / "xrayest-startup.pth").is_file():
+            pytest.skip("xrayest is installed editable (pip install -e): the start-up hook comes with a regular "
+                        "install (pip install .)")
+        code = "import sys; print('_xrayest_startup' in sys.modules, 'xrayest' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.split() == ["True", "False"]  # the hook ran and did not load the package
 
     def test_after_import_tensorflows_onednn_kernels_are_on(self):
         # On any x86 CPU with AVX2: by TensorFlow's own default (AVX512-VNNI, AVX512-BF16, AVX-VNNI, AMX) or, on an

@@ -10,6 +10,8 @@ import contextlib
 import os
 import re
 
+from _xrayest_startup import onednn_off_by_default, set_onednn_opts
+
 __all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
            "check_cpu_precision", "choose_precision", "resolve_precision", "onednn_off_by_default",
            "use_onednn_kernels"]
@@ -76,6 +78,8 @@ def device_scope(device: str = "auto"):
     import keras
 
     name = resolve_device(device)
+    if name.startswith("cpu"):
+        _warn_slow_kernels_once()
     if name == "cpu:0" and available_devices()["gpu"] == 0:
         # Nothing else to run on: skip the device scope, which costs ~10% on small-op models.
         yield
@@ -126,50 +130,63 @@ def _capped(flags: set[str], cap: str | None) -> set[str]:
     return {flag for flag in flags if not flag.startswith(removed)} if removed else flags
 
 
-# TensorFlow's Linux x86 builds turn their oneDNN kernels on by default only on CPUs with one of these
-# (tensorflow/core/util/port.cc, DefaultOneDnnPolicy); elsewhere (AVX2-only CPUs) convolutions and
-# matmuls run on Eigen's kernels unless TF_ENABLE_ONEDNN_OPTS=1 is set before TensorFlow loads.
-_ONEDNN_DEFAULT_FLAGS = {"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"}
-
-
-def onednn_off_by_default(flags) -> bool:
-    """Whether TensorFlow leaves its oneDNN kernels off by default on a CPU with these flags: an x86 CPU
-    with AVX2 but none of AVX512-VNNI, AVX512-BF16, AVX-VNNI, AMX.
-
-    Examples
-    --------
-    >>> onednn_off_by_default({"avx2", "fma"}), onednn_off_by_default({"avx2", "avx512_vnni"})
-    (True, False)
-    """
-    return flags is not None and "avx2" in flags and not set(flags) & _ONEDNN_DEFAULT_FLAGS
-
-
 def use_onednn_kernels(environ=None, flags=None, tensorflow_loaded=None) -> bool:
     """Turn TensorFlow's oneDNN kernels on where its default leaves them off; ``import xrayest`` calls it.
 
     On an AVX2-only x86 CPU TensorFlow's default runs convolutions on Eigen's kernels, slower for
     xrayest's training than oneDNN's (``benchmarks/bench_peers.py`` measures both), so this
-    sets ``TF_ENABLE_ONEDNN_OPTS=1`` there, before TensorFlow is imported.  A value the user set is
-    kept.  When TensorFlow was imported first the setting can no longer take effect: a warning says
-    so.  Returns whether it set the variable.  ``flags`` default to the CPU's own (TensorFlow decides by
+    sets ``TF_ENABLE_ONEDNN_OPTS=1`` there, before TensorFlow is imported (the start-up hook installed
+    with xrayest, ``_xrayest_startup``, has done so already when Python started).  A value the user set
+    is kept.  When TensorFlow was imported first, with the variable unset, the setting can no longer
+    take effect: the first fit or prediction on the CPU then warns, once (:func:`device_scope`).
+    Returns whether it set the variable.  ``flags`` default to the CPU's own (TensorFlow decides by
     CPUID, whatever ``ONEDNN_MAX_CPU_ISA`` caps).
     """
     import sys
 
+    global _SLOW_KERNELS
     environ = os.environ if environ is None else environ
     flags = cpu_flags(capped=False) if flags is None else flags
     if "TF_ENABLE_ONEDNN_OPTS" in environ or not onednn_off_by_default(flags):
         return False
-    loaded = "tensorflow" in sys.modules if tensorflow_loaded is None else tensorflow_loaded
-    if loaded:
+    if "tensorflow" in sys.modules if tensorflow_loaded is None else tensorflow_loaded:
+        _SLOW_KERNELS = True
+        return False
+    return set_onednn_opts(environ, flags)
+
+
+# Whether TensorFlow loaded with its oneDNN kernels off on an AVX2-only CPU (it was imported before
+# xrayest, with TF_ENABLE_ONEDNN_OPTS unset); device_scope's first CPU use then warns, once.
+_SLOW_KERNELS = False
+SLOW_KERNELS_MESSAGE = (
+    "TensorFlow was imported before xrayest on this AVX2-only CPU, so its oneDNN kernels are off (TensorFlow's "
+    "default here) and xrayest trains at about half the speed (sutd_cnn on a 2-core AVX2 CPU: 25 img/s against "
+    "52). Fix: put `import xrayest` before `import tensorflow` / `import keras`, or set TF_ENABLE_ONEDNN_OPTS=1 "
+    "in the environment (TF_ENABLE_ONEDNN_OPTS=0 keeps TensorFlow's default and this warning away)")
+
+
+def _warn_slow_kernels_once() -> None:
+    global _SLOW_KERNELS
+    if _SLOW_KERNELS:
         import warnings
 
-        warnings.warn("TensorFlow was imported before xrayest on a CPU where its default leaves the oneDNN kernels "
-                      "off (AVX2 only): training and featurization run on slower kernels. Import xrayest first, or "
-                      "set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow is imported", RuntimeWarning, stacklevel=2)
-        return False
-    environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
-    return True
+        _SLOW_KERNELS = False
+        warnings.warn(SLOW_KERNELS_MESSAGE, RuntimeWarning, stacklevel=_callers_stacklevel())
+
+
+# Modules whose frames stand between a user's call and the code that warns (fit's wrappers among them).
+_LIBRARY_FRAMES = ("xrayest", "contextlib", "sklearn", "keras", "tensorflow", "functools")
+
+
+def _callers_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised in its caller at the user's line (the first frame
+    outside xrayest and the libraries it runs through), so the warning names that line."""
+    import inspect
+
+    frame, level = inspect.currentframe().f_back, 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in _LIBRARY_FRAMES:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def cpu_supports_bfloat16() -> bool | None:
