@@ -105,7 +105,7 @@ def main():
         X = rng.integers(0, 255, (args.n, size, size, 3), dtype=np.uint8)
         X_float = X.astype(np.float32)
         # What a user would run: the Keras application as it comes (BN unfolded), float32.
-        bare_trunk = Trunk.frozen(name, None, (size, size), pooling="avg", seed=0, fold_batch_norm=False).model
+        bare_trunk = Trunk.frozen(spec, None, (size, size), pooling="avg", seed=0, fold_batch_norm=False).model
         flops = conv_flops(bare_trunk)
         for batch in args.batch_sizes:
             fns = {"keras": lambda: bare_trunk.predict(X_float, batch_size=batch, verbose=0)}

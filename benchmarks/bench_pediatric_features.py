@@ -37,7 +37,7 @@ BLOCK_ENDS = {"block 4": "block4_pool", "block 8": "block8_sepconv3_bn", "block 
 
 def block_output(model, block):
     """The output tensor of ``block`` in a Keras Xception."""
-    from xrayest.backbones import residual_sum_after
+    from xrayest.weights import residual_sum_after
 
     end = BLOCK_ENDS[block]
     return model.output if end is None else residual_sum_after(model, end)

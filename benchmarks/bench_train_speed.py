@@ -60,11 +60,12 @@ def run_variant(variant, n, epochs, batch, backbone, augment):
     if variant == "keras_float32_array":
         from xrayest.augmentation import augment_config, build_augmentation
         from xrayest.heads import build_head
+        from xrayest.backbones import get_backbone_spec
         from xrayest.trunk import Trunk
 
         classes, codes = np.unique(y, return_inverse=True)
         X = np.stack([read_image(p, (150, 150)) for p in paths])  # float32 RGB, as decoded by a user
-        trunk = Trunk.trainable(backbone, None, (150, 150), seed=0)
+        trunk = Trunk.trainable(get_backbone_spec(backbone), None, (150, 150), seed=0)
         head = build_head(trunk.model.output_shape[1:], len(classes), pooling="avg", hidden_units=(256,),
                           dropout=0.5)
         images = keras.Input((None, None, 3))

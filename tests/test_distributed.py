@@ -291,7 +291,8 @@ def test_cli_fit_from_a_store_refuses_a_trunk_option_that_conflicts(folder, tmp_
 def test_cli_fit_from_a_store_reads_its_weights_file_by_any_path(folder, tmp_path, capsys, monkeypatch):
     import shutil
 
-    from xrayest.backbones import build_backbone, get_backbone_spec
+    from xrayest.backbones import get_backbone_spec
+    from xrayest.weights import build_backbone
     from xrayest.cli import main
 
     spec = get_backbone_spec("small_cnn")

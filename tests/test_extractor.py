@@ -77,7 +77,8 @@ class TestFeatureExtractor:
         assert not hasattr(ext.fit(X), "n_features_in_")  # images have no feature count
 
     def test_pickle_refuses_changed_weights(self, binary_images, tmp_path):
-        from xrayest.backbones import build_backbone, get_backbone_spec
+        from xrayest.backbones import get_backbone_spec
+        from xrayest.weights import build_backbone
 
         X, _ = binary_images
         model = build_backbone(get_backbone_spec("vgg16"), (32, 32, 3), None)

@@ -42,7 +42,7 @@ def test_registry_is_complete_and_lookup_is_forgiving():
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_backbone_builds_at_its_minimum_size(name):
-    from xrayest.backbones import build_backbone
+    from xrayest.weights import build_backbone
 
     spec = BACKBONES[name]
     size = max(spec.min_size, 32)

@@ -51,3 +51,24 @@ def test_imports_only_go_down_the_module_map():
             if band[imported] > band[module]:
                 upward.append(f"{module} (band {band[module]}) imports {imported} (band {band[imported]})")
     assert not upward, upward
+
+
+# Where a user's ``backbone`` (a name, a spec or a keras.Model) enters and is resolved, once; the registry
+# module defines the resolver.  Everything below takes the resolved spec or model.
+_BACKBONE_BOUNDARY = {"classifier", "extractor", "distributed", "backbones"}
+_RESOLVERS = {"backbone_spec_or_model", "get_backbone_spec"}
+
+
+def test_below_the_boundary_nothing_resolves_a_backbone_name_again():
+    import ast
+
+    calls = []
+    for path in sorted((ROOT / "xrayest").glob("*.py")):
+        if path.stem in _BACKBONE_BOUNDARY:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in _RESOLVERS:
+                    calls.append(f"{path.name}:{node.lineno} calls {name}")
+    assert not calls, calls

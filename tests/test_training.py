@@ -7,6 +7,7 @@ from sklearn.model_selection import GridSearchCV
 
 from conftest import make_images, tiny_classifier
 from xrayest.augmentation import AUGMENT_PRESETS, AugmentedCopies, augment_config, build_augmentation
+from xrayest.backbones import get_backbone_spec
 from xrayest.cascade import CascadeClassifier
 
 
@@ -169,7 +170,7 @@ class TestFineTuning:
         X, y = binary_images
         from xrayest.trunk import Trunk
 
-        before = Trunk.trainable("vgg16", None, (32, 32), seed=0, fine_tune="block4_pool")
+        before = Trunk.trainable(get_backbone_spec("vgg16"), None, (32, 32), seed=0, fine_tune="block4_pool")
         before = before.backbone.get_layer("block5_conv1").get_weights()[0].copy()
         clf = tiny_classifier(fine_tune="block4_pool", epochs=1).fit(X, y)
         assert self._trainable_layers(clf) == ["block5_conv1", "block5_conv2", "block5_conv3"]
@@ -222,9 +223,9 @@ class TestFineTuning:
         clf = tiny_classifier(fine_tune="block4_pool", fine_tune_epochs=1, epochs=1, augment="light").fit(X, y)
         assert clf.training_inputs_ == ["images", "images"]
         # residual_cnn: unfreezing after res3_conv1 leaves the block's shortcut reading an earlier tensor
-        trunk = Trunk.trainable("residual_cnn", None, (32, 32), seed=0, fine_tune="res3_conv1")
+        trunk = Trunk.trainable(get_backbone_spec("residual_cnn"), None, (32, 32), seed=0, fine_tune="res3_conv1")
         assert trunk.cut() is None
-        trunk = Trunk.trainable("residual_cnn", None, (32, 32), seed=0, fine_tune="res2_pool")
+        trunk = Trunk.trainable(get_backbone_spec("residual_cnn"), None, (32, 32), seed=0, fine_tune="res2_pool")
         front, back = trunk.cut()
         images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 3)).astype("float32")
         np.testing.assert_allclose(back.predict(front.model.predict(images, verbose=0), verbose=0),
@@ -283,7 +284,7 @@ class TestScratchCNNs:
     def test_sutd_recipes_map_150px_to_4x4(self, backbone, depth):
         from xrayest.trunk import Trunk
 
-        model = Trunk.trainable(backbone, None, (150, 150), seed=0).backbone
+        model = Trunk.trainable(get_backbone_spec(backbone), None, (150, 150), seed=0).backbone
         assert model.output_shape[1:3] == (4, 4)
         convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D" and layer.kernel_size == (3, 3)]
         assert len(convs) == depth
@@ -294,7 +295,8 @@ class TestScratchCNNs:
         import keras
         import tensorflow as tf
 
-        from xrayest.backbones import build_backbone, get_backbone_spec
+        from xrayest.backbones import get_backbone_spec
+        from xrayest.weights import build_backbone
 
         model = build_backbone(get_backbone_spec(backbone), (40, 40, 1))
         rng = np.random.default_rng(0)

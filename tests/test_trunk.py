@@ -8,6 +8,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
 from conftest import tiny_classifier, tiny_extractor
+from xrayest.backbones import get_backbone_spec
 from xrayest.inputs import as_image_source
 from xrayest.trunk import Trunk, WeightsChangedError
 
@@ -42,7 +43,8 @@ class TestClassifierComputesOnce:
         np.testing.assert_allclose(cached, composed, rtol=1e-5, atol=1e-6)
 
     def test_changed_weights_file_never_serves_stale_features(self, binary_images, tmp_path, empty_cache):
-        from xrayest.backbones import build_backbone, get_backbone_spec
+        from xrayest.backbones import get_backbone_spec
+        from xrayest.weights import build_backbone
 
         X, y = binary_images
         model = build_backbone(get_backbone_spec("vgg16"), (32, 32, 3), None)
@@ -88,7 +90,8 @@ class TestClassifierComputesOnce:
         assert empty_cache.misses == len(X)
 
     def test_pickle_refuses_a_changed_weights_file(self, binary_images, tmp_path, empty_cache):
-        from xrayest.backbones import build_backbone, get_backbone_spec
+        from xrayest.backbones import get_backbone_spec
+        from xrayest.weights import build_backbone
 
         X, y = binary_images
         model = build_backbone(get_backbone_spec("vgg16"), (32, 32, 3), None)
@@ -120,7 +123,7 @@ class TestClassifierComputesOnce:
 class TestTrunk:
     def test_recipe_builds_on_demand_and_pickles_small(self, binary_images, empty_cache):
         X, _ = binary_images
-        trunk = Trunk.frozen("vgg16", None, (32, 32), pooling="avg", seed=0)
+        trunk = Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), pooling="avg", seed=0)
         assert trunk.config is not None and not trunk.is_built
         feats = trunk.features(as_image_source(X), batch_size=8, cache=empty_cache)
         assert trunk.is_built and feats.shape == (len(X), 512)
@@ -132,25 +135,25 @@ class TestTrunk:
         np.testing.assert_allclose(again.features(as_image_source(X), batch_size=8), feats, rtol=1e-5, atol=1e-6)
 
     def test_unseeded_random_weights_are_built_now_and_never_cached(self):
-        trunk = Trunk.frozen("small_cnn", None, (16, 16), pooling="avg", seed=None)
+        trunk = Trunk.frozen(get_backbone_spec("small_cnn"), None, (16, 16), pooling="avg", seed=None)
         assert trunk.config is None and trunk.is_built and trunk.cache_key is None
 
     def test_cache_key_follows_weights_precision_pooling_and_size(self):
         base = dict(pooling="avg", seed=0)
-        key = Trunk.frozen("vgg16", None, (32, 32), **base).cache_key
-        assert key == Trunk.frozen("vgg16", None, (32, 32), **base).cache_key
-        assert key == Trunk.frozen("vgg16", None, (32, 32), fold_batch_norm=False, **base).cache_key
-        others = [Trunk.frozen("vgg16", None, (32, 32), pooling="avg", seed=1),
-                  Trunk.frozen("vgg16", None, (32, 32), pooling="max", seed=0),
-                  Trunk.frozen("vgg16", None, (48, 48), **base),
-                  Trunk.frozen("vgg16", None, (32, 32), precision="bfloat16", **base)]
+        key = Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), **base).cache_key
+        assert key == Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), **base).cache_key
+        assert key == Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), fold_batch_norm=False, **base).cache_key
+        others = [Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), pooling="avg", seed=1),
+                  Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), pooling="max", seed=0),
+                  Trunk.frozen(get_backbone_spec("vgg16"), None, (48, 48), **base),
+                  Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), precision="bfloat16", **base)]
         assert len({key, *(t.cache_key for t in others)}) == 5
-        assert Trunk.frozen("vgg16", None, (32, 32), cache=False, **base).cache_key is None
+        assert Trunk.frozen(get_backbone_spec("vgg16"), None, (32, 32), cache=False, **base).cache_key is None
 
     def test_unfrozen_keeps_weights_and_trains_the_named_layers(self):
         import keras
 
-        trunk = Trunk.frozen("mobilenetv2", None, (32, 32), seed=0, fold_batch_norm=False)
+        trunk = Trunk.frozen(get_backbone_spec("mobilenetv2"), None, (32, 32), seed=0, fold_batch_norm=False)
         before = [w.copy() for w in trunk.model.get_weights()]
         tuned = trunk.unfrozen(4)
         assert not tuned.is_frozen and tuned.cache_key is None and tuned.model is trunk.model
@@ -187,7 +190,7 @@ def busy_random():
 
 
 def _random_trunk_weights(backbone, size):
-    return Trunk.frozen(backbone, None, size, pooling="avg", seed=3, cache=False).model.get_weights()
+    return Trunk.frozen(get_backbone_spec(backbone), None, size, pooling="avg", seed=3, cache=False).model.get_weights()
 
 
 @pytest.mark.parametrize("backbone, size", [("small_cnn", (32, 32)), ("residual_cnn", (32, 32))])
@@ -197,7 +200,8 @@ def test_seeded_random_trunk_is_the_same_while_another_thread_draws_random(backb
     busy = _random_trunk_weights(backbone, size)
     assert len(quiet) == len(busy)
     assert all(np.array_equal(a, b) for a, b in zip(quiet, busy))
-    other = Trunk.frozen(backbone, None, size, pooling="avg", seed=4, cache=False).model.get_weights()
+    other = Trunk.frozen(get_backbone_spec(backbone), None, size, pooling="avg", seed=4, cache=False)
+    other = other.model.get_weights()
     assert not np.array_equal(quiet[0], other[0])  # the seed still decides
 
 
@@ -221,7 +225,7 @@ def test_a_trunk_config_pickled_with_the_backbone_name_loads():
 
     from xrayest.trunk import TrunkConfig
 
-    config = TrunkConfig.for_backbone("small_cnn", None, (16, 16), "avg", 0)
+    config = TrunkConfig.for_backbone(get_backbone_spec("small_cnn"), None, (16, 16), "avg", 0)
     old = TrunkConfig.__new__(TrunkConfig)
     state = dict(vars(config))
     state["backbone"] = state.pop("spec").name

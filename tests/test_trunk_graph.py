@@ -6,6 +6,7 @@ from sklearn.base import clone
 
 from conftest import make_images, require_bu_data, tiny_classifier, xception_weights
 from xrayest import FeatureExtractor
+from xrayest.backbones import get_backbone_spec
 from xrayest.cache import default_cache
 from xrayest.trunk_graph import foldable_batch_norms, layer_graph, rewrite_backbone
 
@@ -247,7 +248,8 @@ class TestEstimatorsFoldFrozenTrunks:
         ext = FeatureExtractor("mobilenetv2", weights=None, image_size=32, random_state=0,
                                precision="float32").fit(X)
         assert _count(ext.trunk_.model.get_layer("mobilenetv2_1.00_32"), keras.layers.BatchNormalization) == 0
-        unfolded = Trunk.frozen("mobilenetv2", None, (32, 32), pooling="avg", seed=0, fold_batch_norm=False).model
+        unfolded = Trunk.frozen(get_backbone_spec("mobilenetv2"), None, (32, 32), pooling="avg", seed=0,
+                                fold_batch_norm=False).model
         rgb = np.repeat(X[..., None], 3, -1).astype(np.float32)
         expected = unfolded.predict(rgb, verbose=0)
         np.testing.assert_allclose(ext.transform(X), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())

@@ -3,8 +3,8 @@ import pytest
 
 from conftest import tiny_classifier
 from xrayest import WeightsUnavailableError
-from xrayest.backbones import build_backbone, get_backbone_spec
-from xrayest.weights import load_backbone, weights_fingerprint
+from xrayest.backbones import get_backbone_spec
+from xrayest.weights import build_backbone, load_backbone, weights_fingerprint
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ import keras
 
 from .layers import FusedBatchNormalization
 
-__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "build_backbone", "cut_backbone",
-           "residual_sum_after", "backbone_spec_or_model", "image_size_for"]
+__all__ = ["BackboneSpec", "BACKBONES", "get_backbone_spec", "backbone_spec_or_model", "image_size_for"]
 
 
 @dataclass(frozen=True)
@@ -171,39 +170,6 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         if spec.name.replace("_", "") == key:
             return spec
     raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}, or a keras.Model")
-
-
-def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -> keras.Model:
-    """Instantiate a backbone without its classification top (the whole network, before any cut).
-
-    ``keras_weights`` is passed to ``keras.applications`` as is (``"imagenet"`` or None);
-    weight files are loaded by :mod:`xrayest.weights`, which then applies :func:`cut_backbone`.
-    """
-    if callable(spec.builder):
-        return spec.builder(input_shape)
-    constructor = getattr(keras.applications, spec.builder)
-    return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
-
-
-def residual_sum_after(model: keras.Model, layer_name: str):
-    """The output of the residual sum (``Add`` layer) of ``model`` that reads layer ``layer_name``.
-
-    Keras numbers unnamed ``Add`` layers per process (``add``, ``add_1``, ...), so a block's output is
-    found through the named layer that ends the block, not by the sum's own name.
-    """
-    block_end = model.get_layer(layer_name).output
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Add) and any(t is block_end for t in layer.input):
-            return layer.output
-    raise ValueError(f"no residual sum of {model.name!r} reads layer {layer_name!r}")
-
-
-def cut_backbone(spec: BackboneSpec, model: keras.Model) -> keras.Model:
-    """``model`` ending at the residual sum after ``spec.cut_after`` (the same layers and weights up to it);
-    ``model`` itself when the spec names no cut."""
-    if spec.cut_after is None:
-        return model
-    return keras.Model(model.input, residual_sum_after(model, spec.cut_after), name=spec.name)
 
 
 def backbone_spec_or_model(backbone):

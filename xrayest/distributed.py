@@ -99,10 +99,12 @@ def _trunk(config: dict):
 
 def _frozen_trunk(config: dict, spec=None):
     """The frozen trunk a store's ``config`` describes (BatchNorm folded, features keyed for caching); ``spec``:
-    its backbone's registry entry when the caller has it (a worker has only the config's name)."""
+    its backbone's registry entry when the caller has it.  A worker has only the config's name, which crossed
+    the process boundary as plain data: it is resolved here, once per worker process (``_trunk``)."""
     from .trunk import Trunk
 
-    return Trunk.frozen(spec or config["backbone"], config["weights"], tuple(config["image_size"]),
+    spec = _backbone_spec(config["backbone"]) if spec is None else spec
+    return Trunk.frozen(spec, config["weights"], tuple(config["image_size"]),
                         pooling=config["pooling"], seed=config["random_state"], precision=config["precision"],
                         fold_batch_norm=True, cache=True)
 

@@ -23,12 +23,21 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from .backbones import BackboneSpec, backbone_spec_or_model
+from .backbones import BACKBONES, BackboneSpec
 from .inputs import ImageSource, chunk_size
 from .seeding import reseed_initial_weights, seeded
+
+if TYPE_CHECKING:
+    import keras
+
+# What every function here takes as ``backbone``: a registry entry or the user's own model, resolved from
+# a name once where the user's ``backbone`` enters (an estimator's fit, featurize); nothing here looks a
+# name up again.
+Backbone = Union[BackboneSpec, "keras.Model"]
 
 __all__ = ["Trunk", "TrunkConfig", "WeightsChangedError", "make_backbone", "build_trunk_model", "unfreeze",
            "pooling_in_trunk"]
@@ -48,7 +57,7 @@ def pooling_in_trunk(pooling: str, batch_norm: bool = False):
     return None if pooling == "flatten" or batch_norm else pooling
 
 
-def make_backbone(backbone, weights, size):
+def make_backbone(backbone: Backbone, weights, size):
     """Build the backbone (never touching a user's model) and describe its weights.
 
     Returns
@@ -75,9 +84,11 @@ def make_backbone(backbone, weights, size):
         for w in model.get_weights():
             digest.update(np.ascontiguousarray(w).tobytes())
         return model, "none", f"model:{digest.hexdigest()}", True
-    spec = backbone_spec_or_model(backbone)
-    model = load_backbone(spec, (*size, spec.channels), weights)
-    return model, spec.preprocess, weights_fingerprint(spec, weights), spec.pretrained
+    if not isinstance(backbone, BackboneSpec):
+        raise TypeError(f"a trunk is built from a BackboneSpec or a keras.Model, not {type(backbone).__name__}: "
+                        "resolve a name once with xrayest.backbones.backbone_spec_or_model")
+    model = load_backbone(backbone, (*size, backbone.channels), weights)
+    return model, backbone.preprocess, weights_fingerprint(backbone, weights), backbone.pretrained
 
 
 def build_trunk_model(backbone, size, preprocess: str, pooling=None, name="trunk"):
@@ -130,7 +141,7 @@ def unfreeze(backbone, fine_tune) -> int:
     return count
 
 
-def _cache_key(spec_or_model, fingerprint, size, preprocess, pooling, seed, precision):
+def _cache_key(spec_or_model: Backbone, fingerprint, size, preprocess, pooling, seed, precision):
     """Feature-cache key of a frozen trunk, or None when its features are not reproducible.
 
     Random weights (no fingerprint) are keyed by their seed, and not cached without one.
@@ -150,16 +161,16 @@ def _cache_key(spec_or_model, fingerprint, size, preprocess, pooling, seed, prec
                       **({} if fingerprint else {"init": "reseeded"}))  # random weights drawn by reseed_initial_weights
 
 
-def _seeded_backbone(backbone, weights, size, seed):
+def _seeded_backbone(backbone: Backbone, weights, size, seed):
     """:func:`make_backbone` under ``seed``; seeded random weights are the same in any process."""
     with seeded(seed):
         built = make_backbone(backbone, weights, size)
-    if weights is None and seed is not None and isinstance(backbone, (str, BackboneSpec)):
+    if weights is None and seed is not None and isinstance(backbone, BackboneSpec):
         reseed_initial_weights(built[0], seed)  # Python's global random may be shared (xrayest.seeding)
     return built
 
 
-def _frozen_model(backbone, weights, size, pooling, seed, precision, fold_batch_norm):
+def _frozen_model(backbone: Backbone, weights, size, pooling, seed, precision, fold_batch_norm):
     """A frozen trunk model built now, with its preprocessing mode and weights fingerprint."""
     from .trunk_graph import rewrite_backbone
 
@@ -186,7 +197,7 @@ class TrunkConfig:
     fold_batch_norm: bool = True
 
     @classmethod
-    def for_backbone(cls, backbone, weights, image_size, pooling, seed, precision="float32",
+    def for_backbone(cls, backbone: Backbone, weights, image_size, pooling, seed, precision="float32",
                      fold_batch_norm=True):
         """A config, or None when the trunk could not be rebuilt identically later.
 
@@ -195,9 +206,9 @@ class TrunkConfig:
         """
         from .weights import weights_fingerprint
 
-        if not isinstance(backbone, (str, BackboneSpec)) or (weights is None and seed is None):
+        if not isinstance(backbone, BackboneSpec) or (weights is None and seed is None):
             return None
-        spec = backbone_spec_or_model(backbone)
+        spec = backbone
         if weights not in (None, "imagenet"):
             weights = os.path.abspath(os.fspath(weights))  # rebuilt later, maybe from another folder
         return cls(spec, weights, tuple(int(s) for s in image_size), pooling,
@@ -205,10 +216,8 @@ class TrunkConfig:
                    bool(fold_batch_norm))
 
     def __setstate__(self, state):
-        if "backbone" in state:  # pickled when the config held the backbone's name, not its registry entry
-            from .backbones import get_backbone_spec
-
-            state = {**state, "spec": get_backbone_spec(state["backbone"])}
+        if "backbone" in state:  # pickled when the config held the backbone's registry key, not its entry
+            state = {**state, "spec": BACKBONES[state["backbone"]]}
             del state["backbone"]
         self.__dict__.update(state)
 
@@ -261,9 +270,10 @@ class Trunk:
     Examples
     --------
     >>> import numpy as np
+    >>> from xrayest.backbones import get_backbone_spec
     >>> from xrayest.trunk import Trunk
     >>> from xrayest.inputs import as_image_source
-    >>> trunk = Trunk.frozen("small_cnn", None, (16, 16), pooling="avg", seed=0)
+    >>> trunk = Trunk.frozen(get_backbone_spec("small_cnn"), None, (16, 16), pooling="avg", seed=0)
     >>> trunk.config is not None, trunk.is_frozen          # nothing built yet
     (True, True)
     >>> images = as_image_source(np.zeros((3, 16, 16), np.uint8))
@@ -282,14 +292,13 @@ class Trunk:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def frozen(cls, backbone, weights, image_size, *, pooling=None, seed=None, precision="float32",
+    def frozen(cls, backbone: Backbone, weights, image_size, *, pooling=None, seed=None, precision="float32",
                fold_batch_norm=True, cache=True) -> "Trunk":
         """A frozen trunk: a config when the backbone can be rebuilt identically, else built now.
 
         ``fold_batch_norm=False`` keeps BatchNorm layers (for a backbone fine-tuned later);
         ``cache=False`` gives no cache key (features are computed on every call).
         """
-        backbone = backbone_spec_or_model(backbone)  # a spec (looked up once) or the user's model
         config = TrunkConfig.for_backbone(backbone, weights, image_size, pooling, seed, precision, fold_batch_norm)
         if config is not None:
             return cls(config=config, cache_key=config.cache_key if cache else None)
@@ -299,11 +308,12 @@ class Trunk:
         return cls(model, cache_key=key)
 
     @classmethod
-    def trainable(cls, backbone, weights, image_size, *, seed=None, precision="float32", fine_tune=None) -> "Trunk":
+    def trainable(cls, backbone: Backbone, weights, image_size, *, seed=None, precision="float32",
+                  fine_tune=None) -> "Trunk":
         """A trunk that trains: the whole backbone, or only what ``fine_tune`` names (see :func:`unfreeze`)."""
         from .trunk_graph import rewrite_backbone
 
-        model, preprocess, _, _ = _seeded_backbone(backbone_spec_or_model(backbone), weights, image_size, seed)
+        model, preprocess, _, _ = _seeded_backbone(backbone, weights, image_size, seed)
         model = rewrite_backbone(model, fold_batch_norm=False, precision=precision)
         if fine_tune is None:
             model.trainable = True

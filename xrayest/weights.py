@@ -1,10 +1,26 @@
-"""Backbone weights: ``"imagenet"``, ``None`` (random) or a local weights file.
+"""A backbone network with its weights: the one place a registry entry becomes a Keras model.
+
+Weights are ``"imagenet"``, ``None`` (random) or a local weights file.
 
 For air-gapped sites, put ``<backbone>_imagenet_notop.weights.h5`` files in the folder
 named by the ``XRAYEST_WEIGHTS_DIR`` environment variable (or Keras' own cache files
 in ``$KERAS_HOME/models``); ``weights="imagenet"`` then reads them instead of
 downloading.  When nothing can be found or fetched the error says so: xrayest never
 falls back to random weights silently.
+
+:func:`load_backbone` is the pipeline, read top to bottom:
+
+1. where the weights come from (:func:`weights_source`: random, a file, the offline directory
+   ``XRAYEST_WEIGHTS_DIR``, or Keras' ImageNet store);
+2. the architecture of the registry entry (:mod:`xrayest.backbones`, plain data: a
+   ``keras.applications`` class or a from-scratch builder), with Keras' ImageNet weights when that
+   is the source (:func:`build_backbone`);
+3. a weights file loaded into the whole network;
+4. the cut (``BackboneSpec.cut_after``): the whole network's layers and weights up to a block's
+   residual sum (:func:`cut_backbone`).
+
+Everything here takes a :class:`~xrayest.backbones.BackboneSpec`, never a name: names are resolved
+once, where a user's ``backbone`` enters (an estimator's ``fit``, ``featurize``).
 """
 
 from __future__ import annotations
@@ -15,15 +31,99 @@ from pathlib import Path
 
 import keras
 
-from .backbones import BackboneSpec, build_backbone, cut_backbone
+from .backbones import BackboneSpec
 
-__all__ = ["WeightsUnavailableError", "weights_dir_file", "load_backbone", "weights_fingerprint", "recorded_weights"]
+__all__ = ["WeightsUnavailableError", "load_backbone", "build_backbone", "cut_backbone", "residual_sum_after",
+           "weights_source", "weights_fingerprint", "weights_dir_file", "recorded_weights"]
 
 WEIGHTS_DIR_ENV = "XRAYEST_WEIGHTS_DIR"
 
 
 class WeightsUnavailableError(RuntimeError):
     """ImageNet weights could not be found locally nor downloaded."""
+
+
+def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
+    """Build the backbone ``spec`` at ``input_shape`` carrying ``weights``, cut where ``spec.cut_after`` says.
+
+    Parameters
+    ----------
+    spec : BackboneSpec
+    input_shape : tuple
+        ``(height, width, channels)``.
+    weights : {"imagenet", None} or path-like
+        ``None`` gives random initial weights.  A file holds the whole network's weights.
+    """
+    source = weights_source(spec, weights)
+    if source == "download":
+        whole = _downloaded(spec, input_shape)
+    else:
+        whole = build_backbone(spec, input_shape)
+        if source is not None:
+            _load_file(whole, source, spec.name)
+    return cut_backbone(spec, whole)
+
+
+def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -> keras.Model:
+    """The architecture of ``spec`` without its classification top (the whole network, before any cut).
+
+    ``keras_weights`` is passed to ``keras.applications`` as is (``"imagenet"`` or None); weight
+    files and the cut are :func:`load_backbone`'s steps.
+    """
+    if callable(spec.builder):
+        return spec.builder(input_shape)
+    constructor = getattr(keras.applications, spec.builder)
+    return constructor(include_top=False, weights=keras_weights, input_shape=input_shape)
+
+
+def _downloaded(spec: BackboneSpec, input_shape: tuple) -> keras.Model:
+    """The backbone with ImageNet weights from Keras' store, or :class:`WeightsUnavailableError` with the offline
+    options."""
+    try:
+        return build_backbone(spec, input_shape, "imagenet")
+    except Exception as exc:
+        if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
+            raise
+        raise WeightsUnavailableError(
+            f"ImageNet weights for backbone {spec.name!r} could not be downloaded ({exc}). "
+            f"Offline options: pass weights='/path/to/{spec.weights_key}_notop.weights.h5'; or set "
+            f"{WEIGHTS_DIR_ENV} to a folder holding {spec.weights_key}_imagenet_notop.weights.h5; or copy Keras' "
+            "own weight file into $KERAS_HOME/models (default ~/.keras/models); or use weights=None "
+            "for random weights."
+        ) from exc
+
+
+def _load_file(model: keras.Model, path: Path, name: str) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file for backbone {name!r} not found: {path}")
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:  # keras raises ValueError/KeyError/OSError depending on the mismatch
+        raise ValueError(
+            f"could not load weights file {path} into backbone {name!r} "
+            f"(input {model.input_shape[1:]}): {exc}"
+        ) from exc
+
+
+def residual_sum_after(model: keras.Model, layer_name: str):
+    """The output of the residual sum (``Add`` layer) of ``model`` that reads layer ``layer_name``.
+
+    Keras numbers unnamed ``Add`` layers per process (``add``, ``add_1``, ...), so a block's output is
+    found through the named layer that ends the block, not by the sum's own name.
+    """
+    block_end = model.get_layer(layer_name).output
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Add) and any(t is block_end for t in layer.input):
+            return layer.output
+    raise ValueError(f"no residual sum of {model.name!r} reads layer {layer_name!r}")
+
+
+def cut_backbone(spec: BackboneSpec, model: keras.Model) -> keras.Model:
+    """``model`` ending at the residual sum after ``spec.cut_after`` (the same layers and weights up to it);
+    ``model`` itself when the spec names no cut."""
+    if spec.cut_after is None:
+        return model
+    return keras.Model(model.input, residual_sum_after(model, spec.cut_after), name=spec.name)
 
 
 def weights_dir_file(name: str) -> Path | None:
@@ -67,7 +167,7 @@ def _file_digest(path: Path) -> str:
 
 def weights_fingerprint(spec: BackboneSpec, weights) -> str | None:
     """A string that changes whenever the backbone's weights would; None if they are random."""
-    source = _weights_file(spec, weights)
+    source = weights_source(spec, weights)
     if source is None:
         return None
     if source == "download":
@@ -75,44 +175,7 @@ def weights_fingerprint(spec: BackboneSpec, weights) -> str | None:
     return f"file:{_file_digest(source)}"
 
 
-def _load_file(model: keras.Model, path: Path, name: str) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file for backbone {name!r} not found: {path}")
-    try:
-        model.load_weights(str(path))
-    except Exception as exc:  # keras raises ValueError/KeyError/OSError depending on the mismatch
-        raise ValueError(
-            f"could not load weights file {path} into backbone {name!r} "
-            f"(input {model.input_shape[1:]}): {exc}"
-        ) from exc
-
-
-def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
-    """Build the backbone ``spec`` at ``input_shape`` carrying ``weights``, cut where ``spec.cut_after`` says.
-
-    Parameters
-    ----------
-    spec : BackboneSpec
-    input_shape : tuple
-        ``(height, width, 3)``.
-    weights : {"imagenet", None} or path-like
-        ``None`` gives random initial weights.  A file holds the whole network's weights.
-    """
-    return cut_backbone(spec, _load_whole(spec, input_shape, weights))
-
-
-def _load_whole(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Model:
-    """The whole network of ``spec`` with ``weights`` (see :func:`load_backbone`)."""
-    source = _weights_file(spec, weights)
-    if source == "download":
-        return _downloaded(spec, input_shape)
-    model = build_backbone(spec, input_shape, None)
-    if source is not None:
-        _load_file(model, source, spec.name)
-    return model
-
-
-def _weights_file(spec: BackboneSpec, weights):
+def weights_source(spec: BackboneSpec, weights):
     """Where ``weights`` come from: None (random), a file, or "download" (Keras' ImageNet store)."""
     if weights is None:
         return None
@@ -126,20 +189,3 @@ def _weights_file(spec: BackboneSpec, weights):
         )
     local = weights_dir_file(spec.weights_key)
     return local if local is not None else "download"
-
-
-def _downloaded(spec: BackboneSpec, input_shape: tuple) -> keras.Model:
-    """The backbone with ImageNet weights from Keras' store, or :class:`WeightsUnavailableError` with the offline
-    options."""
-    try:
-        return build_backbone(spec, input_shape, "imagenet")
-    except Exception as exc:
-        if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
-            raise
-        raise WeightsUnavailableError(
-            f"ImageNet weights for backbone {spec.name!r} could not be downloaded ({exc}). "
-            f"Offline options: pass weights='/path/to/{spec.weights_key}_notop.weights.h5'; or set "
-            f"{WEIGHTS_DIR_ENV} to a folder holding {spec.weights_key}_imagenet_notop.weights.h5; or copy Keras' "
-            "own weight file into $KERAS_HOME/models (default ~/.keras/models); or use weights=None "
-            "for random weights."
-        ) from exc
