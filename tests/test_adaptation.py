@@ -3,6 +3,7 @@ fit with unlabeled images (label -1)."""
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from xrayest import XrayCNNClassifier
 
@@ -131,3 +132,22 @@ def test_fit_with_unlabeled_images_on_a_classifier_without_batch_norm_warns():
     with pytest.warns(UserWarning, match="4 unlabeled images"):
         clf.fit(X, ["a", "b"] * 8 + [-1] * 4)
     assert list(clf.classes_) == ["a", "b"] and not hasattr(clf, "adapted_to_")
+
+
+@pytest.mark.parametrize("kind", ["classifier", "cascade", "vote"])
+def test_fit_with_unlabeled_images_where_nothing_adapts_warns_and_keeps_the_fit(kind):
+    """One rule for every estimator (xrayest.adaptation.fit_then_adapt): no BatchNorm to adapt -> a warning
+    naming the unlabeled images left out, and the model as trained on the labeled ones."""
+    from xrayest import CascadeClassifier, EnsembleClassifier
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 160, (20, 32, 32), dtype=np.uint8)
+    y = np.array(["a", "b"] * 8 + ["-1"] * 4)
+    frozen = XrayCNNClassifier("vgg16", weights=None, image_size=32, epochs=1, random_state=0)
+    estimator = {"classifier": frozen, "cascade": CascadeClassifier([("root", frozen, None)]),
+                 "vote": EnsembleClassifier([frozen], n_members=1, random_state=0)}[kind]
+    with pytest.warns(UserWarning, match=f"4 unlabeled images .* this {type(estimator).__name__} has no BatchNorm"):
+        estimator.fit(X, y)
+    assert list(estimator.classes_) == ["a", "b"] and not hasattr(estimator, "adapted_to_")
+    trained = clone(estimator).fit(X[:16], y[:16])
+    np.testing.assert_allclose(estimator.predict_proba(X), trained.predict_proba(X), atol=1e-5)

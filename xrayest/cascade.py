@@ -7,9 +7,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .atomic import all_or_nothing
+from .adaptation import fit_then_adapt, is_adaptable
 from .inputs import n_rows, take_rows
 from .params import constraints_for, validate_params
-from .targets import labeled_values, unlabeled_rows
+from .targets import unlabeled_rows
 
 __all__ = ["CascadeClassifier", "from_saved"]
 
@@ -139,9 +140,7 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         adapted to them (:meth:`adapt`)."""
         rows = unlabeled_rows(y)
         if rows is not None:
-            self.fit(take_rows(X, rows[0]), labeled_values(y, rows[0]))
-            vars(self).update(vars(self.adapt(take_rows(X, rows[1]))))
-            return self
+            return fit_then_adapt(self, X, y, rows)
         validate_params(self)
         bad = [stage for stage in self.stages if len(stage) != 3 or not isinstance(stage[0], str)
                or not hasattr(stage[1], "fit")]
@@ -199,8 +198,6 @@ class CascadeClassifier(ClassifierMixin, BaseEstimator):
         two images, or has no BatchNorm to adapt, is kept as it was.  This cascade is left as it was.
         """
         import copy
-
-        from .classifier import is_adaptable
 
         check_is_fitted(self, "estimators_")
         adapted = copy.copy(self)

@@ -2,36 +2,28 @@
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.metrics import accuracy_score
 from sklearn.utils.validation import check_is_fitted
 
+from . import fit_phases
+from .adaptation import adapt_networks, check_adaptable, fit_then_adapt, is_adaptable
 from .atomic import all_or_nothing
-from .augmentation import AugmentedCopies, augment_config, build_augmentation
+from .augmentation import augment_config
 from .backbones import backbone_spec_or_model, image_size_for
 from .cache import estimator_cache
+from .classifier_saving import classifier_meta, pickled_state, restored_classifier, unpickled_state
 from .device import device_scope, resolve_precision, check_cpu_precision
-from .head_training import predict_head
-from .heads import EMBEDDING_LAYER, build_head, head_loss
-from .inputs import as_image_source, check_n_features, chunk_size, take_rows
+from .inputs import as_image_source, check_n_features
 from .lungs import crop_source
-from .layers import OnGray
 from .multilabel import masked_subset_accuracy
-from .optimizers import build_optimizer, check_optimizer_learning_rate
+from .optimizers import check_optimizer_learning_rate
+from .prediction import embedding_head, network_outputs, two_columns
 from .params import constraints_for, validate_arguments, validate_param, validate_params
-from .pipeline import PackedImages, image_dataset
-from .seeding import seeded
-from .targets import check_groups, dense_target, fit_targets, labeled_values, output_count, unlabeled_rows
-from .callbacks import EpochTimer, RecalibratedValidation, fit_callbacks
-from .training import (choose_loop, has_trainable_batch_norm, plan_training, recalibrate_batch_norm, run_phase,
-                       stratified_split)
-from .trunk import Trunk, pooling_in_trunk
+from .targets import check_groups, dense_target, fit_targets, unlabeled_rows
 
-__all__ = ["XrayCNNClassifier", "from_saved", "is_adaptable"]
+__all__ = ["XrayCNNClassifier", "from_saved", "is_adaptable"]  # is_adaptable: xrayest.adaptation's
 
 
 class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
@@ -280,8 +272,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         rows = unlabeled_rows(y)
         if rows is not None:
-            return self._fit_then_adapt(X, y, rows, sample_weight=sample_weight, validation_data=validation_data,
-                                        groups=groups)
+            return fit_then_adapt(self, X, y, rows, sample_weight=sample_weight, validation_data=validation_data,
+                                  groups=groups)
         validate_params(self)
         check_optimizer_learning_rate(self.optimizer, self.learning_rate)
         check_cpu_precision(self.precision, self.device)
@@ -289,180 +281,23 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         spec = backbone_spec_or_model(self.backbone)
         image_size = image_size_for(spec, self.image_size)
         augment = augment_config(self.augment)
-        plan = plan_training(pretrained=getattr(spec, "pretrained", True), freeze_backbone=self.freeze_backbone,
-                             fine_tune=self.fine_tune, fine_tune_epochs=self.fine_tune_epochs,
-                             augmented=augment is not None, epochs=self.epochs, learning_rate=self.learning_rate,
-                             fine_tune_learning_rate=self.fine_tune_learning_rate)
+        plan = fit_phases.training_plan(self, spec, augment)
         source = crop_source(as_image_source(X, warn_unit_range=True), self.crop)
         targets = fit_targets(y, len(source), class_weight=self.class_weight, sample_weight=sample_weight)
         groups = None if groups is None else check_groups(groups, len(source))
         check_n_features(self, source, reset=True)
-        validation = _validation_source(validation_data, targets, self.crop)
-        split = self._make_validation_split(targets, groups, validation)
+        validation = fit_phases.validation_source(validation_data, targets, self.crop)
+        split = fit_phases.validation_split(self, targets, groups, validation)
         self.classes_, self.image_size_, self.training_plan_ = targets.classes, image_size, plan
-        self.precision_ = precision
-        self.multilabel_ = targets.multilabel
+        self.precision_, self.multilabel_ = precision, targets.multilabel
         if targets.multilabel:  # a DataFrame's column names, else the column numbers
             self.findings_ = [str(c) for c in getattr(y, "columns", range(len(targets.classes)))]
-        self.history_, self.training_loop_, self.training_inputs_ = {}, [], []
-        cache = estimator_cache(self)
         with device_scope(self.device):
-            trunk = self._make_trunk(plan, spec, image_size)
-            frozen_key = trunk.cache_key if cache is not None else None
-            head = model = packed = None
-            for phase in plan.phases:
-                if phase.unfreeze:
-                    trunk = trunk.unfrozen(self.fine_tune)
-                inputs = self._phase_inputs(phase, trunk, frozen_key, source, validation, image_size, augment, cache,
-                                             packed)
-                packed = inputs.data if inputs.kind == "images" else packed
-                if head is None:
-                    head = self._make_head(inputs.feature_shape, targets)
-                trainee = self._trainee(inputs, head, augment)
-                model = trainee if inputs.kind == "images" else model
-                train_rows = self._train(trainee, phase, inputs, targets, split)
-                if inputs.kind == "images":  # moving BatchNorm statistics of the trained trunk, made exact
-                    recalibrate_batch_norm(trunk.model, packed.batches(train_rows, self.batch_size))
-                self.training_inputs_.append(inputs.kind)
-        self.trunk_, self.head_, self._model = trunk, head, model
+            fitted = fit_phases.train_plan(self, plan, spec, image_size, source, validation, augment, targets, split,
+                                           estimator_cache(self))
+        self.trunk_, self.head_, self._model = fitted.trunk, fitted.head, fitted.model
+        self.history_, self.training_loop_, self.training_inputs_ = fitted.history, fitted.loops, fitted.inputs
         return self
-
-    # ------------------------------------------------------------------ the steps of fit
-    def _fit_then_adapt(self, X, y, rows, *, sample_weight, validation_data, groups):
-        """``fit`` on the labeled ``rows[0]``, then this estimator adapted to the unlabeled images ``rows[1]``."""
-        labeled, unlabeled = rows
-        self.fit(take_rows(X, labeled), labeled_values(y, labeled),
-                 sample_weight=None if sample_weight is None else take_rows(sample_weight, labeled),
-                 validation_data=validation_data, groups=None if groups is None else take_rows(groups, labeled))
-        if is_adaptable(self):
-            vars(self).update(vars(self.adapt(take_rows(X, unlabeled))))
-        else:
-            warnings.warn(f"fit got {len(unlabeled)} unlabeled images (label -1), but this classifier has no "
-                          "BatchNorm to adapt (a trained trunk's, or a head's with batch_norm=True); they were "
-                          "left out", UserWarning, stacklevel=3)
-        return self
-
-    def _make_trunk(self, plan, spec, image_size) -> Trunk:
-        """The trunk ``plan`` starts from, for the backbone ``spec`` (resolved once, at the start of fit)."""
-        if plan.trunk == "frozen":
-            return Trunk.frozen(spec, self.weights, image_size,
-                                pooling=pooling_in_trunk(self.pooling, self.batch_norm), seed=self.random_state,
-                                precision=self.precision_, fold_batch_norm=plan.fold_batch_norm,
-                                cache=self.cache_features)
-        fine_tune = self.fine_tune if plan.trunk == "fine_tune" else None
-        return Trunk.trainable(spec, self.weights, image_size, seed=self.random_state,
-                               precision=self.precision_, fine_tune=fine_tune)
-
-    def _phase_inputs(self, phase, trunk, frozen_key, source, validation, image_size, augment, cache,
-                      packed) -> "PhaseInputs":
-        """What ``phase`` trains on (:class:`PhaseInputs`): the trunk's cached features, the output of a
-        fine-tuned trunk's frozen front (the cut), or the images themselves."""
-        # Fine-tuning without augmentation: the frozen part's output at the cut is as fixed as frozen
-        # features, so it is computed once (and cached) and each epoch runs the rest only.
-        cut = trunk.cut(frozen_key) if (self.fine_tune is not None and not phase.on_features
-                                        and augment is None and self.cache_features) else None
-        if phase.on_features or cut:
-            front = trunk if phase.on_features else cut[0]
-            data = front.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
-            val = validation and (front.features(validation[0], batch_size=self.batch_size, cache=cache),
-                                  validation[1])
-            if phase.on_features:
-                return PhaseInputs("features", data, val, None, data.shape[1:])
-            return PhaseInputs("cut", data, val, cut[1], trunk.model.output_shape[1:])
-        # images decoded once into uint8 (PackedImages), streamed in batches
-        packed = packed if packed is not None else PackedImages.from_source(source, image_size)
-        val = validation and (PackedImages.from_source(validation[0], image_size), validation[1])
-        return PhaseInputs("images", packed, val, trunk.model, trunk.model.output_shape[1:])
-
-    def _make_head(self, feature_shape, targets):
-        with seeded(self.random_state):  # the head's weights do not depend on what was built before
-            return build_head(feature_shape, targets.n_outputs, pooling=self.pooling, hidden_units=self.hidden_units,
-                              dropout=self.dropout, batch_norm=self.batch_norm, l2=self.l2,
-                              multilabel=targets.multilabel, seed=self.random_state)
-
-    def _trainee(self, inputs, head, augment):
-        """The Keras model a phase trains: the head, the cut's back part + head, or augmentation + trunk + head."""
-        if inputs.kind == "features":
-            return head
-        if inputs.kind == "cut":
-            return _stack(inputs.below, head)
-        with seeded(self.random_state):
-            return _compose(inputs.below, head, augment, self.random_state)
-
-    def _make_validation_split(self, targets, groups, validation):
-        """The rows every phase trains and validates on, drawn once per fit: ``(train_rows, val_rows)``.
-
-        ``validation_split`` holds rows out, stratified (whole ``groups`` when given; a class with one
-        image stays in training, with a warning), unless validation data was given (``val_rows`` None).
-        """
-        if validation is not None or not self.validation_split:
-            return np.arange(len(targets.encoded)), None
-        return stratified_split(targets.encoded, float(self.validation_split), self.random_state, groups=groups,
-                                class_names=targets.classes)
-
-    def _train(self, trainee, phase, inputs, targets, split):
-        """Compile ``trainee`` for ``phase`` and train it on ``split``'s rows, appending to ``history_``; returns
-        the rows trained on."""
-        loss, metrics = head_loss(targets.n_outputs, targets.multilabel)
-        # float16 gradients of the backbone underflow without loss scaling; a head on features is float32
-        loss_scaling = self.precision_ == "float16" and inputs.kind != "features"
-        trainee.compile(optimizer=build_optimizer(self.optimizer, phase.learning_rate, loss_scaling=loss_scaling),
-                        loss=loss, metrics=metrics, jit_compile=False)
-        data = self._phase_data(inputs, targets, split)
-        validation = data.validation
-        done = len(self.history_.get("loss", []))
-        scored = []
-        if validation is not None and inputs.kind == "images" and has_trainable_batch_norm(inputs.below):
-            # validation scored after recalibrating BatchNorm on up to 1,024 training images, not by Keras
-            rows = data.train_rows
-            sample = rows[np.random.default_rng(self.random_state).permutation(len(rows))[:1024]]
-            scored = [RecalibratedValidation(inputs.below, lambda: inputs.data.batches(sample, self.batch_size),
-                                             validation)]
-            has_validation, validation = True, None
-        else:
-            has_validation = validation is not None
-        callbacks = [EpochTimer(), *scored,
-                     *fit_callbacks(early_stopping=self.early_stopping, reduce_lr=self.reduce_lr,
-                                    lr_schedule=self.lr_schedule, has_validation=has_validation,
-                                    epochs=done + phase.epochs),
-                     *(self.callbacks or [])]
-        loop = choose_loop(self.training_loop, phase, callbacks)
-        history = run_phase(trainee, data.x, data.y, loop=loop, epochs=phase.epochs, initial_epoch=done,
-                            batch_size=self.batch_size, sample_weight=data.sample_weight, validation=validation,
-                            callbacks=callbacks, seed=self.random_state, verbose=self.verbose)
-        self.training_loop_.append(loop)
-        for key, values in history.items():
-            self.history_.setdefault(key, []).extend(values)
-        return data.train_rows
-
-    def _phase_data(self, inputs, targets, split) -> "_PhaseData":
-        """What one phase trains and validates on: feature arrays, or image batches streamed from PackedImages.
-
-        ``split``: the training and held-out rows (:meth:`_make_validation_split`); held-out rows None
-        when validation data was given.  For images, ``x`` and ``validation`` are ``tf.data`` datasets
-        (targets and weights inside) and ``y``, ``sample_weight`` are None.
-        """
-        shaped = targets.shaped
-        y, weights, validation = targets.encoded, targets.weights, inputs.validation
-        train_rows, val_rows = split
-        if inputs.kind == "images":
-            stream = dict(batch_size=self.batch_size, seed=self.random_state)
-            x = image_dataset(inputs.data, train_rows, shaped(y), weights, shuffle=True, **stream)
-            if val_rows is not None:
-                validation = image_dataset(inputs.data, val_rows, shaped(y), weights, shuffle=False, **stream)
-            elif validation is not None:
-                val_images, val_y = validation
-                validation = image_dataset(val_images, np.arange(len(val_y)), shaped(val_y), shuffle=False,
-                                           **stream)
-            return _PhaseData(x, None, None, validation, train_rows)
-        features = inputs.data
-        if val_rows is not None:
-            validation = (features[val_rows], shaped(y[val_rows]),
-                          *(() if weights is None else (weights[val_rows],)))
-        elif validation is not None:
-            validation = (validation[0], shaped(validation[1]))
-        return _PhaseData(features[train_rows], shaped(y[train_rows]),
-                          None if weights is None else weights[train_rows], validation, train_rows)
 
     # ------------------------------------------------------------------ the fitted network
     @property
@@ -471,7 +306,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "head_")  # NotFittedError is an AttributeError: hasattr(clf, "model_") is False
         if self._model is None:
             with device_scope(self.device):
-                self._model = _compose(self.trunk_.model, self.head_)
+                self._model = fit_phases.compose(self.trunk_.model, self.head_)
         return self._model
 
     @property
@@ -481,60 +316,19 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         return self.trunk_.backbone
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        model, trunk = state.get("_model"), state.get("trunk_")
-        if model is not None and trunk is not None:
-            if trunk.config is not None:
-                state["_model"] = None  # recomposed from the rebuilt trunk and the head
-            else:
-                # trunk and head are layers of the model: pickle the model once and find them in it again
-                state["trunk_"] = ("layer of _model", trunk.is_frozen, trunk.cache_key)
-                state["head_"] = None
-        return state
+        return pickled_state(self.__dict__)
 
     def __setstate__(self, state):
-        trunk = state.get("trunk_")
-        if isinstance(trunk, tuple):
-            _, is_frozen, cache_key = trunk
-            state["trunk_"] = Trunk.from_model(state["_model"].get_layer("trunk"), is_frozen=is_frozen,
-                                               cache_key=cache_key)
-            state["head_"] = state["_model"].get_layer("head")
-        self.__dict__.update(state)
+        self.__dict__.update(unpickled_state(state))
 
     # ------------------------------------------------------------------ prediction
     def _outputs(self, X, head, tta=0):
-        """``head`` applied to the trunk's features of X: from the cache for a frozen trunk, else through model_.
-
-        ``tta`` > 0 averages the outputs over the images and ``tta`` augmented copies (full forward passes).
-        """
-        import keras
-
+        """``head`` on the trunk's features of X (:func:`xrayest.prediction.network_outputs`)."""
         check_is_fitted(self, "head_")
         source = crop_source(as_image_source(X, warn_unit_range=True), self.crop)
         check_n_features(self, source, reset=False)
         with device_scope(self.device):
-            if self.trunk_.is_frozen and not tta:
-                cache = estimator_cache(self)
-                feats = self.trunk_.features(source, batch_size=self.batch_size, cache=cache, verbose=self.verbose)
-                if feats.shape[1:] != tuple(head.input_shape[1:]):  # cached entries of another shape: recompute
-                    warnings.warn(f"cached features of shape {feats.shape[1:]} do not fit the head "
-                                  f"{tuple(head.input_shape[1:])}; recomputing them", RuntimeWarning, stacklevel=3)
-                    feats = self.trunk_.features(source, batch_size=self.batch_size, cache=None)
-                return predict_head(head, feats, self.batch_size)
-            model = self.model_ if head is self.head_ else keras.Model(
-                self.model_.input, head(self.trunk_.model(self.model_.input)))
-            copies = tta and AugmentedCopies(augment_config(self.augment) or augment_config("xray"),
-                                            seed=self.random_state)
-            chunk = chunk_size(self.batch_size)  # files are read a chunk at a time: bounded memory
-            out = []
-            for i in range(0, len(source), chunk):
-                images = source.batch(i, i + chunk, self.image_size_)
-                total = np.asarray(model.predict(images, batch_size=self.batch_size, verbose=0),
-                                   np.float64 if tta else None)
-                for k in range(tta):  # test-time augmentation: the mean over the image and its augmented copies
-                    total = total + model.predict(copies(images, k), batch_size=self.batch_size, verbose=0)
-                out.append(total / (tta + 1) if tta else total)
-            return np.concatenate(out) if out else np.zeros((0, *model.output_shape[1:]), np.float32)
+            return network_outputs(self, source, head, tta)
 
     def predict_proba(self, X):
         """Class probabilities, shape ``(n_samples, n_classes)``, columns in ``classes_`` order.
@@ -543,10 +337,7 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "head_")
         validate_param(self, "tta")  # set_params(tta=...) after fit reaches here unchecked
-        raw = self._outputs(X, self.head_, tta=self.tta).astype(np.float64)
-        if raw.shape[1] == 1 and not getattr(self, "multilabel_", False):
-            raw = np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
-        return raw
+        return two_columns(self._outputs(X, self.head_, tta=self.tta), getattr(self, "multilabel_", False))
 
     def predict(self, X):
         """Predicted class labels (the same type as the ``y`` passed to ``fit``).
@@ -570,13 +361,8 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
         With no hidden layers, the pooled backbone features.
         """
-        import keras
-
         check_is_fitted(self, "head_")
-        head = self.head_
-        names = [layer.name for layer in head.layers]
-        layer = EMBEDDING_LAYER if EMBEDDING_LAYER in names else names[-2]
-        return self._outputs(X, keras.Model(head.input, head.get_layer(layer).output))
+        return self._outputs(X, embedding_head(self.head_))
 
     # ------------------------------------------------------------------ a new site
     def adapt(self, X, *, tent_steps=10, tent_learning_rate=1e-3):
@@ -627,39 +413,18 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         """
         import pickle
 
-        from .adaptation import affine_batch_norm_weights, entropy_steps
-
         check_is_fitted(self, "head_")
         validate_arguments("adapt", tent_steps=tent_steps, tent_learning_rate=tent_learning_rate)
-        if not is_adaptable(self):
-            raise ValueError("adapt re-estimates the BatchNorm statistics of a trained trunk and moves BatchNorm "
-                             "scales and offsets; this classifier's trunk is frozen or has no BatchNorm, and its head "
-                             "has none (fit a from-scratch backbone, pass freeze_backbone=False, or batch_norm=True)")
         source = crop_source(as_image_source(X, warn_unit_range=True), self.crop)
         check_n_features(self, source, reset=False)
-        if len(source) < 2:
-            raise ValueError(f"adapt needs at least 2 images of the new site to estimate statistics; got {len(source)}")
+        check_adaptable(self, len(source))
         adapted = pickle.loads(pickle.dumps(self))  # a separate network: this estimator stays as it was
-        trained = not adapted.trunk_.is_frozen and has_trainable_batch_norm(adapted.trunk_.model)
-        steps = tent_steps if affine_batch_norm_weights(adapted.head_) or trained else 0
-        rng = np.random.default_rng(self.random_state)
         with device_scope(self.device):
-            if trained:
-                packed = PackedImages.from_source(source, self.image_size_)
-                everything = np.arange(len(source))
-                recalibrate_batch_norm(adapted.trunk_.model, packed.batches(everything, self.batch_size))
-                if steps:  # the images as packed for AdaBN: decoded (and cropped) once
-                    entropy_steps(adapted.model_, (packed.batch(np.arange(a, b)) for a, b in
-                                                   _cycled_batches(len(source), self.batch_size, steps, rng)),
-                                  learning_rate=tent_learning_rate)
-                    recalibrate_batch_norm(adapted.trunk_.model, packed.batches(everything, self.batch_size))
-            elif steps:
-                feats = adapted.trunk_.features(source, batch_size=self.batch_size, cache=estimator_cache(self))
-                entropy_steps(adapted.head_, (feats[a:b] for a, b in
-                                              _cycled_batches(len(source), self.batch_size, steps, rng)),
-                              learning_rate=tent_learning_rate)
-        adapted.adapted_to_ = len(source)
-        adapted.adaptation_ = {"batch_norm_statistics": trained, "tent_steps": steps}
+            done = adapt_networks(adapted.trunk_, adapted.head_, lambda: adapted.model_, source,
+                                  image_size=self.image_size_, batch_size=self.batch_size, tent_steps=tent_steps,
+                                  learning_rate=tent_learning_rate, seed=self.random_state,
+                                  cache=estimator_cache(self))
+        adapted.adapted_to_, adapted.adaptation_ = len(source), done
         return adapted
 
     # ------------------------------------------------------------------ saving
@@ -672,177 +437,13 @@ class XrayCNNClassifier(ClassifierMixin, TransformerMixin, BaseEstimator):
 
     def saved_meta(self) -> dict:
         """What :meth:`save` writes beside the network: parameters, classes and fitted state, as plain data."""
-        from .persistence import plain_params
-
-        check_is_fitted(self, "head_")
-        multilabel = bool(getattr(self, "multilabel_", False))
-        # multi-label: the file lists the findings' column numbers; classes_ is rebuilt at load
-        classes = np.arange(len(self.classes_)) if multilabel else np.asarray(self.classes_)
-        return {
-            "estimator": type(self).__name__,
-            "params": plain_params(self.get_params(deep=False)),
-            "classes": classes.tolist(),
-            "classes_dtype": classes.dtype.str,
-            "state": {"image_size_": list(self.image_size_), "history_": self.history_,
-                      "frozen": self.trunk_.is_frozen, "cache_key": self.trunk_.cache_key,
-                      "training_loop_": self.training_loop_, "training_inputs_": self.training_inputs_,
-                      "multilabel_": multilabel, "precision_": getattr(self, "precision_", self.precision),
-                      **({"findings_": list(self.findings_)} if multilabel else {})},
-        }
-
-
-@dataclass(frozen=True)
-class PhaseInputs:
-    """What one training phase trains on; ``kind`` is what ``training_inputs_`` reports.
-
-    Attributes
-    ----------
-    kind : {"features", "cut", "images"}
-        The frozen trunk's cached features (the head trains alone); the cached output of a fine-tuned
-        trunk's frozen front (its trainable back part and the head train); the images (augmentation,
-        trunk and head train, or the head on a frozen trunk behind augmentation).
-    data : ndarray or PackedImages
-        Feature rows, or the images held compactly and streamed in batches.
-    validation : (inputs, encoded labels) or None
-        ``validation_data`` in the same form as ``data``.
-    below : keras.Model or None
-        What sits under the head: the cut's back part, or the trunk's model for images.
-    feature_shape : tuple
-        The shape of one input of the head.
-    """
-
-    kind: str
-    data: object
-    validation: object
-    below: object
-    feature_shape: tuple
-
-
-@dataclass(frozen=True)
-class _PhaseData:
-    x: object
-    y: object
-    sample_weight: object
-    validation: object
-    train_rows: np.ndarray
-
-
-def is_adaptable(estimator) -> bool:
-    """Whether ``estimator.adapt`` can adapt it: a fitted XrayCNNClassifier whose trained trunk or head has
-    BatchNorm layers, or an ensemble or cascade holding one."""
-    from .adaptation import affine_batch_norm_weights
-
-    if isinstance(estimator, XrayCNNClassifier):
-        trunk, head = getattr(estimator, "trunk_", None), getattr(estimator, "head_", None)
-        if trunk is None or head is None:
-            return False
-        return bool((not trunk.is_frozen and has_trainable_batch_norm(trunk.model))
-                    or affine_batch_norm_weights(head))
-    members = getattr(estimator, "estimators_", None)
-    members = members.values() if isinstance(members, dict) else members or []
-    return any(is_adaptable(member) for member in members)
-
-
-def _cycled_batches(n: int, batch_size: int, steps: int, rng):
-    """``steps`` ``(start, stop)`` spans of batches over rows ``0..n`` (contiguous, in a shuffled order of the
-    batches, cycling when there are fewer batches than steps)."""
-    spans = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
-    order = []
-    while len(order) < steps:
-        order += list(rng.permutation(len(spans)))
-    return [spans[k] for k in order[:steps]]
-
-
-def _validation_source(validation_data, targets, crop):
-    """``validation_data`` as ``(image source, labels encoded as y's)``, or None."""
-    if validation_data is None:
-        return None
-    source = crop_source(as_image_source(validation_data[0]), crop)
-    return source, targets.encode(validation_data[1], len(source))
-
-
-def _stack(bottom, head):
-    """``head`` on top of ``bottom`` as one Keras model."""
-    import keras
-
-    return keras.Model(bottom.input, head(bottom.output), name="cut_and_head")
-
-
-def _compose(trunk_model, head, augment=None, seed=None):
-    """``images -> [augmentation] -> trunk -> head`` as one Keras model."""
-    import keras
-
-    images = keras.Input((None, None, 3), name="images")
-    x = images
-    if augment:
-        augmentation = build_augmentation(augment, seed=seed)
-        # a backbone of one gray channel: augment that channel, not three equal ones (a third of the work)
-        x = (OnGray(augmentation, name="augment_gray") if _reads_gray(trunk_model) else augmentation)(images)
-    return keras.Model(images, head(trunk_model(x)), name="xray_cnn")
-
-
-def _reads_gray(trunk_model) -> bool:
-    """Whether the trunk's preprocessing averages the input's channels into one."""
-    try:
-        return trunk_model.get_layer("preprocess").channels == 1
-    except (ValueError, AttributeError):
-        return False
+        return classifier_meta(self)
 
 
 def from_saved(model, meta: dict, path, device="auto") -> XrayCNNClassifier:
-    """The fitted classifier of a network and the metadata :meth:`XrayCNNClassifier.saved_meta` wrote.
+    """The fitted classifier of a network and the metadata :meth:`XrayCNNClassifier.saved_meta` wrote
+    (:func:`xrayest.classifier_saving.restored_classifier`).
 
     ``path`` names the file in error messages; the network already lives on ``device``.
     """
-    import inspect
-
-    from .persistence import CorruptModelError, restored_params
-
-    def bad(problem):
-        raise CorruptModelError(f"corrupt or incompatible model file {path}: {problem}")
-
-    defaults = {k: p.default for k, p in inspect.signature(XrayCNNClassifier).parameters.items()}
-    try:
-        params = restored_params(meta["params"], defaults)
-    except ValueError as exc:
-        bad(str(exc))
-    unknown = sorted(set(params) - set(XrayCNNClassifier._parameter_constraints))
-    if unknown:
-        bad(f"unknown parameters {unknown}")
-    for key in ("hidden_units", "image_size", "dropout"):
-        if isinstance(params.get(key), list):
-            params[key] = tuple(params[key])
-    if params.get("backbone") is None:
-        params["backbone"] = "custom"
-    params["device"] = device
-    estimator = XrayCNNClassifier(**params)
-    try:
-        validate_params(estimator)
-    except ValueError as exc:
-        bad(exc)
-    state = meta["state"]
-    estimator.classes_ = np.asarray(meta["classes"], dtype=np.dtype(meta["classes_dtype"]))
-    if state.get("multilabel_", False):  # one array of classes per finding, as fit sets it
-        estimator.classes_ = [np.array([0, 1]) for _ in estimator.classes_]
-        estimator.findings_ = [str(f) for f in state.get("findings_", range(len(estimator.classes_)))]
-    names = [layer.name for layer in model.layers]
-    if "trunk" not in names or "head" not in names:
-        bad(f"the network has no 'trunk' and 'head' (layers: {names})")
-    estimator.multilabel_ = bool(state.get("multilabel_", False))
-    n_outputs = output_count(len(estimator.classes_), estimator.multilabel_)
-    if tuple(model.output_shape[1:]) != (n_outputs,):
-        bad(f"{len(estimator.classes_)} classes but the network has {model.output_shape[-1]} outputs")
-    estimator.image_size_ = tuple(state["image_size_"])
-    estimator.history_ = state.get("history_", {})
-    estimator.training_loop_ = state.get("training_loop_", [])
-    estimator.training_inputs_ = state.get("training_inputs_", [])
-    # files written before precision_ was saved ran in their precision parameter (then never "auto")
-    estimator.precision_ = state.get("precision_", params.get("precision", "float32"))
-    estimator.training_plan_ = None  # not saved: the file holds the trained network, not how it trained
-    # Files of format 1 named these backbone_frozen_ and _feature_config.
-    frozen = state.get("frozen", state.get("backbone_frozen_", True))
-    estimator.trunk_ = Trunk.from_model(model.get_layer("trunk"), is_frozen=frozen,
-                                        cache_key=state.get("cache_key", state.get("_feature_config")))
-    estimator.head_ = model.get_layer("head")
-    estimator._model = model
-    return estimator
+    return restored_classifier(XrayCNNClassifier, model, meta, path, device)

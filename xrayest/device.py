@@ -171,14 +171,14 @@ def _warn_slow_kernels_once() -> None:
         import warnings
 
         _SLOW_KERNELS = False
-        warnings.warn(SLOW_KERNELS_MESSAGE, RuntimeWarning, stacklevel=_callers_stacklevel())
+        warnings.warn(SLOW_KERNELS_MESSAGE, RuntimeWarning, stacklevel=callers_stacklevel())
 
 
 # Modules whose frames stand between a user's call and the code that warns (fit's wrappers among them).
 _LIBRARY_FRAMES = ("xrayest", "contextlib", "sklearn", "keras", "tensorflow", "functools")
 
 
-def _callers_stacklevel() -> int:
+def callers_stacklevel() -> int:
     """The ``stacklevel`` that points a warning raised in its caller at the user's line (the first frame
     outside xrayest and the libraries it runs through), so the warning names that line."""
     import inspect

@@ -34,10 +34,11 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .atomic import all_or_nothing
-from .inputs import n_rows, take_rows
+from .adaptation import fit_then_adapt, is_adaptable
+from .inputs import n_rows
 from .params import constraints_for, validate_params
 from .seeding import derive_seeds
-from .targets import labeled_values, unlabeled_rows
+from .targets import unlabeled_rows
 
 __all__ = ["EnsembleClassifier", "member_seeds"]
 
@@ -128,11 +129,7 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         adapted to them (:meth:`adapt`, with its defaults)."""
         rows = unlabeled_rows(y)
         if rows is not None:
-            labeled = {k: (take_rows(v, rows[0]) if k in ("groups", "sample_weight") and v is not None else v)
-                       for k, v in fit_params.items()}
-            self.fit(take_rows(X, rows[0]), labeled_values(y, rows[0]), **labeled)
-            vars(self).update(vars(self.adapt(take_rows(X, rows[1]))))
-            return self
+            return fit_then_adapt(self, X, y, rows, **fit_params)
         validate_params(self)
         kinds = self._estimators()
         if self.vote_weights is not None and len(self.vote_weights) != len(kinds):
@@ -191,7 +188,6 @@ class EnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         import copy
 
-        from .classifier import is_adaptable
         from .label_shift import MIN_BATCH, adapt_to_priors
 
         check_is_fitted(self, "estimators_")
