@@ -243,13 +243,35 @@ class TestEqualize:
             equalize_histogram(np.zeros((2, 0, 8), np.uint8))
 
 
-def test_pediatric_pneumonia_recipe_is_a_vote_of_the_cascade_and_xception_and_saves_as_one_file(tmp_path):
+def test_pediatric_pneumonia_recipe_is_a_vote_of_a_112px_cnn_and_xception_of_the_lungs_at_150px(tmp_path):
+    from xrayest import load, make_recipe
+
+    vote = make_recipe("pediatric_pneumonia", random_state=0)
+    cnn, xception = vote.estimator
+    assert isinstance(vote, EnsembleClassifier) and vote.vote_weights == [0.5, 0.5] and vote.random_state == 0
+    assert (cnn.backbone, cnn.weights, cnn.image_size, cnn.epochs, cnn.validation_split) == ("sutd_cnn", None, 112,
+                                                                                              26, 0.0)
+    assert (cnn.lr_schedule, cnn.augment, cnn.crop) == ("cosine", "xray", None)
+    assert (xception.backbone, xception.image_size, xception.crop) == ("xception_middle", 150, "lungs")
+    X, y = make_images(24, 32, 3)
+    labels = np.array(["bacterial", "normal", "viral"])[y]
+    # offline: random weights stand in for ImageNet's; 75 px is above Xception's smallest input
+    model = make_recipe("pediatric_pneumonia", weights=None, epochs=1, image_size=75, batch_size=8, random_state=0)
+    model.fit(X, labels)
+    again = load(model.save(tmp_path / "pediatric.keras"))
+    np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), atol=1e-5)
+    with pytest.raises(ValueError, match="classes and normal are for the cascade recipes"):
+        make_recipe("pediatric_pneumonia", classes=("healthy", "viral", "bacterial"))  # no cascade to take them
+
+
+def test_pediatric_pneumonia_full_recipe_is_a_vote_of_the_cascade_and_xception_and_saves_as_one_file(tmp_path):
     from xrayest import CascadeClassifier, load, make_recipe
 
     X, y = make_images(24, 32, 3)
     labels = np.array(["bacterial", "normal", "viral"])[y]
     # offline: random weights stand in for ImageNet's; 75 px is above Xception's smallest input
-    model = make_recipe("pediatric_pneumonia", weights=None, epochs=1, image_size=75, batch_size=8, random_state=0)
+    model = make_recipe("pediatric_pneumonia_full", weights=None, epochs=1, image_size=75, batch_size=8,
+                        random_state=0)
     cascade, xception = model.estimator
     params = cascade.get_params()
     assert isinstance(model, EnsembleClassifier) and model.vote_weights == [0.5, 0.5] and model.random_state == 0
@@ -266,7 +288,7 @@ def test_pediatric_pneumonia_recipe_is_a_vote_of_the_cascade_and_xception_and_sa
     assert again.estimators_[0].plan_ == model.estimators_[0].plan_
     np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X), atol=1e-5)
     with pytest.raises(ValueError, match="needs the normal label 'normal'"):
-        make_recipe("pediatric_pneumonia", classes=("healthy", "viral", "bacterial"))
+        make_recipe("pediatric_pneumonia_full", classes=("healthy", "viral", "bacterial"))
     with pytest.raises(ValueError, match="classes and normal are for the cascade recipe"):
         make_recipe("sutd_cnn", normal="healthy")
     with pytest.raises(TypeError, match="takes a recipe name"):

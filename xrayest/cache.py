@@ -22,7 +22,6 @@ report ``n_features_out_`` without building the backbone.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 import threading
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FeatureCache", "default_cache", "estimator_cache", "config_key"]
+__all__ = ["FeatureCache", "default_cache", "estimator_cache"]
 
 DEFAULT_MB = 1024
 
@@ -206,8 +205,3 @@ def default_cache(directory=None) -> FeatureCache:
 def estimator_cache(estimator) -> FeatureCache | None:
     """The cache an estimator's ``cache_features`` / ``cache_dir`` parameters ask for (None: no caching)."""
     return default_cache(estimator.cache_dir) if estimator.cache_features else None
-
-
-def config_key(**config) -> str:
-    """Stable hash of a backbone configuration (plain JSON-able values)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()

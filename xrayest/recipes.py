@@ -6,9 +6,11 @@ parameters of its stages) builds a two-stage :class:`~xrayest.CascadeClassifier`
 then the infected classes among themselves: ``"sutd_cascade"`` is the published study's, and
 ``"pediatric_cascade"`` that cascade trained on every image it is given.  A row of
 :data:`~xrayest.recipes.VOTES` builds a soft vote (:class:`~xrayest.EnsembleClassifier` over other
-recipes' estimators): ``"pediatric_pneumonia"``, the best estimator found for normal / bacterial / viral,
-is the pediatric cascade and frozen ImageNet Xception features of the lung fields (``"xception_middle"``,
-``crop="lungs"``).
+recipes' estimators): ``"pediatric_pneumonia"``, for normal / bacterial / viral pediatric films, is a
+from-scratch sutd_cnn at 112 px (``"pediatric_cnn"``) and frozen ImageNet Xception features of the lung
+fields at 150 px (``"xception_middle"``, ``crop="lungs"``): about 30 minutes on a 2-core AVX2 CPU.
+``"pediatric_pneumonia_full"`` is the slower vote that scores higher in cross-validation: the pediatric
+cascade and the Xception member at 299 px (about two hours on such a CPU).
 ``EnsembleClassifier(make_recipe(name), n_members=3)`` averages seeds of any recipe.
 
 Measured on pediatric_cxr (stratified 15% hold-out, ``benchmarks/bench_pediatric.py``, numbers in
@@ -18,19 +20,21 @@ Examples
 --------
 >>> from xrayest.recipes import CASCADES, RECIPES, VOTES, make_recipe
 >>> sorted(RECIPES)
-['sutd_cnn', 'sutd_residual', 'xception_finetune', 'xception_frozen', 'xception_middle']
+['pediatric_cnn', 'sutd_cnn', 'sutd_residual', 'xception_finetune', 'xception_frozen', 'xception_middle']
 >>> sorted(CASCADES), sorted(VOTES)
-(['pediatric_cascade', 'sutd_cascade'], ['pediatric_pneumonia'])
+(['pediatric_cascade', 'sutd_cascade'], ['pediatric_pneumonia', 'pediatric_pneumonia_full'])
 >>> make_recipe("sutd_cnn", epochs=2).get_params()["backbone"]
 'sutd_cnn'
 >>> cascade = make_recipe("sutd_cascade", epochs=1, classes=("normal", "bacterial", "viral"))
 >>> [name for name, _, _ in cascade.stages]
 ['root', 'infected']
->>> best = make_recipe("pediatric_pneumonia")
->>> [type(est).__name__ for est in best.estimator], best.vote_weights
-(['CascadeClassifier', 'XrayCNNClassifier'], [0.5, 0.5])
->>> best.estimator[0].get_params()["root__validation_split"], best.estimator[1].backbone, best.estimator[1].crop
-(0.0, 'xception_middle', 'lungs')
+>>> vote = make_recipe("pediatric_pneumonia")
+>>> cnn, xception = vote.estimator
+>>> vote.vote_weights, (cnn.backbone, cnn.image_size, cnn.epochs), (xception.image_size, xception.crop)
+([0.5, 0.5], ('sutd_cnn', 112, 26), (150, 'lungs'))
+>>> full = make_recipe("pediatric_pneumonia_full")
+>>> [type(est).__name__ for est in full.estimator], full.estimator[1].image_size
+(['CascadeClassifier', 'XrayCNNClassifier'], 299)
 """
 
 from __future__ import annotations
@@ -47,6 +51,11 @@ RECIPES: dict[str, dict] = {
     # estimator's default precision="auto": bfloat16 where the device has it natively, float32 elsewhere.
     "sutd_cnn": {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.2},
     "sutd_residual": {"backbone": "sutd_residual", **_SCRATCH, "dropout": 0.3},
+    # sutd_cnn trained on every film given, at 112 px (a 3x3 map after its five poolings) for 26 epochs, the
+    # cosine schedule spanning them: the from-scratch member of the pediatric_pneumonia vote, about a quarter
+    # of the pediatric cascade's training work (docs/training.md: the 30-minute budget).
+    "pediatric_cnn": {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.2, "validation_split": 0.0, "image_size": 112,
+                      "epochs": 26},
     # Pretrained ImageNet Xception: frozen (features cached), or its blocks 13-14 fine-tuned on the
     # cached block-12 activation after the head has trained.
     "xception_frozen": dict(backbone="xception", weights="imagenet", image_size=150,
@@ -73,13 +82,16 @@ CASCADES: dict[str, dict] = {
 # Soft votes: an EnsembleClassifier over the estimators of other recipes (one member each), their
 # probabilities averaged with ``vote_weights``.
 VOTES: dict[str, dict] = {
-    # The best estimator found for normal / bacterial / viral pediatric X-rays (docs/training.md: what
-    # each candidate gave): the from-scratch cascade and frozen ImageNet Xception features make
-    # different errors; the Xception member sees the lung fields only (crop="lungs": frozen features
-    # learned the films' framing, which new patients' films do not share), and half each keeps the 5-fold
-    # CV of the earlier 0.3 / 0.7 vote of uncropped members while raising the framing proxy.
-    "pediatric_pneumonia": {"recipes": ["pediatric_cascade", "xception_middle"],
-                            "overrides": [{}, {"crop": "lungs"}], "vote_weights": [0.5, 0.5]},
+    # Normal / bacterial / viral pediatric X-rays in about 30 minutes on a 2-core AVX2 CPU (docs/training.md:
+    # what each candidate gave, and the budget): a from-scratch CNN and frozen ImageNet Xception features
+    # make different errors; the Xception member sees the lung fields only (crop="lungs": frozen features
+    # learned the films' framing, which new patients' films do not share), at the films' own 150 px.
+    "pediatric_pneumonia": {"recipes": ["pediatric_cnn", "xception_middle"],
+                            "overrides": [{}, {"crop": "lungs", "image_size": 150}], "vote_weights": [0.5, 0.5]},
+    # The same idea at about four times the work: the two-stage cascade for 35 epochs at 150 px and the
+    # Xception member at its own 299 px; the best 5-fold CV found, about two hours on such a CPU.
+    "pediatric_pneumonia_full": {"recipes": ["pediatric_cascade", "xception_middle"],
+                                 "overrides": [{}, {"crop": "lungs"}], "vote_weights": [0.5, 0.5]},
 }
 
 
@@ -109,6 +121,8 @@ def make_recipe(name: str, classes=None, normal: str = "normal", **overrides):
         from .ensemble import EnsembleClassifier
 
         vote = VOTES[name]
+        if not set(vote["recipes"]) & set(CASCADES):
+            _no_classes(name, classes, normal)
         seed = overrides.pop("random_state", None)
         own = vote.get("overrides", [{}] * len(vote["recipes"]))  # each member's settings over its recipe's
         members = [make_recipe(recipe, classes=classes, normal=normal, **{**mine, **overrides}) if recipe in CASCADES
@@ -127,15 +141,20 @@ def make_recipe(name: str, classes=None, normal: str = "normal", **overrides):
             ("root", XrayCNNClassifier(**stage), {normal: [normal], "infected": infected}),
             ("infected", XrayCNNClassifier(**stage), None),
         ])
-    if classes is not None or normal != "normal":
-        raise ValueError(f"classes and normal are for the cascade recipes ({', '.join(CASCADES)}); recipe {name!r} "
-                         "learns its classes from the labels it is fitted on")
+    _no_classes(name, classes, normal)
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; recipes: {', '.join(_NAMES)}")
     return XrayCNNClassifier(**{**RECIPES[name], **_checked(overrides)})
 
 
 _NAMES = [*RECIPES, *CASCADES, *VOTES]
+
+
+def _no_classes(name, classes, normal):
+    """``classes`` and ``normal`` given for a recipe without a cascade: an error, not a silent no-op."""
+    if classes is not None or normal != "normal":
+        raise ValueError(f"classes and normal are for the cascade recipes ({', '.join(CASCADES)}) and the votes "
+                         f"holding one; recipe {name!r} learns its classes from the labels it is fitted on")
 
 
 def _checked(overrides: dict) -> dict:

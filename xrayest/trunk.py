@@ -73,7 +73,7 @@ def make_backbone(backbone: Backbone, weights, size):
     """
     import keras
 
-    from .weights import load_backbone, weights_fingerprint
+    from .weights import fingerprinted_backbone
 
     if isinstance(backbone, keras.Model):
         model = keras.models.clone_model(backbone)
@@ -87,8 +87,8 @@ def make_backbone(backbone: Backbone, weights, size):
     if not isinstance(backbone, BackboneSpec):
         raise TypeError(f"a trunk is built from a BackboneSpec or a keras.Model, not {type(backbone).__name__}: "
                         "resolve a name once with xrayest.backbones.backbone_spec_or_model")
-    model = load_backbone(backbone, (*size, backbone.channels), weights)
-    return model, backbone.preprocess, weights_fingerprint(backbone, weights), backbone.pretrained
+    model, fingerprint = fingerprinted_backbone(backbone, (*size, backbone.channels), weights)
+    return model, backbone.preprocess, fingerprint, backbone.pretrained
 
 
 def build_trunk_model(backbone, size, preprocess: str, pooling=None, name="trunk"):
@@ -141,6 +141,13 @@ def unfreeze(backbone, fine_tune) -> int:
     return count
 
 
+def config_key(**config) -> str:
+    """A feature-cache key: a stable hash of a trunk's configuration (plain JSON-able values)."""
+    import json
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _cache_key(spec_or_model: Backbone, fingerprint, size, preprocess, pooling, seed, precision):
     """Feature-cache key of a frozen trunk, or None when its features are not reproducible.
 
@@ -149,8 +156,6 @@ def _cache_key(spec_or_model: Backbone, fingerprint, size, preprocess, pooling, 
     BatchNorm folding is not (it changes features by float rounding only).
     """
     import keras
-
-    from .cache import config_key
 
     if fingerprint is None and seed is None:
         return None
@@ -339,7 +344,6 @@ class Trunk:
         """
         import keras
 
-        from .cache import config_key
         from .trunk_graph import split_at_trainable
 
         backbone = self.backbone

@@ -8,16 +8,16 @@ in ``$KERAS_HOME/models``); ``weights="imagenet"`` then reads them instead of
 downloading.  When nothing can be found or fetched the error says so: xrayest never
 falls back to random weights silently.
 
-:func:`load_backbone` is the pipeline, read top to bottom:
+``load_backbone`` is the pipeline, read top to bottom:
 
-1. where the weights come from (:func:`weights_source`: random, a file, the offline directory
+1. where the weights come from (``weights_source``: random, a file, the offline directory
    ``XRAYEST_WEIGHTS_DIR``, or Keras' ImageNet store);
-2. the architecture of the registry entry (:mod:`xrayest.backbones`, plain data: a
+2. the architecture of the registry entry (``xrayest.backbones``, plain data: a
    ``keras.applications`` class or a from-scratch builder), with Keras' ImageNet weights when that
-   is the source (:func:`build_backbone`);
+   is the source (``build_backbone``);
 3. a weights file loaded into the whole network;
 4. the cut (``BackboneSpec.cut_after``): the whole network's layers and weights up to a block's
-   residual sum (:func:`cut_backbone`).
+   residual sum (``cut_backbone``).
 
 Everything here takes a :class:`~xrayest.backbones.BackboneSpec`, never a name: names are resolved
 once, where a user's ``backbone`` enters (an estimator's ``fit``, ``featurize``).
@@ -33,8 +33,8 @@ import keras
 
 from .backbones import BackboneSpec
 
-__all__ = ["WeightsUnavailableError", "load_backbone", "build_backbone", "cut_backbone", "residual_sum_after",
-           "weights_source", "weights_fingerprint", "weights_dir_file", "recorded_weights"]
+__all__ = ["WeightsUnavailableError", "load_backbone", "fingerprinted_backbone", "build_backbone", "cut_backbone",
+           "residual_sum_after", "weights_source", "weights_fingerprint", "weights_dir_file", "recorded_weights"]
 
 WEIGHTS_DIR_ENV = "XRAYEST_WEIGHTS_DIR"
 
@@ -62,6 +62,12 @@ def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Mode
         if source is not None:
             _load_file(whole, source, spec.name)
     return cut_backbone(spec, whole)
+
+
+def fingerprinted_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> tuple:
+    """:func:`load_backbone` and :func:`weights_fingerprint` of the same weights, in one call:
+    ``(model, fingerprint)``."""
+    return load_backbone(spec, input_shape, weights), weights_fingerprint(spec, weights)
 
 
 def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -> keras.Model:
