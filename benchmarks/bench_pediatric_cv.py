@@ -274,8 +274,8 @@ def vote(a_file, b_file, weights, save=None, record=False):
     if record:  # the README's headline: the recipe's members and their vote
         means = {name: np.nanmean(np.array(runs[name]), 0) for name in names}
         record_result("pediatric_new_patients", "pediatric, new patients: 5-fold CV of 1,500 images, the BU proxy "
-                                                "and the framing proxy (test films framed tighter), soft votes of "
-                                                "the cascade and `xception_middle`",
+                                                "and the framing proxy (test films framed tighter): the members of "
+                                                "`make_recipe(\"pediatric_pneumonia\")` and their soft vote",
                       "; ".join(f"{name}: CV {m[0]:.3f}, BU {m[3]:.3f}, framed {m[5]:.3f}"
                                 for name, m in means.items()))
 
