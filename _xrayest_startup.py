@@ -44,6 +44,12 @@ def onednn_off_by_default(flags) -> bool:
     return flags is not None and "avx2" in flags and not set(flags) & ONEDNN_DEFAULT_FLAGS
 
 
+def onednn_opts_wanted(environ, flags) -> bool:
+    """Whether ``TF_ENABLE_ONEDNN_OPTS`` should be set: unset in ``environ``, on a CPU (``flags``) where
+    TensorFlow's default leaves oneDNN off."""
+    return "TF_ENABLE_ONEDNN_OPTS" not in environ and onednn_off_by_default(flags)
+
+
 def set_onednn_opts(environ=None, flags=None) -> bool:
     """Set ``TF_ENABLE_ONEDNN_OPTS=1`` in ``environ`` (``os.environ``) where TensorFlow's default leaves
     oneDNN off (``flags``: the CPU's own by default) and the variable is unset; whether it did.
@@ -59,7 +65,7 @@ def set_onednn_opts(environ=None, flags=None) -> bool:
     """
     try:
         environ = os.environ if environ is None else environ
-        if "TF_ENABLE_ONEDNN_OPTS" in environ or not onednn_off_by_default(cpu_flags() if flags is None else flags):
+        if not onednn_opts_wanted(environ, cpu_flags() if flags is None else flags):
             return False
         environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
         return True

@@ -99,12 +99,17 @@ def mean_entropy(model, batches) -> float:
     return total / max(n, 1)
 
 
+def _trained_batch_norm(trunk) -> bool:
+    """Whether ``trunk`` was trained and has BatchNorm layers (whose statistics AdaBN re-estimates)."""
+    from .training import has_trainable_batch_norm
+
+    return not trunk.is_frozen and has_trainable_batch_norm(trunk.model)
+
+
 def adaptable(trunk, head) -> bool:
     """Whether a trunk and head have something to adapt: a trained trunk with BatchNorm, or a head with a
     trainable BatchNorm."""
-    from .training import has_trainable_batch_norm
-
-    return bool((not trunk.is_frozen and has_trainable_batch_norm(trunk.model)) or affine_batch_norm_weights(head))
+    return bool(_trained_batch_norm(trunk) or affine_batch_norm_weights(head))
 
 
 def adapt_networks(trunk, head, composed, source, *, image_size, batch_size: int, tent_steps: int,
@@ -118,9 +123,9 @@ def adapt_networks(trunk, head, composed, source, *, image_size, batch_size: int
     Returns what was done: ``{"batch_norm_statistics": bool, "tent_steps": int}``.
     """
     from .pipeline import PackedImages
-    from .training import has_trainable_batch_norm, recalibrate_batch_norm
+    from .training import recalibrate_batch_norm
 
-    trained = not trunk.is_frozen and has_trainable_batch_norm(trunk.model)
+    trained = _trained_batch_norm(trunk)
     steps = tent_steps if affine_batch_norm_weights(head) or trained else 0
     spans = _cycled_batches(len(source), batch_size, steps, np.random.default_rng(seed))
     if trained:

@@ -10,7 +10,8 @@ import contextlib
 import os
 import re
 
-from _xrayest_startup import onednn_off_by_default, set_onednn_opts
+from _xrayest_startup import cpu_flags as _cpu_flags
+from _xrayest_startup import onednn_off_by_default, onednn_opts_wanted
 
 __all__ = ["DeviceUnavailableError", "available_devices", "resolve_device", "device_scope", "cpu_supports_bfloat16",
            "check_cpu_precision", "choose_precision", "resolve_precision", "onednn_off_by_default",
@@ -113,15 +114,10 @@ def cpu_flags(capped: bool = True) -> set[str] | None:
     ``precision="auto"`` then picks float32.  ``capped=False``: the CPU's own flags (what CPUID says,
     whatever the cap).
     """
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return _capped(flags, os.environ.get("ONEDNN_MAX_CPU_ISA")) if capped else flags
-    except OSError:
-        pass
-    return None
+    flags = _cpu_flags()
+    if flags is None or not capped:
+        return flags
+    return _capped(flags, os.environ.get("ONEDNN_MAX_CPU_ISA"))
 
 
 def _capped(flags: set[str], cap: str | None) -> set[str]:
@@ -147,12 +143,13 @@ def use_onednn_kernels(environ=None, flags=None, tensorflow_loaded=None) -> bool
     global _SLOW_KERNELS
     environ = os.environ if environ is None else environ
     flags = cpu_flags(capped=False) if flags is None else flags
-    if "TF_ENABLE_ONEDNN_OPTS" in environ or not onednn_off_by_default(flags):
+    if not onednn_opts_wanted(environ, flags):
         return False
     if "tensorflow" in sys.modules if tensorflow_loaded is None else tensorflow_loaded:
         _SLOW_KERNELS = True
         return False
-    return set_onednn_opts(environ, flags)
+    environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    return True
 
 
 # Whether TensorFlow loaded with its oneDNN kernels off on an AVX2-only CPU (it was imported before

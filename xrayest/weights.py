@@ -54,7 +54,18 @@ def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Mode
     weights : {"imagenet", None} or path-like
         ``None`` gives random initial weights.  A file holds the whole network's weights.
     """
+    return _built(spec, input_shape, weights_source(spec, weights))
+
+
+def fingerprinted_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> tuple:
+    """:func:`load_backbone` and :func:`weights_fingerprint` of the same weights, in one call:
+    ``(model, fingerprint)``, both from one look-up of where the weights come from."""
     source = weights_source(spec, weights)
+    return _built(spec, input_shape, source), _fingerprint(source)
+
+
+def _built(spec: BackboneSpec, input_shape: tuple, source) -> keras.Model:
+    """The network of ``spec`` with the weights of ``source`` (:func:`weights_source`), cut."""
     if source == "download":
         whole = _downloaded(spec, input_shape)
     else:
@@ -62,12 +73,6 @@ def load_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> keras.Mode
         if source is not None:
             _load_file(whole, source, spec.name)
     return cut_backbone(spec, whole)
-
-
-def fingerprinted_backbone(spec: BackboneSpec, input_shape: tuple, weights) -> tuple:
-    """:func:`load_backbone` and :func:`weights_fingerprint` of the same weights, in one call:
-    ``(model, fingerprint)``."""
-    return load_backbone(spec, input_shape, weights), weights_fingerprint(spec, weights)
 
 
 def build_backbone(spec: BackboneSpec, input_shape: tuple, keras_weights=None) -> keras.Model:
@@ -173,7 +178,11 @@ def _file_digest(path: Path) -> str:
 
 def weights_fingerprint(spec: BackboneSpec, weights) -> str | None:
     """A string that changes whenever the backbone's weights would; None if they are random."""
-    source = weights_source(spec, weights)
+    return _fingerprint(weights_source(spec, weights))
+
+
+def _fingerprint(source) -> str | None:
+    """The fingerprint of weights from ``source`` (:func:`weights_source`)."""
     if source is None:
         return None
     if source == "download":
