@@ -8,7 +8,7 @@ then the infected classes among themselves: ``"sutd_cascade"`` is the published 
 :data:`~xrayest.recipes.VOTES` builds a soft vote (:class:`~xrayest.EnsembleClassifier` over other
 recipes' estimators): ``"pediatric_pneumonia"``, for normal / bacterial / viral pediatric films, is a
 from-scratch sutd_cnn at 112 px (``"pediatric_cnn"``) and frozen ImageNet Xception features of the lung
-fields at 150 px (``"xception_middle"``, ``crop="lungs"``): about 30 minutes on a 2-core AVX2 CPU.
+fields at 150 px (``"xception_middle"``, ``crop="lungs"``): 24-29 minutes on a 2-core AVX2 CPU (projected).
 ``"pediatric_pneumonia_full"`` is the slower vote that scores higher in cross-validation: the pediatric
 cascade and the Xception member at 299 px (about two hours on such a CPU).
 ``EnsembleClassifier(make_recipe(name), n_members=3)`` averages seeds of any recipe.
@@ -45,17 +45,18 @@ _SCRATCH = dict(weights=None, image_size=150, augment="xray", epochs=35, batch_s
                 lr_schedule="cosine", pooling="flatten", hidden_units=(256, 128),
                 validation_split=0.1)
 
+_SUTD_CNN = {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.2}
+
 RECIPES: dict[str, dict] = {
     # The SUTD study's from-scratch CNNs: 150 px grayscale X-rays, random resized crop + rotation,
     # Adam 1e-3, batch 64, 35 epochs (cosine decay added), two dense layers.  Every recipe runs in the
     # estimator's default precision="auto": bfloat16 where the device has it natively, float32 elsewhere.
-    "sutd_cnn": {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.2},
+    "sutd_cnn": _SUTD_CNN,
     "sutd_residual": {"backbone": "sutd_residual", **_SCRATCH, "dropout": 0.3},
     # sutd_cnn trained on every film given, at 112 px (a 3x3 map after its five poolings) for 26 epochs, the
     # cosine schedule spanning them: the from-scratch member of the pediatric_pneumonia vote, about a quarter
     # of the pediatric cascade's training work (docs/training.md: the 30-minute budget).
-    "pediatric_cnn": {"backbone": "sutd_cnn", **_SCRATCH, "dropout": 0.2, "validation_split": 0.0, "image_size": 112,
-                      "epochs": 26},
+    "pediatric_cnn": {**_SUTD_CNN, "validation_split": 0.0, "image_size": 112, "epochs": 26},
     # Pretrained ImageNet Xception: frozen (features cached), or its blocks 13-14 fine-tuned on the
     # cached block-12 activation after the head has trained.
     "xception_frozen": dict(backbone="xception", weights="imagenet", image_size=150,
