@@ -10,20 +10,22 @@ AVX512-BF16, float32 on AVX2-only CPUs, where bfloat16 is emulated):
 - ``xrayest``: ``XrayCNNClassifier("sutd_cnn", precision=P, augment="xray", pooling="flatten",
   hidden_units=(256, 128))`` on the file paths (its blocks pool before their ReLU: the same function);
 - ``keras``: plain Keras 3 on the same layers (the ``mixed_bfloat16`` policy in bfloat16), ``tf.data`` from a
-  uint8 array (shuffle, batch, prefetch), Keras' Random* layers in the model, with TensorFlow's default
-  kernels.  On an AVX2-only CPU TensorFlow's default leaves its oneDNN kernels off (``import xrayest`` turns
-  them on); there plain Keras also runs with ``TF_ENABLE_ONEDNN_OPTS=1``, and xrayest again with
-  TensorFlow's default (oneDNN off: what xrayest ran before it turned them on);
-- ``torch_wN``: PyTorch (``torch.autocast("cpu", torch.bfloat16)`` in bfloat16), ``channels_last``, torchvision's
-  RandomResizedCrop + RandomAffine on uint8 tensors in a ``DataLoader`` with N workers (each N of
-  --torch-workers; the fastest is the peer).  PyTorch is not a dependency of xrayest (``pip install
+  uint8 array (shuffle, batch, prefetch), Keras' Random* layers in the model, twice: with TensorFlow's
+  default kernels and with ``TF_ENABLE_ONEDNN_OPTS=1`` (oneDNN forced on, what a Keras user who knows the
+  variable runs); the faster is the Keras peer.  On an AVX2-only CPU TensorFlow's default leaves its oneDNN
+  kernels off (xrayest turns them on): there xrayest also runs with TensorFlow's default (oneDNN off);
+- ``torch:N:LAYOUT``: PyTorch (``torch.autocast("cpu", torch.bfloat16)`` in bfloat16), torchvision's
+  RandomResizedCrop + RandomAffine on uint8 tensors in a ``DataLoader`` with N workers, the model and its
+  batches ``channels_last`` or ``contiguous`` (PyTorch's default NCHW): each N of --torch-workers with each
+  layout of --torch-layouts; the fastest is the PyTorch peer.  PyTorch is not a dependency of xrayest (``pip install
   ".[peers]"``; from PyPI torch brings about 3 GB of CUDA libraries, CI does not install it): give
   --torch-python for an interpreter that has it; without torch the rows are skipped with the reason.
 
 Each variant runs in its own process, in turn, --rounds times.  Images/s counts the epochs after the
 first.  GFLOP/s = images/s x the network's training FLOPs per image (3x the forward FLOPs of its
 convolution and dense layers, counted from the model); the peak is a 2048^3 matmul in TensorFlow in
-that precision, timed before and after the variants.  The table's host line names the CPU model and
+that precision, timed before each round of the variants and after them; beside each row the peak of the
+round that gave its best rate, and the row's share of it.  The table's host line names the CPU model and
 its bfloat16 kind (from its flags).  ``--isa avx2`` caps every stack's kernels at AVX2 (oneDNN's
 ``ONEDNN_MAX_CPU_ISA``, PyTorch's ``ATEN_CPU_CAPABILITY``): an AVX2-only host's kernels on a newer
 CPU (its cores, caches and memory stay this host's), and the host line names the cap.
@@ -52,7 +54,8 @@ from _common import (ISA_SETTINGS, append_results, cap_isa, machine_info, markdo
 from peers_levers import LEVERS, run_lever
 from peers_onednn import primitive_rows, run_primitives, weight_gradient_note
 from peers_profile import kernel_rows, profile_rows, run_profile
-from peers_stacks import BATCH, DATA, backbone_rows, rate_rows, run_keras, run_peak, run_torch, run_xrayest
+from peers_stacks import (BATCH, DATA, TORCH_LAYOUTS, backbone_rows, best_of, rate_rows, run_keras, run_peak, run_torch,
+                          run_xrayest)
 
 
 def main():
@@ -63,6 +66,8 @@ def main():
     parser.add_argument("--torch-python", default=sys.executable,
                         help="a Python with torch and torchvision (default: this one)")
     parser.add_argument("--torch-workers", default="0,1,2", help="DataLoader worker counts to try")
+    parser.add_argument("--torch-layouts", default=",".join(TORCH_LAYOUTS),
+                        help="PyTorch memory formats to try, each with each worker count")
     parser.add_argument("--backbones", default="sutd_cnn,residual_cnn,sutd_residual",
                         help="xrayest's from-scratch backbones to time and profile (sutd_cnn always)")
     parser.add_argument("--levers", action="store_true",
@@ -83,7 +88,8 @@ def main():
         result = {"xrayest": lambda: run_xrayest(args.n, args.epochs, arg, precision),
                   "xrayest-tf-default": lambda: run_xrayest(args.n, args.epochs, arg, precision),
                   "keras": lambda: run_keras(args.n, args.epochs, precision),
-                  "torch": lambda: run_torch(args.n, args.epochs, int(arg or 0), precision), "peak": run_peak,
+                  "torch": lambda: run_torch(args.n, args.epochs, int(arg.partition(":")[0] or 0), precision,
+                                             arg.partition(":")[2] or "channels_last"), "peak": run_peak,
                   "profile": lambda: run_profile(args.n, arg, precision),
                   "lever": lambda: run_lever(args.n, arg, precision),
                   "primitives": lambda: run_primitives(args.n, precision)}[kind]()
@@ -96,27 +102,29 @@ def main():
     backbones = ["sutd_cnn", *(b for b in args.backbones.split(",") if b and b != "sutd_cnn")]
     from xrayest.device import cpu_flags, onednn_off_by_default
 
-    # TensorFlow's default leaves its oneDNN kernels off on AVX2-only CPUs (xrayest turns them on when it is
-    # imported): there plain Keras runs as TensorFlow's default has it, and again with TF_ENABLE_ONEDNN_OPTS=1
-    # (a Keras user who knows the variable), and xrayest once more with TensorFlow's default
+    # plain Keras as TensorFlow's default has it and with TF_ENABLE_ONEDNN_OPTS=1 (a Keras user who knows the
+    # variable); TensorFlow's default leaves its oneDNN kernels off on AVX2-only CPUs (xrayest turns them
+    # on), and there xrayest runs once more with TensorFlow's default
     tf_default_off = onednn_off_by_default(cpu_flags())
-    envs = {"keras": {"TF_ENABLE_ONEDNN_OPTS": "0" if tf_default_off else None}}
-    variants = ["xrayest:sutd_cnn", "keras"]
+    envs = {"keras": {"TF_ENABLE_ONEDNN_OPTS": "0" if tf_default_off else None},
+            "keras:onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"}}
+    variants = ["xrayest:sutd_cnn", "keras", "keras:onednn"]
     if tf_default_off:
-        envs.update({"keras:onednn": {"TF_ENABLE_ONEDNN_OPTS": "1"},
-                     "xrayest-tf-default:sutd_cnn": {"TF_ENABLE_ONEDNN_OPTS": "0"}})
-        variants += ["keras:onednn", "xrayest-tf-default:sutd_cnn"]
+        envs["xrayest-tf-default:sutd_cnn"] = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+        variants.append("xrayest-tf-default:sutd_cnn")
     if has_torch:
-        variants += [f"torch:{w}" for w in args.torch_workers.split(",")]
+        variants += [f"torch:{w}:{layout}" for layout in args.torch_layouts.split(",")
+                     for w in args.torch_workers.split(",")]
     else:
         print(f"skipped the PyTorch rows: {args.torch_python} cannot import torch and torchvision "
               '(pip install ".[peers]", or give --torch-python)', file=sys.stderr)
     variants += [f"xrayest:{b}" for b in backbones[1:]]
     print(f"host: {machine_info()}; every stack in {precision}", flush=True)
     common = ["--n", args.n, "--epochs", args.epochs, "--precision", precision]
-    peaks = [run_child(__file__, ["--variant", "peak"], "peak")]
+    peaks = []  # one before each round, one after the last
     results = {v: [] for v in variants}
     for _ in range(args.rounds):
+        peaks.append(run_child(__file__, ["--variant", "peak"], "peak"))
         for variant in variants:
             python = args.torch_python if variant.startswith("torch") else sys.executable
             results[variant].append(run_child(__file__, ["--variant", variant, *common], variant, python=python,
@@ -138,14 +146,15 @@ def main():
     peer = max((v for v in rates if not v.startswith("xrayest")), key=rates.get)
     keras_name = f"plain Keras, {'mixed_bfloat16' if precision == 'bfloat16' else 'float32'}, tf.data"
     names = {"xrayest:sutd_cnn": f"xrayest XrayCNNClassifier, {precision}, file paths",
-             "keras": keras_name + (", TensorFlow's default (oneDNN off)" if tf_default_off else ""),
+             "keras": keras_name + f", TensorFlow's default (oneDNN {'off' if tf_default_off else 'on'})",
              "keras:onednn": keras_name + ", TF_ENABLE_ONEDNN_OPTS=1",
              "xrayest-tf-default:sutd_cnn": f"xrayest with TensorFlow's default kernels (oneDNN off), {precision}",
-             **{v: f"PyTorch, {'bf16 autocast' if precision == 'bfloat16' else 'float32'}, channels_last, "
-                   f"{v.partition(':')[2]} DataLoader workers"
+             **{v: f"PyTorch, {'bf16 autocast' if precision == 'bfloat16' else 'float32'}, {v.split(':')[2]}, "
+                   f"{v.split(':')[1]} DataLoader workers"
                 for v in results if v.startswith("torch")}}
     table = markdown_table(["stack (the sutd_cnn network)", "img/s (epochs 2+), per round", "GFLOP/s (best round)",
-                            f"of {short} peak", "xrayest / this"], rate_rows(results, rates, names, flops, peak))
+                            f"{short} matmul peak, GFLOP/s (that round)", f"of that {short} peak", "xrayest / this"],
+                           rate_rows(results, rates, names, flops, [p[precision] for p in peaks]))
     table += "\n\n" + markdown_table(
         ["xrayest backbone", "training GFLOP per image", "img/s, per round", "GFLOP/s", f"of {short} peak",
          "per FLOP vs sutd_cnn", "img/s at 100% of the peak"], backbone_rows(results, rates, peak))
@@ -171,7 +180,7 @@ def main():
         f"bench_peers: the sutd_cnn network against its peers; xrayest's from-scratch backbones profiled, 150 px, "
         f"batch 64, augmentation, {precision}, {args.n} pediatric_cxr images, {args.epochs} epochs",
         table, notes=f"Training FLOPs per image of sutd_cnn {flops / 1e9:.2f} GFLOP (3x forward, conv + dense). "
-                     f"bf16 matmul peak (2048^3, TensorFlow) {bf16} GFLOP/s before / after, float32 {fp32}. "
+                     f"bf16 matmul peak (2048^3, TensorFlow) {bf16} GFLOP/s before each round / after, float32 {fp32}. "
                      f"Each variant in its own process, in turn, per round; the fastest peer here: "
                      f"{names.get(peer, peer)} (xrayest {rates['xrayest:sutd_cnn'] / rates[peer]:.2f}x it). "
                      f"The sutd_cnn convolutions alone take {1e3 * floor / BATCH:.2f} ms per image "
@@ -180,11 +189,16 @@ def main():
                      f"train at {BATCH / floor:.0f} img/s. "
                      + weight_gradient_note(primitives, flops, peak, rates["xrayest:sutd_cnn"]))
     ours = rates["xrayest:sutd_cnn"]
+    own = results["xrayest:sutd_cnn"]
+    own_peak = peaks[max(range(len(own)), key=lambda i: own[i]["img_per_s"])][precision]
+    others = [v for v in (best_of(rates, "keras"), best_of(rates, "torch")) if v and v != peer]
     record_result(f"peers_{precision}", f"training the sutd_cnn network against the peers, 150 px, augmented, "
                                        f"batch 64, {precision}",
                   f"xrayest {span(results['xrayest:sutd_cnn'])} img/s, the fastest peer ({names.get(peer, peer)}) "
-                  f"{span(results[peer])}: {ours / rates[peer]:.1f}x; {100 * ours * flops / 1e9 / peak:.0f}% of the "
-                  f"{short} matmul peak measured in the same run"
+                  f"{span(results[peer])}: {ours / rates[peer]:.2f}x"
+                  + "".join(f", {names[v]} {span(results[v])}: {ours / rates[v]:.2f}x" for v in others)
+                  + f"; {100 * ours * flops / 1e9 / own_peak:.0f}% of the {short} matmul peak measured in the same "
+                    f"round ({own_peak:.0f} GFLOP/s)"
                   + (f"; with TensorFlow's default kernels (oneDNN off) xrayest "
                      f"{span(results['xrayest-tf-default:sutd_cnn'])}, plain Keras {span(results['keras'])}"
                      if tf_default_off else ""))
