@@ -1,7 +1,7 @@
 """Cross-validated accuracy on the pediatric task, with a proxy for new patients.
 
-Stratified K-fold CV (seed 0) over ../shared/data/pediatric_cxr/train (or a stratified --n subsample
-of it). Each fold trains one model per seed of --seeds; every model is scored on
+Stratified K-fold CV (folds drawn with --split-seed, 0 by default) over ../shared/data/pediatric_cxr/train
+(or a stratified --n subsample of it). Each fold trains one model per seed of --seeds; every model is scored on
 
 - the fold's test images: accuracy, macro-F1, per-class recall (mean +- sd over folds);
 - the same test images resampled to the class mix of the independent test set (38% normal, 39%
@@ -309,6 +309,9 @@ def main():
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=0, help="0: the recipe's own")
     parser.add_argument("--seeds", default="0", help="comma-separated random_state of each model per fold")
+    parser.add_argument("--split-seed", type=int, default=0,
+                        help="random_state of the fold split (the subsample stays the same): another seed gives "
+                             "another set of folds for a second paired comparison")
     parser.add_argument("--equalize", action="store_true", help="histogram-equalise every image before fitting")
     parser.add_argument("--center-crop", type=float, default=0.0,
                         help="keep the central fraction of each side of every image (e.g. 0.8), resized back")
@@ -372,7 +375,7 @@ def main():
         X_bu = None if X_bu is None else center_crop(X_bu, args.center_crop)
     if args.fit_all:
         return fit_all(args, overrides, seeds[0], X, y, X_bu, y_bu)
-    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(X, y))
+    folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=args.split_seed).split(X, y))
     results, saved, fit_seconds = {"single": [], "ensemble": []}, {}, []
     adapted_saved = {}
     curves = {}  # snapshot name -> evaluations over folds x seeds
@@ -449,7 +452,8 @@ def main():
         table += "\n\n" + curve_table(curves, keys)
     print(table)
     append_results(f"bench_pediatric_cv: {args.folds}-fold CV, {len(X)} pediatric_cxr images",
-                   table, notes=f"Overrides {overrides or 'none'}; seeds {seeds}; equalize={args.equalize}; "
+                   table, notes=f"Overrides {overrides or 'none'}; seeds {seeds}; fold split seed {args.split_seed}; "
+                                f"equalize={args.equalize}; "
                                 f"center crop {args.center_crop or 'none'}; "
                                 f"fit {np.mean(fit_seconds):.0f} s per model on "
                                 f"{len(X) * (args.folds - 1) // args.folds}"
