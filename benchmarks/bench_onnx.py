@@ -14,7 +14,11 @@ in turn, --rounds times after a warm-up, on the same --n float32 RGB images alre
   feature).
 
     pip install ".[bench]"       # onnxruntime, tf2onnx, onnx
-    python benchmarks/bench_onnx.py [--n 64] [--batch 32] [--rounds 3] [--size 299]
+``--isa avx2`` caps TensorFlow's kernels at AVX2 (``ONEDNN_MAX_CPU_ISA``; ONNX Runtime's MLAS picks its
+kernels by the CPU's flags and has no such cap): an AVX2-only host's oneDNN kernels on this CPU, and the
+host line says so.
+
+    python benchmarks/bench_onnx.py [--n 64] [--batch 32] [--rounds 3] [--size 299] [--isa native]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from _common import append_results, host, machine_info, markdown_table, record_result
+from _common import ISA_SETTINGS, append_results, cap_isa, host, machine_info, markdown_table, record_result
 
 
 def seconds(fn):
@@ -40,7 +44,10 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--size", type=int, default=299)
+    parser.add_argument("--isa", default="native", choices=sorted(ISA_SETTINGS),
+                        help="avx2: cap TensorFlow's kernels at AVX2 before it is imported; the host line says so")
     args = parser.parse_args()
+    cap_isa(args.isa)
     try:
         import onnxruntime as ort
     except ImportError:
@@ -104,7 +111,9 @@ def main():
     record_result(f"onnx_{best}", f"frozen Xception features at {args.size} px, batch {args.batch}: FeatureExtractor "
                                   f"({best}) against ONNX Runtime and Keras' predict",
                   f"{rates[ours]:.1f} img/s; ONNX Runtime {rates[peers[-1]]:.1f}, Keras predict {rates[peers[0]]:.1f}: "
-                  f"{rates[ours] / rates[peer]:.2f}x the faster ({peer.split(',')[0]})")
+                  f"{rates[ours] / rates[peer]:.2f}x the faster ({peer.split(',')[0]})"
+                  + ("; ONNX Runtime not capped (its MLAS kernels use every instruction set this CPU has)"
+                     if args.isa != "native" else ""))
 
 
 if __name__ == "__main__":
