@@ -54,8 +54,8 @@ from _common import (ISA_SETTINGS, append_results, cap_isa, machine_info, markdo
 from peers_levers import LEVERS, run_lever
 from peers_onednn import primitive_rows, run_primitives, weight_gradient_note
 from peers_profile import kernel_rows, profile_rows, run_profile
-from peers_stacks import (BATCH, DATA, TORCH_LAYOUTS, backbone_rows, best_of, rate_rows, run_keras, run_peak, run_torch,
-                          run_xrayest)
+from peers_stacks import (BATCH, DATA, TORCH_LAYOUTS, backbone_rows, best_of, best_round, rate_rows, run_keras,
+                          run_peak, run_torch, run_xrayest)
 
 
 def main():
@@ -85,11 +85,12 @@ def main():
     precision = resolve_precision(args.precision, "cpu")
     if args.variant:
         kind, _, arg = args.variant.partition(":")
+        workers, _, layout = arg.partition(":")  # torch:N:LAYOUT
         result = {"xrayest": lambda: run_xrayest(args.n, args.epochs, arg, precision),
                   "xrayest-tf-default": lambda: run_xrayest(args.n, args.epochs, arg, precision),
                   "keras": lambda: run_keras(args.n, args.epochs, precision),
-                  "torch": lambda: run_torch(args.n, args.epochs, int(arg.partition(":")[0] or 0), precision,
-                                             arg.partition(":")[2] or "channels_last"), "peak": run_peak,
+                  "torch": lambda: run_torch(args.n, args.epochs, int(workers or 0), precision,
+                                             layout or "channels_last"), "peak": run_peak,
                   "profile": lambda: run_profile(args.n, arg, precision),
                   "lever": lambda: run_lever(args.n, arg, precision),
                   "primitives": lambda: run_primitives(args.n, precision)}[kind]()
@@ -189,8 +190,7 @@ def main():
                      f"train at {BATCH / floor:.0f} img/s. "
                      + weight_gradient_note(primitives, flops, peak, rates["xrayest:sutd_cnn"]))
     ours = rates["xrayest:sutd_cnn"]
-    own = results["xrayest:sutd_cnn"]
-    own_peak = peaks[max(range(len(own)), key=lambda i: own[i]["img_per_s"])][precision]
+    own_peak = peaks[best_round(results["xrayest:sutd_cnn"])][precision]
     others = [v for v in (best_of(rates, "keras"), best_of(rates, "torch")) if v and v != peer]
     record_result(f"peers_{precision}", f"training the sutd_cnn network against the peers, 150 px, augmented, "
                                        f"batch 64, {precision}",

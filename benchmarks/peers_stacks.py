@@ -188,6 +188,11 @@ def best_of(rates, prefix):
     return max((v for v in rates if v.startswith(prefix)), key=rates.get, default=None)
 
 
+def best_round(runs) -> int:
+    """The round (index into ``runs``) that gave a variant's best rate."""
+    return max(range(len(runs)), key=lambda i: runs[i]["img_per_s"])
+
+
 def rate_rows(results, rates, names, flops, peaks):
     """The peers table: one row per stack on the sutd_cnn network; ``peaks[i]`` is the matmul peak measured
     just before round ``i``, beside each row the peak of the round that gave its best rate."""
@@ -198,7 +203,7 @@ def rate_rows(results, rates, names, flops, peaks):
         if variant.startswith("xrayest:") and variant != "xrayest:sutd_cnn":
             continue
         rate = rates[variant]
-        best = max(range(len(runs)), key=lambda i: runs[i]["img_per_s"])
+        best = best_round(runs)
         rows.append([names[variant] + marks.get(variant, ""),
                      " / ".join(f"{r['img_per_s']:.0f}" for r in runs), f"{rate * flops / 1e9:.0f}",
                      f"{peaks[best]:.0f}", f"{100 * rate * flops / 1e9 / peaks[best]:.0f}%", f"{xrayest / rate:.2f}"])

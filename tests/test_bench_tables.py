@@ -10,8 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 _environment = dict(os.environ)
 peers_stacks = pytest.importorskip("peers_stacks")
-os.environ.clear()  # benchmarks/_common sets a TensorFlow log level for the scripts: not for the other tests
-os.environ.update(_environment)
+for _key in set(os.environ) - set(_environment):  # benchmarks/_common sets a TensorFlow log level for the scripts
+    del os.environ[_key]  # not for the other tests
 
 
 def test_rows_mark_each_peers_faster_way_and_use_the_peak_of_the_best_round():
